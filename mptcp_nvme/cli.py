@@ -1,0 +1,137 @@
+"""The ``mptcp-nvme`` command: setup, run, build."""
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+from . import kernel as kernel_mod
+from . import rootfs
+from .errors import SetupError, UsageError
+from .vm import ACCELS, require_host_tools, resolve_accel
+
+SOURCE_DIR = Path(__file__).resolve().parent.parent
+SELFTESTS = SOURCE_DIR / "selftests"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_vm_options(parser):
+    parser.add_argument("--kernel", help="kernel tree, bzImage, or version installed in the rootfs "
+                        "(default: the newest in the rootfs)")
+    parser.add_argument("--modules", help="lib/modules/<release> directory to use with a bzImage")
+    parser.add_argument("--rootfs", help="guest root: a directory built by 'setup', or 'host'")
+    parser.add_argument("--accel", default="auto", choices=ACCELS)
+
+
+def build_parser():
+    parser = Parser(prog="mptcp-nvme", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    setup = sub.add_parser("setup", help="build the guest rootfs and probe KVM (cached)")
+    add_vm_options(setup)
+
+    run = sub.add_parser("run", help="boot the kernel and run the selftests, KTAP on stdout")
+    add_vm_options(run)
+    run.add_argument("tests", nargs="*", help="selftest files or node ids (default: all)")
+    run.add_argument("-k", dest="keyword", help="pytest -k expression")
+    run.add_argument("-n", "--vms", type=int, default=1, help="VMs side by side (pytest-xdist)")
+    run.add_argument("--cpus", type=int, default=2)
+    run.add_argument("--memory", default="2G")
+    run.add_argument("--append", action="append", default=[], help="extra kernel command line")
+    run.add_argument("--boot-timeout", type=float, default=240.0)
+    run.add_argument("--test-timeout", type=float, default=600.0)
+    run.add_argument("--results-dir", help="default: results/<timestamp>")
+    run.add_argument("--ktap-version", type=int, choices=(13, 1), default=13)
+    run.add_argument("--expect-all-features", action="store_true",
+                     help="a missing kernel feature is a failure, not a SKIP")
+
+    build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
+    build.add_argument("tree")
+    build.add_argument("--debug", action="store_true", help="add KASAN, kmemleak, lockdep")
+    build.add_argument("-j", "--jobs", type=int)
+    return parser
+
+
+def cmd_setup(args):
+    require_host_tools()
+    root = rootfs.ensure(args.rootfs)
+    kernel = kernel_mod.locate(args.kernel, root, args.modules)
+    accel, why = resolve_accel(args.accel, kernel.image)
+    print(f"rootfs: {root}")
+    print(f"kernel: {kernel.origin} ({kernel.release})")
+    print(f"accel: {accel} ({why})")
+    return 0
+
+
+def cmd_run(args):
+    import pytest
+
+    from .plugin import KTAP_EXIT
+
+    root = rootfs.ensure(args.rootfs)
+    kernel_mod.locate(args.kernel, root, args.modules)      # bad --kernel: fail before pytest
+    tests = [str(Path(t).resolve()) if "::" not in t else t for t in args.tests] or [str(SELFTESTS)]
+    for test in tests:
+        path = Path(test.partition("::")[0]).resolve()
+        if not path.exists():
+            raise UsageError(f"{test}: no such selftest file or directory")
+        if SOURCE_DIR not in (path, *path.parents):
+            raise UsageError(f"{test}: selftests must be inside {SOURCE_DIR} (shared with the guest)")
+    require_host_tools()
+    results = Path(args.results_dir or SOURCE_DIR / "results" /
+                   datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    results.mkdir(parents=True, exist_ok=True)
+    argv = ["--vm", "--ktap", "-", "-p", "no:terminal", "-p", "no:cacheprovider",
+            "--rootdir", str(SOURCE_DIR), "--results-dir", str(results),
+            "--junitxml", str(results / "junit.xml"), "--rootfs", str(root),
+            "--accel", args.accel, "--cpus", str(args.cpus), "--memory", args.memory,
+            "--boot-timeout", str(args.boot_timeout), "--test-timeout", str(args.test_timeout),
+            "--ktap-version", str(args.ktap_version)]
+    for option in ("kernel", "modules", "keyword"):
+        if getattr(args, option):
+            argv += ["-k" if option == "keyword" else f"--{option}", getattr(args, option)]
+    for option in args.append:
+        argv += ["--append", option]
+    if args.expect_all_features:
+        argv.append("--expect-all-features")
+    if args.vms > 1:
+        argv += ["-n", str(args.vms)]
+    print(f"results: {results}", file=sys.stderr)
+    config_holder = {}
+
+    class Capture:
+        def pytest_unconfigure(self, config):
+            config_holder["code"] = config.stash.get(KTAP_EXIT, None)
+
+    status = pytest.main(argv + tests, plugins=[Capture()])
+    code = config_holder.get("code")
+    if code is None:
+        return 2 if status == pytest.ExitCode.USAGE_ERROR else 1
+    return code
+
+
+def cmd_build(args):
+    kernel = kernel_mod.build(args.tree, debug=args.debug, jobs=args.jobs)
+    print(f"built {kernel.image} ({kernel.release})")
+    return 0
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build}[args.command](args)
+    except (UsageError, SetupError) as err:
+        print(f"mptcp-nvme: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("mptcp-nvme: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

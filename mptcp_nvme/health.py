@@ -1,0 +1,47 @@
+"""Kernel health per test: new kernel log lines since the test started, checked for trouble."""
+
+import os
+import re
+
+# Kernel self-checks (blktests' dmesg gate) and the nvme error patterns of mptcp_nvme.sh.
+PROBLEMS = re.compile("|".join([
+    r"WARNING:", r"\bBUG:", r"Oops", r"KASAN", r"UBSAN", r"kernel BUG at",
+    r"possible circular locking dependency", r"possible recursive locking",
+    r"INFO: lockdep", r"suspicious RCU usage", r"rcu: INFO: .*stall", r"self-detected stall",
+    r"unreferenced object",
+    r"starting error recovery", r"Buffer I/O error", r"fatal error occurred",
+    r"failed nvme_keep_alive_end_io",
+]))
+
+
+class KernelLog:
+    """A cursor on /dev/kmsg: ``new_lines()`` returns what was logged since the last call."""
+
+    def __init__(self, path="/dev/kmsg"):
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def new_lines(self):
+        lines = []
+        while True:
+            try:
+                record = os.read(self.fd, 8192)
+            except BlockingIOError:
+                return lines
+            except BrokenPipeError:      # records overwritten before we read them
+                lines.append("(kernel log records lost: ring buffer wrapped)")
+                continue
+            if not record:
+                return lines
+            header, _, message = record.decode(errors="replace").partition(";")
+            fields = header.split(",")
+            stamp = f"[{int(fields[2]) / 1e6:12.6f}] " if len(fields) > 2 else ""
+            lines.append(stamp + message.split("\n", 1)[0])
+
+    def close(self):
+        os.close(self.fd)
+
+
+def problems(lines):
+    """The lines that report a kernel problem."""
+    return [line for line in lines if PROBLEMS.search(line)]

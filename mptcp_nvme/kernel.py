@@ -1,0 +1,127 @@
+"""The kernel under test: locating it (tree, bzImage, installed version) and building a tree."""
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import SetupError, UsageError
+
+KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
+BZIMAGE = "arch/x86/boot/bzImage"
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    image: Path
+    release: str
+    origin: str           # what the user asked for, for messages and the KTAP header
+    tree: Path | None = None        # a built source tree: vng boots it with --run TREE
+    modules: Path | None = None     # lib/modules/<release> to install into the rootfs
+
+
+def _version_key(release):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", release)]
+
+
+def installed(rootfs):
+    """Kernels installed in a root filesystem, newest first: {release: vmlinuz path}."""
+    images = {p.name.removeprefix("vmlinuz-"): p for p in Path(rootfs, "boot").glob("vmlinuz-*")}
+    return dict(sorted(images.items(), key=lambda kv: _version_key(kv[0]), reverse=True))
+
+
+def image_release(image):
+    """The release string in an x86 bzImage header, or None when it is not one."""
+    with open(image, "rb") as f:
+        header = f.read(0x210)
+        if len(header) < 0x210 or header[0x202:0x206] != b"HdrS":
+            return None
+        offset = int.from_bytes(header[0x20E:0x210], "little") + 0x200
+        f.seek(offset)
+        text = f.read(256).split(b"\0", 1)[0].decode(errors="replace")
+    return text.split()[0] if text else None
+
+
+def _tree_release(tree):
+    release_file = tree / "include/config/kernel.release"
+    if release_file.is_file():
+        return release_file.read_text().strip()
+    return image_release(tree / BZIMAGE)
+
+
+def locate(spec, rootfs, modules=None):
+    """Resolve ``--kernel``: None (newest in the rootfs), a tree, a bzImage or a version."""
+    available = installed(rootfs)
+    if not spec:
+        if not available:
+            raise UsageError(f"no kernel installed in the root filesystem {rootfs}; "
+                             "pass --kernel TREE|BZIMAGE")
+        release, image = next(iter(available.items()))
+        return Kernel(image=image, release=release, origin=f"rootfs {release}")
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "Kconfig").is_file() or not (path / "Makefile").is_file():
+            raise UsageError(f"--kernel {spec}: directory is not a kernel source tree")
+        if not (path / BZIMAGE).is_file():
+            raise UsageError(f"--kernel {spec}: kernel tree is not built (no {BZIMAGE}); "
+                             f"run 'mptcp-nvme build {spec}'")
+        release = _tree_release(path)
+        mods = None
+        if (path / "modules.order").is_file() and (path / "modules.order").stat().st_size:
+            mods = path  # installed into the rootfs with make modules_install
+        return Kernel(image=path / BZIMAGE, release=release, origin=f"tree {path}",
+                      tree=path, modules=mods)
+    if path.is_file():
+        release = image_release(path)
+        if release is None:
+            raise UsageError(f"--kernel {spec}: not an x86 bzImage (no HdrS header)")
+        if modules and not Path(modules, "modules.dep").is_file():
+            raise UsageError(f"--modules {modules}: not a lib/modules/<release> directory "
+                             "(no modules.dep)")
+        return Kernel(image=path, release=release, origin=f"image {path}",
+                      modules=Path(modules) if modules else None)
+    if spec in available:
+        return Kernel(image=available[spec], release=spec, origin=f"rootfs {spec}")
+    choices = ", ".join(available) or "none"
+    raise UsageError(f"--kernel {spec}: no such file or directory, and not a kernel "
+                     f"installed in the rootfs (installed: {choices})")
+
+
+def install_modules(kernel, rootfs):
+    """Put a tree's or image's modules into rootfs/lib/modules/<release> for the guest."""
+    if kernel.modules is None:
+        return
+    target = Path(rootfs, "lib/modules", kernel.release)
+    shutil.rmtree(target, ignore_errors=True)
+    if kernel.tree is not None:
+        result = subprocess.run(
+            ["make", "-C", str(kernel.tree), "-s", "modules_install",
+             f"INSTALL_MOD_PATH={rootfs}", "INSTALL_MOD_STRIP=1", "DEPMOD=/sbin/depmod"],
+            capture_output=True, text=True)
+        if result.returncode:
+            raise SetupError(f"modules_install for {kernel.tree} failed: "
+                             f"{result.stderr.strip().splitlines()[-1:]}")
+    else:
+        shutil.copytree(kernel.modules, target, symlinks=True)
+
+
+def fragments(debug=False):
+    """The kconfig fragments the suite needs (plus the debug one on request)."""
+    names = ["mptcp-nvme.config"] + (["debug.config"] if debug else [])
+    return [KCONFIG_DIR / name for name in names]
+
+
+def build(tree, debug=False, jobs=None):
+    """Configure and build a kernel tree with vng and the suite's fragments."""
+    tree = Path(tree)
+    if not (tree / "Kconfig").is_file():
+        raise UsageError(f"build {tree}: not a kernel source tree (no Kconfig)")
+    argv = ["vng", "--build"]
+    for fragment in fragments(debug):
+        argv += ["--config", str(fragment)]
+    if jobs:
+        argv += ["--jobs", str(jobs)]
+    if subprocess.run(argv, cwd=tree).returncode:
+        raise SetupError(f"kernel build in {tree} failed (command: {' '.join(argv)})")
+    return locate(str(tree), rootfs="/nonexistent")

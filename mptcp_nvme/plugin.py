@@ -1,0 +1,269 @@
+"""The pytest plugin: KTAP reporting, running selftests in a VM (host) and serving them (guest).
+
+Registered through the ``pytest11`` entry point; inert unless one of ``--ktap``, ``--vm``
+or ``--guest-agent`` is given.
+"""
+
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _pytest.reports import TestReport
+
+from . import kernel as kernel_mod
+from . import ktap, rootfs
+from .remote import GuestAgent, GuestSession, guest_command
+from .vm import VMConfig, VMError, require_host_tools, resolve_accel
+
+DIAG = "ktap_diag"
+DESCRIPTION = "ktap_description"
+DIRECTIVE = "ktap_directive"
+FAILURE_LINES = 60
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mptcp_nvme", "mptcp-nvme selftests")
+    group.addoption("--ktap", metavar="PATH", help="write KTAP to PATH ('-' for stdout)")
+    group.addoption("--ktap-version", type=int, choices=(13, 1), default=13,
+                    help="13: 'TAP version 13' (mptcp_nvme.sh), 1: 'KTAP version 1'")
+    group.addoption("--results-dir", metavar="DIR", help="console logs, dmesg and artifacts")
+    group.addoption("--expect-all-features", action="store_true",
+                    help="a missing kernel feature fails the test instead of skipping it")
+    group.addoption("--vm", action="store_true", help="run the selftests in a virtme-ng guest")
+    group.addoption("--kernel", help="kernel tree, bzImage or rootfs version (default: newest in rootfs)")
+    group.addoption("--modules", help="lib/modules/<release> directory for a bzImage")
+    group.addoption("--rootfs", help="guest root: a built rootfs directory or 'host'")
+    group.addoption("--accel", default="auto", help="auto (probe KVM), kvm or tcg")
+    group.addoption("--cpus", type=int, default=2)
+    group.addoption("--memory", default="2G")
+    group.addoption("--append", action="append", default=[], help="extra kernel command line")
+    group.addoption("--boot-timeout", type=float, default=240.0, help="seconds to reach the agent")
+    group.addoption("--test-timeout", type=float, default=600.0, help="seconds per test in the VM")
+    group.addoption("--guest-agent", action="store_true",
+                    help="internal: serve tests to the host from inside the guest")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires(*what): kernel/rootfs requirements, "
+                            "e.g. 'module:nvmet', 'kconfig:NVME_TCP_TLS', 'tool:fio', "
+                            "'trtype:mptcp', 'iopolicy:round-robin', 'feature:tls'")
+    config.addinivalue_line("markers", "timeout(seconds): per-test limit in the VM")
+    if config.getoption("guest_agent"):
+        config.pluginmanager.register(GuestAgent(config), "mptcp_nvme_agent")
+    elif config.getoption("vm") and not is_xdist_controller(config):
+        config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
+    if config.getoption("ktap") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")
+
+
+def is_xdist_controller(config):
+    return (not hasattr(config, "workerinput")
+            and getattr(config.option, "numprocesses", None) not in (None, 0))
+
+
+def results_dir(config):
+    path = Path(config.getoption("results_dir") or "results")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def describe(item):
+    """What a test checks, for KTAP: its docstring's first line (formatted with its
+    parameters) or its name, followed by the parameter id."""
+    doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines()
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    text = item.originalname if hasattr(item, "originalname") else item.name
+    if doc:
+        try:
+            text = doc[0].strip().format(**params)
+        except (KeyError, IndexError, ValueError):
+            text = doc[0].strip()
+    callspec = getattr(item, "callspec", None)
+    return f"{text} [{callspec.id}]" if callspec else text
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.user_properties.append((DESCRIPTION, describe(item)))
+
+
+class KtapReporter:
+    """Turns pytest reports (local, from a VM or from xdist workers) into KTAP."""
+
+    def __init__(self, config):
+        target = config.getoption("ktap")
+        self.stream = sys.stdout if target == "-" else open(target, "w", buffering=1)
+        self.writer = ktap.KtapWriter(self.stream, version=config.getoption("ktap_version"))
+        self.pending = {}
+        self.collect_errors = 0
+
+    def pytest_sessionstart(self, session):
+        self.writer.header()
+
+    def pytest_collection_finish(self, session):
+        if not is_xdist_controller(session.config):
+            self.writer.plan(len(session.items))
+
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        if self.writer.planned is None:
+            self.writer.plan(len(ids))
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collect_errors += 1
+            self.writer.diag(f"collection error in {report.nodeid}:\n{report.longreprtext}")
+
+    def pytest_runtest_logreport(self, report):
+        self.pending.setdefault(report.nodeid, []).append(report)
+        if report.when == "teardown":
+            self._emit(self.pending.pop(report.nodeid))
+
+    def _emit(self, reports):
+        pairs = list(itertools.chain.from_iterable(r.user_properties for r in reports))
+        props = dict(pairs)
+        for diagnostic in dict.fromkeys(value for name, value in pairs if name == DIAG):
+            self.writer.diag(diagnostic)
+        description = props.get(DESCRIPTION, reports[0].nodeid)
+        outcome, reason = summarize(reports)
+        if props.get(DIRECTIVE) and outcome in ("fail", "error"):
+            outcome, reason = "error", f"{props[DIRECTIVE]} {reason}".strip()
+        if outcome in ("fail", "error", "xpass"):
+            text = "\n".join(r.longreprtext for r in reports if r.failed)
+            lines = text.splitlines()
+            if len(lines) > FAILURE_LINES:
+                lines = [f"... ({len(lines) - FAILURE_LINES} lines above in junit.xml)"] + lines[-FAILURE_LINES:]
+            self.writer.diag("\n".join(lines))
+        time_ms = sum(r.duration for r in reports) * 1000
+        self.writer.result(description, outcome, time_ms, reason)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.writer.totals()
+        code = self.writer.exit_code
+        if self.collect_errors or exitstatus in (pytest.ExitCode.INTERNAL_ERROR,
+                                                 pytest.ExitCode.INTERRUPTED):
+            code = ktap.EXIT_FAIL
+        session.config.stash[KTAP_EXIT] = code
+
+
+KTAP_EXIT = pytest.StashKey[int]()
+
+
+def summarize(reports):
+    """(outcome, reason) of one test from its setup/call/teardown reports."""
+    for report in reports:
+        if report.skipped:
+            reason = skip_reason(report)
+            if hasattr(report, "wasxfail"):
+                return "xfail", report.wasxfail
+            return "skip", reason
+    for report in reports:
+        if report.failed:
+            if report.when == "call":
+                return "fail", ""
+            return "error", f"{report.when} failed"
+    if any(hasattr(r, "wasxfail") for r in reports):
+        return "xpass", ""
+    return "pass", ""
+
+
+def skip_reason(report):
+    if isinstance(report.longrepr, tuple):
+        return report.longrepr[2].removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+class VmRunner:
+    """Host side: every selftest runs in this process's guest (one VM per xdist worker)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.session = None
+        self.boot_error = None
+        self.boots = itertools.count()
+        self.diagnostics_sent = False
+        self.header = None
+        self.worker = getattr(config, "workerinput", {}).get("workerid", "main")
+
+    def _vm_config(self):
+        opt = self.config.getoption
+        require_host_tools()
+        root = rootfs.ensure(opt("rootfs"))
+        kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
+        kernel_mod.install_modules(kernel, root)
+        accel, why = resolve_accel(opt("accel"), kernel.image)
+        out = results_dir(self.config) / f"vm-{self.worker}"
+        out.mkdir(parents=True, exist_ok=True)
+        self.header = (f"vm {self.worker}: {kernel.origin} ({kernel.release}), accel {accel} "
+                       f"({why}), rootfs {root}")
+        return VMConfig(
+            kernel=kernel, rootfs=root, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
+            append=tuple(opt("append")), boot_timeout=opt("boot_timeout"),
+            rwdirs={rootfs.GUEST_RESULTS_DIR: str(out.resolve())},
+            rodirs={rootfs.GUEST_SOURCE_DIR: str(Path(__file__).resolve().parent.parent)},
+            console_log=out / f"console-{next(self.boots)}.log",
+            name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
+            command=guest_command(self.config.args, opt("expect_all_features")),
+        )
+
+    def _guest(self):
+        if self.boot_error:
+            raise VMError(f"not run: the VM failed to boot earlier:\n{self.boot_error}")
+        if self.session is None or not self.session.alive:
+            if self.session is not None:
+                self.session.close(grace=0)
+            try:
+                cfg = self._vm_config()
+                self.session = GuestSession(cfg, cfg.boot_timeout).start()
+            except Exception as err:
+                self.session = None
+                self.boot_error = str(err)
+                raise VMError(f"VM boot failed: {err}") from None
+            self.diagnostics_sent = False
+        return self.session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        started = time.monotonic()
+        try:
+            guest = self._guest()
+            timeout = self._timeout(item)
+            data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
+            reports = [self.config.hook.pytest_report_from_serializable(config=self.config, data=d)
+                       for d in data]
+            if not reports:
+                raise VMError(f"{item.nodeid}: the guest ran nothing (not collected there?)")
+        except VMError as err:
+            if self.session is not None:
+                self.session.close(grace=0)
+            directive = "TIMEOUT" if "timed out" in str(err).splitlines()[0] else None
+            reports = failure_reports(item, str(err), time.monotonic() - started, directive)
+        if not self.diagnostics_sent and self.header:
+            reports[0].user_properties.insert(0, (DIAG, self.header))
+            self.diagnostics_sent = True
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    def _timeout(self, item):
+        marker = item.get_closest_marker("timeout")
+        return float(marker.args[0]) if marker else self.config.getoption("test_timeout")
+
+    def pytest_sessionfinish(self, session):
+        if self.session is not None:
+            self.session.close()
+
+
+def failure_reports(item, text, duration, directive=None):
+    """setup/call/teardown reports for a test that the VM could not run."""
+    props = list(item.user_properties) + ([(DIRECTIVE, directive)] if directive else [])
+    common = dict(nodeid=item.nodeid, location=item.location, keywords={}, sections=[],
+                  user_properties=props)
+    return [TestReport(outcome="passed", longrepr=None, when="setup", duration=0, **common),
+            TestReport(outcome="failed", longrepr=text, when="call", duration=duration, **common),
+            TestReport(outcome="passed", longrepr=None, when="teardown", duration=0, **common)]

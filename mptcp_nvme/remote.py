@@ -1,0 +1,133 @@
+"""Running selftests in a guest: the host's session with one VM, and the guest's agent loop.
+
+The host sends one JSON line per test on the guest command's stdin (``run`` with the
+test's nodeid and the next one, so module and session fixtures live across tests);
+the guest answers on its stdout with lines tagged ``MARK``: ``ready`` once collected,
+then ``result`` with pytest's own serialized reports. stdout carries nothing else.
+"""
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+from .rootfs import GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
+from .vm import VM, VMConfig, VMError
+
+MARK = "@@mptcp-nvme@@ "
+# The agent's channel: fds the guest shell dups from the command's stdin and stdout
+# before pytest's capture takes fds 0-2 over (fd 1 then goes to stderr).
+REQUEST_FD, REPLY_FD = 3, 4
+SOURCE_DIR = Path(__file__).resolve().parent.parent
+
+
+def guest_command(test_args, expect_all_features=False):
+    """The shell command that starts the agent inside the guest."""
+    argv = ["python3", "-m", "pytest", "-p", "mptcp_nvme.plugin", "--guest-agent",
+            "-p", "no:cacheprovider", "-p", "no:terminal", "--rootdir", GUEST_SOURCE_DIR,
+            "--results-dir", GUEST_RESULTS_DIR]
+    if expect_all_features:
+        argv.append("--expect-all-features")
+    argv += [guest_path(arg) for arg in test_args]
+    return (f"cd {GUEST_SOURCE_DIR} && PYTHONPATH={GUEST_SOURCE_DIR} "
+            f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
+            f"{REQUEST_FD}<&0 {REPLY_FD}>&1 1>&2")
+
+
+def guest_path(arg):
+    """Map a host test path (or nodeid) inside the source tree to the guest's view."""
+    path, sep, rest = str(arg).partition("::")
+    absolute = Path(path).resolve()
+    try:
+        relative = absolute.relative_to(SOURCE_DIR)
+    except ValueError:
+        raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
+                         "with the guest") from None
+    return f"{GUEST_SOURCE_DIR}/{relative}{sep}{rest}"
+
+
+class GuestSession:
+    """One booted guest running the agent; ``run()`` executes one test in it."""
+
+    def __init__(self, vm_config, boot_timeout):
+        self.vm = VM(vm_config)
+        self.boot_timeout = boot_timeout
+        self.ready = None
+        self.booted_in = None
+
+    def start(self):
+        started = time.monotonic()
+        self.vm.start()
+        try:
+            self.ready = self._receive("ready", self.boot_timeout, "the guest agent to start")
+        except BaseException:
+            self.vm.stop(grace=0)
+            raise
+        self.booted_in = time.monotonic() - started
+        return self
+
+    def _receive(self, event, timeout, what):
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.vm.read_line(deadline - time.monotonic(), what)
+            if not line.startswith(MARK):
+                self.vm._log(f"[guest stdout] {line}")
+                continue
+            message = json.loads(line[len(MARK):])
+            if message.get("event") == event:
+                return message
+
+    def run(self, nodeid, next_nodeid, timeout):
+        """Serialized reports of one test; VMError if the guest dies or overruns."""
+        self.vm.send_line(json.dumps({"op": "run", "nodeid": nodeid, "next": next_nodeid}))
+        return self._receive("result", timeout, f"the result of {nodeid}")["reports"]
+
+    @property
+    def alive(self):
+        return self.vm.alive
+
+    def close(self, grace=60.0):
+        self.vm.stop(grace=grace)
+
+
+class GuestAgent:
+    """pytest plugin for the guest: runs the tests the host asks for, one at a time."""
+
+    def __init__(self, config):
+        self.config = config
+        self.reports = []
+        self.requests = os.fdopen(REQUEST_FD, "r")
+        self.channel = os.fdopen(REPLY_FD, "w", buffering=1)
+
+    def send(self, **message):
+        self.channel.write(MARK + json.dumps(message) + "\n")
+        self.channel.flush()
+
+    def pytest_runtest_logreport(self, report):
+        self.reports.append(report)
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.send(event="collect-error", nodeid=report.nodeid, text=str(report.longrepr))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        items = {item.nodeid: item for item in session.items}
+        self.send(event="ready", collected=len(items))
+        hook = self.config.hook
+        for line in self.requests:
+            request = json.loads(line)
+            item = items.get(request["nodeid"])
+            self.reports = []
+            if item is None:
+                self.send(event="result", nodeid=request["nodeid"], reports=[],
+                          error=f"{request['nodeid']} was not collected in the guest")
+                continue
+            hook.pytest_runtest_protocol(item=item, nextitem=items.get(request.get("next")))
+            self.send(event="result", nodeid=item.nodeid, reports=[
+                hook.pytest_report_to_serializable(config=self.config, report=report)
+                for report in self.reports])
+        return True

@@ -1,0 +1,170 @@
+"""What the running kernel and root filesystem offer, and what a test requires of them.
+
+Tests declare requirements as strings, ``@pytest.mark.requires("module:nvmet",
+"kconfig:NVME_TCP_TLS", "tool:tlshd", "trtype:mptcp", "iopolicy:queue-depth",
+"feature:tls")``; every unmet one is named in the SKIP reason.
+"""
+
+import contextlib
+import dataclasses
+import errno
+import gzip
+import os
+import platform
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+CONFIGFS = Path("/sys/kernel/config")
+NVMET = CONFIGFS / "nvmet"
+FABRICS_DEV = Path("/dev/nvme-fabrics")
+IOPOLICY_PARAM = Path("/sys/module/nvme_core/parameters/iopolicy")
+PROBE_MODULES = ("nvmet", "nvmet_tcp", "nvme_tcp")
+PROBE_TRTYPES = ("tcp", "mptcp")
+IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
+TOOLS = ("nvme", "fio", "keyctl", "tlshd", "iperf3", "losetup", "nsenter")
+KINDS = ("module", "kconfig", "tool", "trtype", "iopolicy", "feature")
+
+
+def read_kconfig(release=None):
+    """CONFIG_* values from /proc/config.gz or /boot/config-<release>; {} when neither."""
+    release = release or platform.release()
+    text = None
+    with contextlib.suppress(OSError):
+        text = gzip.open("/proc/config.gz", "rt").read()
+    if text is None:
+        with contextlib.suppress(OSError):
+            text = Path(f"/boot/config-{release}").read_text()
+    config = {}
+    for line in (text or "").splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            name, value = line.split("=", 1)
+            config[name.removeprefix("CONFIG_")] = value
+    return config
+
+
+def load_module(name):
+    """modprobe; True when the module is loaded or built in afterwards."""
+    subprocess.run(["modprobe", name], capture_output=True)
+    return Path("/sys/module", name.replace("-", "_")).exists()
+
+
+def mount_configfs():
+    """configfs must be mounted for nvmet; True when it is."""
+    if not os.path.ismount(CONFIGFS):
+        subprocess.run(["mount", "-t", "configfs", "none", str(CONFIGFS)], capture_output=True)
+    return os.path.ismount(CONFIGFS)
+
+
+def probe_trtypes(candidates=PROBE_TRTYPES):
+    """Transports nvmet accepts, tried on a scratch port: {trtype: None or the error}."""
+    port = NVMET / "ports" / str(random.randint(30000, 39999))
+    verdicts = {}
+    try:
+        port.mkdir()
+    except OSError as err:
+        return {trtype: f"cannot create an nvmet port: {err.strerror}" for trtype in candidates}
+    try:
+        for trtype in candidates:
+            try:
+                (port / "addr_trtype").write_text(trtype)
+                verdicts[trtype] = None
+            except OSError as err:
+                name = errno.errorcode.get(err.errno, str(err.errno))
+                verdicts[trtype] = f"nvmet rejects addr_trtype={trtype} ({name})"
+    finally:
+        port.rmdir()
+    return verdicts
+
+
+def probe_iopolicies():
+    """The iopolicy values nvme_core accepts (tried on its module parameter, then restored)."""
+    try:
+        original = IOPOLICY_PARAM.read_text().strip()
+    except OSError:
+        return ()
+    accepted = []
+    try:
+        for policy in IOPOLICIES:
+            with contextlib.suppress(OSError):
+                IOPOLICY_PARAM.write_text(policy)
+                accepted.append(policy)
+    finally:
+        with contextlib.suppress(OSError):
+            IOPOLICY_PARAM.write_text(original)
+    return tuple(accepted)
+
+
+def fabrics_options():
+    """Option tokens /dev/nvme-fabrics understands (e.g. ``tls``, ``transport``)."""
+    try:
+        text = FABRICS_DEV.read_text()
+    except OSError:
+        return ()
+    return tuple(token.split("=", 1)[0] for token in text.strip().split(","))
+
+
+@dataclasses.dataclass
+class Features:
+    """One probe of the running system; ``unmet()`` turns requirements into reasons."""
+
+    release: str
+    kconfig: dict
+    modules: dict        # name -> loaded?
+    configfs: bool
+    trtypes: dict        # trtype -> None (accepted) or why not
+    iopolicies: tuple
+    fabrics_options: tuple
+    tools: dict          # name -> path or None
+
+    @classmethod
+    def probe(cls):
+        modules = {name: load_module(name) for name in PROBE_MODULES}
+        configfs = mount_configfs()
+        if modules["nvmet"] and configfs:
+            trtypes = probe_trtypes()
+        else:
+            trtypes = {t: "nvmet or configfs unavailable" for t in PROBE_TRTYPES}
+        return cls(
+            release=platform.release(),
+            kconfig=read_kconfig(),
+            modules=modules,
+            configfs=configfs,
+            trtypes=trtypes,
+            iopolicies=probe_iopolicies(),
+            fabrics_options=fabrics_options(),
+            tools={tool: shutil.which(tool) for tool in TOOLS},
+        )
+
+    def unmet(self, requirement):
+        """None when ``requirement`` holds, else why it does not."""
+        kind, _, name = requirement.partition(":")
+        if kind == "module":
+            return None if self.modules.get(name) or load_module(name) else f"module {name} not available"
+        if kind == "kconfig":
+            if not self.kconfig:
+                return f"CONFIG_{name} unknown (no /proc/config.gz or /boot/config-{self.release})"
+            return None if self.kconfig.get(name) in ("y", "m") else f"CONFIG_{name} not set"
+        if kind == "tool":
+            return None if self.tools.get(name) or shutil.which(name) else f"tool {name} not installed"
+        if kind == "trtype":
+            reason = self.trtypes.get(name, f"trtype {name} not probed")
+            return None if reason is None else f"NVMe transport {name}: {reason}"
+        if kind == "iopolicy":
+            return None if name in self.iopolicies else f"iopolicy {name} not offered by nvme_core"
+        if kind == "feature" and name == "tls":
+            return None if "tls" in self.fabrics_options else "/dev/nvme-fabrics has no tls option"
+        raise ValueError(f"unknown requirement {requirement!r} (kinds: {', '.join(KINDS)})")
+
+    def summary(self):
+        """One line for the KTAP header."""
+        trtypes = ",".join(t for t, why in self.trtypes.items() if why is None) or "none"
+        refused = "; ".join(why for why in self.trtypes.values() if why)
+        trtypes += f" ({refused})" if refused else ""
+        missing_tools = ",".join(t for t, path in self.tools.items() if not path) or "none"
+        modules = ",".join(n for n, ok in self.modules.items() if ok) or "none"
+        return (f"kernel {self.release}: modules {modules}; nvmet trtypes {trtypes}; "
+                f"tls {'yes' if 'tls' in self.fabrics_options else 'no'}; "
+                f"iopolicies {','.join(self.iopolicies) or 'none'}; "
+                f"kconfig {'yes' if self.kconfig else 'unknown'}; missing tools {missing_tools}")

@@ -1,0 +1,282 @@
+"""Booting a kernel in virtme-ng (``vng`` as a subprocess) and talking to the guest command.
+
+The guest command's stdin and stdout are vng's (virtio-serial ports); with ``--verbose``
+the kernel console goes to vng's stderr, which is kept as the console log. On timeout,
+Ctrl-C or exit the whole vng/qemu process tree is reaped.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .errors import SetupError, UsageError
+from .rootfs import cache_dir
+
+ACCELS = ("auto", "kvm", "tcg")
+KVM_PROBE_TIMEOUT = 40.0
+CONSOLE_TAIL_LINES = 40
+
+
+class VMError(Exception):
+    """The guest died, hung or never came up; the message ends with the console tail."""
+
+
+def _tool_env():
+    """vng runs virtme-run from PATH: put this interpreter's bin directory first."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def require_host_tools():
+    env_path = _tool_env()["PATH"]
+    missing = [t for t in ("vng", "qemu-system-x86_64", "modprobe", "depmod", "busybox")
+               if not shutil.which(t, path=env_path)]
+    if missing:
+        raise SetupError(f"missing host tool(s): {', '.join(missing)} (run ./ci/setup)")
+
+
+def kill_tree(pid, grace=3.0):
+    """Terminate a process and all its descendants, then kill what is left."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def _kvm_probe_key():
+    uname = os.uname()
+    qemu = shutil.which("qemu-system-x86_64") or "none"
+    return f"{uname.nodename}/{uname.release}/{qemu}:{int(os.stat(qemu).st_mtime) if qemu != 'none' else 0}"
+
+
+def probe_kvm(image):
+    """Can this host run a guest under KVM? A real short boot decides; cached per host.
+
+    /dev/kvm opening is not enough: on some hosts every guest dies with "KVM internal
+    error" and qemu hangs. The probe boots ``image`` with no root filesystem and expects
+    the kernel to get as far as panicking for lack of one.
+    """
+    cache_file = cache_dir() / "kvm-probe.json"
+    key = _kvm_probe_key()
+    try:
+        cached = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if key in cached:
+        return cached[key]["usable"], cached[key]["reason"]
+    usable, reason = _boot_probe(image)
+    cached[key] = {"usable": usable, "reason": reason}
+    cache_file.write_text(json.dumps(cached, indent=2) + "\n")
+    return usable, reason
+
+
+def _boot_probe(image):
+    try:
+        with open("/dev/kvm", "rb"):
+            pass
+    except OSError as err:
+        return False, f"/dev/kvm: {err.strerror}"
+    argv = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1",
+            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-kernel", str(image), "-append", "console=ttyS0 panic=-1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    deadline = time.monotonic() + KVM_PROBE_TIMEOUT
+    verdict = (False, f"KVM guest did not finish booting within {KVM_PROBE_TIMEOUT:g}s")
+    last = ""
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                verdict = (False, f"qemu exited early (status {proc.wait()}): {last}")
+                break
+            last = line.decode(errors="replace").strip()
+            if b"KVM internal error" in line:
+                verdict = (False, "KVM internal error (emulation failure)")
+                break
+            if b"Kernel panic" in line or b"Unable to mount root" in line:
+                verdict = (True, "a probe guest booted under KVM")
+                break
+    finally:
+        kill_tree(proc.pid, grace=1.0)
+    return verdict
+
+
+def resolve_accel(accel, image):
+    """``auto`` becomes kvm when the probe boot works, else tcg."""
+    if accel not in ACCELS:
+        raise UsageError(f"--accel {accel}: choose one of {', '.join(ACCELS)}")
+    if accel != "auto":
+        return accel, f"--accel {accel}"
+    usable, reason = probe_kvm(image)
+    return ("kvm" if usable else "tcg"), reason
+
+
+@dataclasses.dataclass
+class VMConfig:
+    kernel: object                 # kernel.Kernel
+    rootfs: Path
+    command: str                   # shell command run in the guest
+    accel: str = "tcg"             # resolved: kvm or tcg
+    cpus: int = 2
+    memory: str = "2G"
+    append: tuple = ()
+    rwdirs: dict = dataclasses.field(default_factory=dict)   # guest path -> host path
+    rodirs: dict = dataclasses.field(default_factory=dict)
+    boot_timeout: float = 180.0
+    console_log: Path | None = None
+    name: str = "mptcp-nvme"
+
+
+def vng_argv(cfg):
+    """The vng command line for a configuration."""
+    kernel = cfg.kernel
+    argv = ["vng", "--run", str(kernel.tree or kernel.image), "--verbose",
+            "--name", cfg.name, "--cpus", str(cfg.cpus), "--memory", cfg.memory]
+    if str(cfg.rootfs) != "/":
+        argv += ["--root", str(cfg.rootfs)]
+    if cfg.accel == "tcg":
+        argv.append("--disable-kvm")
+    for guest, host in cfg.rwdirs.items():
+        argv += ["--rwdir", f"{guest}={host}"]
+    for guest, host in cfg.rodirs.items():
+        argv += ["--rodir", f"{guest}={host}"]
+    for option in cfg.append:
+        argv += ["--append", option]
+    return argv + ["--", cfg.command]
+
+
+class VM:
+    """A running guest: a context manager that always reaps the vng/qemu tree."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.proc = None
+        self._stdout = queue.Queue()
+        self._tail = collections.deque(maxlen=CONSOLE_TAIL_LINES)
+        self._threads = []
+        self._console = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        argv = vng_argv(self.cfg)
+        if self.cfg.console_log:
+            self._console = open(self.cfg.console_log, "a", buffering=1, errors="replace")
+            self._console.write(f"# {' '.join(argv)}\n")
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_tool_env(), start_new_session=True)
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, None), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _pump(self, pipe, lines):
+        for raw in pipe:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            if lines is not None:
+                lines.put(line)
+            else:
+                self._log(line)
+        if lines is not None:
+            lines.put(None)
+
+    def _log(self, line):
+        self._tail.append(line)
+        if self._console:
+            self._console.write(line + "\n")
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def console_tail(self):
+        return "\n".join(self._tail)
+
+    def send_line(self, line):
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as err:
+            raise self.error(f"cannot write to the guest ({err})") from None
+
+    def read_line(self, timeout, what):
+        """The next stdout line of the guest command; VMError on timeout or guest exit."""
+        try:
+            line = self._stdout.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            raise self.error(f"timed out after {timeout:g}s waiting for {what}") from None
+        if line is None:
+            self._stdout.put(None)
+            status = self.proc.wait()
+            raise self.error(f"guest exited (vng status {status}) while waiting for {what}")
+        return line
+
+    def error(self, message):
+        for thread in self._threads[1:]:
+            thread.join(timeout=2.0)   # let the console catch up before quoting it
+        return VMError(f"{message}\n--- console tail ---\n{self.console_tail()}")
+
+    def stop(self, grace=30.0):
+        """Close the guest's stdin, wait for it to power off, then reap whatever is left."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_tree(self.proc.pid)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        if self._console:
+            self._console.close()
+            self._console = None

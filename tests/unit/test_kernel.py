@@ -1,0 +1,113 @@
+"""Locating the kernel under test; every bad --kernel is one UsageError line."""
+
+import struct
+
+import pytest
+
+from mptcp_nvme import kernel
+from mptcp_nvme.errors import UsageError
+
+
+def fake_bzimage(path, release):
+    """Enough of an x86 boot header for image_release(): HdrS and the version pointer."""
+    data = bytearray(0x400)
+    data[0x202:0x206] = b"HdrS"
+    data[0x20E:0x210] = struct.pack("<H", 0x300 - 0x200)
+    text = f"{release} (builder@host) #1 SMP".encode()
+    data[0x300:0x300 + len(text)] = text
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    boot = tmp_path / "root/boot"
+    boot.mkdir(parents=True)
+    for release in ("6.12.9+deb13-amd64", "7.3.4+deb13-amd64", "6.9.1"):
+        fake_bzimage(boot / f"vmlinuz-{release}", release)
+    return tmp_path / "root"
+
+
+def test_default_is_newest_in_rootfs(rootfs):
+    found = kernel.locate(None, rootfs)
+    assert found.release == "7.3.4+deb13-amd64"
+    assert found.image == rootfs / "boot/vmlinuz-7.3.4+deb13-amd64"
+
+
+def test_installed_version(rootfs):
+    assert kernel.locate("6.9.1", rootfs).image.name == "vmlinuz-6.9.1"
+
+
+def test_bzimage_path(rootfs, tmp_path):
+    image = fake_bzimage(tmp_path / "bzImage", "7.4.0-rc1")
+    found = kernel.locate(str(image), rootfs)
+    assert (found.release, found.tree, found.modules) == ("7.4.0-rc1", None, None)
+
+
+def test_bzimage_with_modules(rootfs, tmp_path):
+    image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
+    mods = tmp_path / "lib/modules/7.4.0"
+    mods.mkdir(parents=True)
+    (mods / "modules.dep").write_text("")
+    assert kernel.locate(str(image), rootfs, str(mods)).modules == mods
+
+
+def make_tree(tmp_path, built=True):
+    tree = tmp_path / "linux"
+    tree.mkdir()
+    (tree / "Kconfig").write_text("")
+    (tree / "Makefile").write_text("")
+    if built:
+        (tree / "arch/x86/boot").mkdir(parents=True)
+        fake_bzimage(tree / kernel.BZIMAGE, "7.4.0-rc2+")
+        (tree / "include/config").mkdir(parents=True)
+        (tree / "include/config/kernel.release").write_text("7.4.0-rc2-dirty\n")
+    return tree
+
+
+def test_built_tree(rootfs, tmp_path):
+    tree = make_tree(tmp_path)
+    found = kernel.locate(str(tree), rootfs)
+    assert (found.release, found.tree, found.image) == ("7.4.0-rc2-dirty", tree, tree / kernel.BZIMAGE)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file or directory, and not a kernel installed in the rootfs "
+                "(installed: 7.3.4+deb13-amd64, 6.12.9+deb13-amd64, 6.9.1)"),
+    ("unbuilt", "kernel tree is not built (no arch/x86/boot/bzImage); run 'mptcp-nvme build"),
+    ("not-a-tree", "directory is not a kernel source tree"),
+    ("not-an-image", "not an x86 bzImage"),
+])
+def test_bad_kernel(rootfs, tmp_path, case, message):
+    spec = {
+        "missing": lambda: "/nonexistent/bzImage",
+        "unbuilt": lambda: str(make_tree(tmp_path, built=False)),
+        "not-a-tree": lambda: str(tmp_path),
+        "not-an-image": lambda: str((tmp_path / "x").write_text("x") and tmp_path / "x"),
+    }[case]()
+    with pytest.raises(UsageError) as raised:
+        kernel.locate(spec, rootfs)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_bad_modules_directory(rootfs, tmp_path):
+    image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
+    with pytest.raises(UsageError, match="not a lib/modules/<release> directory"):
+        kernel.locate(str(image), rootfs, str(tmp_path))
+
+
+def test_empty_rootfs(tmp_path):
+    with pytest.raises(UsageError, match="no kernel installed in the root filesystem"):
+        kernel.locate(None, tmp_path)
+
+
+def test_fragments_hold_every_option_the_suite_needs():
+    text = "\n".join(p.read_text() for p in kernel.fragments())
+    for option in ("BLK_DEV_LOOP", "CONFIGFS_FS", "NVME_CORE", "NVME_FABRICS", "NVME_TCP",
+                   "NVME_MULTIPATH", "NVME_TARGET", "NVME_TARGET_TCP", "NVME_TCP_TLS",
+                   "NVME_TARGET_TCP_TLS", "NVME_KEYRING", "NVME_AUTH", "NET_HANDSHAKE", "KEYS",
+                   "TLS", "NET_SCH_NETEM", "VETH", "MPTCP", "MPTCP_IPV6"):
+        assert f"CONFIG_{option}=" in text, option
+    debug = kernel.fragments(debug=True)[-1].read_text()
+    for option in ("KASAN", "DEBUG_KMEMLEAK", "PROVE_LOCKING"):
+        assert f"CONFIG_{option}=y" in debug

@@ -1,0 +1,49 @@
+"""Fixtures for the VM integration tests: they run the real CLI against the default kernel."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mptcp_nvme import ktap
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_CASES = REPO / "tests/vm/guest"
+
+
+class Run:
+    def __init__(self, result, results_dir, seconds):
+        self.code = result.returncode
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.results_dir = results_dir
+        self.seconds = seconds
+        self.planned, self.results = ktap.parse(result.stdout)
+
+    def result(self, fragment):
+        return next(r for r in self.results if fragment in r.description)
+
+
+@pytest.fixture
+def run_suite(tmp_path):
+    """Run ``mptcp-nvme run`` (the real CLI: vng, qemu, rootfs) and parse its KTAP."""
+    def run(*args, timeout=900):
+        results_dir = tmp_path / "results"
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "mptcp_nvme.cli", "run", "--results-dir", str(results_dir),
+             *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        return Run(result, results_dir, time.monotonic() - started)
+    return run
+
+
+def qemu_processes(name_fragment):
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "qemu-system" in cmdline and name_fragment in cmdline:
+            found.append(proc)
+    return found

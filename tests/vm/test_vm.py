@@ -1,0 +1,59 @@
+"""VM integration: boot the default kernel in the cached rootfs and run real selftests."""
+
+import pytest
+
+from mptcp_nvme import ktap
+
+from .conftest import GUEST_CASES, REPO, qemu_processes
+
+pytestmark = pytest.mark.vm
+
+
+def test_selftests_load_nvme_modules_in_guest(run_suite):
+    run = run_suite(REPO / "selftests/test_modules.py")
+    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ["TAP version 13", "1..1"]
+    assert any(l.startswith("# kernel ") and "nvmet trtypes tcp" in l for l in lines), run.stdout
+    assert any(l.startswith("# vm main: rootfs ") for l in lines), run.stdout
+    result = run.result("nvmet, nvmet-tcp and nvme-tcp load")
+    assert result.ok and result.time_ms is not None
+    assert lines[-1] == "# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0"
+    assert (run.results_dir / "junit.xml").is_file()
+    assert (run.results_dir / "vm-main/dmesg.txt").read_text().count("nvmet") > 0
+
+
+def test_guest_results_come_back_one_per_test(run_suite):
+    run = run_suite(GUEST_CASES / "guest_results.py", "--ktap-version", "1")
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
+    assert run.stdout.splitlines()[:2] == ["KTAP version 1", "1..3"]
+    assert run.result("the guest runs the kernel under test").ok
+    failed = run.result("a failing assertion travels back")
+    assert not failed.ok
+    assert "# AssertionError: arithmetic is broken in the guest" in run.stdout
+    skipped = run.result("requirements are checked")
+    assert skipped.directive == "SKIP"
+    assert "tool no-such-tool not installed" in skipped.reason
+    assert "CONFIG_NO_SUCH_OPTION not set" in skipped.reason
+    artifacts = run.results_dir / "vm-main/artifacts"
+    assert any(p.name == "call.txt" for p in artifacts.rglob("*")), "no failure artifact"
+
+
+def test_guest_panic_is_a_failure_with_console_tail(run_suite):
+    run = run_suite(GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
+    result = run.result("sysrq-c crashes the guest kernel")
+    assert not result.ok
+    assert "console tail" in run.stdout
+    assert "Kernel panic" in run.stdout or "sysrq: Trigger a crash" in run.stdout, run.stdout
+    assert run.seconds < 300, f"panic took {run.seconds:.0f}s to report"
+
+
+def test_timeout_reaps_every_qemu_process(run_suite):
+    run = run_suite(GUEST_CASES / "guest_hang.py", "--test-timeout", "15")
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
+    result = run.result("reads a pipe nobody writes to")
+    assert not result.ok and result.directive == "ERROR"
+    assert result.reason.startswith("TIMEOUT")
+    assert "timed out after 15s waiting for the result of" in run.stdout
+    assert not qemu_processes("mptcp-nvme-"), "qemu left behind after a timeout"
