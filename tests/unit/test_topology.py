@@ -1,0 +1,375 @@
+"""Topology files, their validation, and a real build in network namespaces."""
+
+import errno
+import ipaddress
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from dataclasses import replace
+
+import pytest
+from pyroute2 import MPTCP, IPRoute
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from mptcp_nvme import topology
+from mptcp_nvme.errors import SetupError, UsageError
+from mptcp_nvme.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
+                                 topology_for_paths)
+
+MINIMAL = '[[link]]\nrate = "1000mbit"\n'
+
+
+def load_text(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path, load_topology(path)
+
+
+@pytest.mark.parametrize("path", sorted(TOPOLOGY_DIR.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_file_loads(path):
+    loaded = load_topology(path)
+    assert loaded.description and loaded.links
+
+
+@pytest.mark.parametrize("name, generated", [
+    ("1path", topology_for_paths(1)),
+    ("2path", topology_for_paths(2)),
+    ("4path", topology_for_paths(4)),
+    ("4path-lossy", topology_for_paths(4, loss=True)),
+    ("4path-v6", topology_for_paths(4, family="ipv6")),
+])
+def test_script_files_equal_generated(name, generated):
+    assert load_topology(TOPOLOGY_DIR / f"{name}.toml") == generated
+
+
+def test_script_defaults():
+    four = topology_for_paths(4, loss=True)
+    assert [str(link.target_addr) for link in four.links] == [
+        "10.1.1.1/24", "10.1.2.1/24", "10.1.3.1/24", "10.1.4.1/24"]
+    assert [str(link.host_addr) for link in four.links][3] == "10.1.4.2/24"
+    assert [link.route_metric for link in four.links] == [101, 102, 103, 104]
+    assert (four.links[0].target_ifname, four.links[0].host_ifname) == ("ns1eth1", "ns2eth1")
+    assert four.links[0].netem == Netem(rate_bit=10**9, delay_us=5000, loss_pct=0.5)
+    assert (four.target.subflows, four.target.add_addr_accepted) == (8, 8)
+    assert four.target.endpoint_flags == ("signal",)
+    assert four.host.endpoint_flags == ("subflow",)
+    v6 = topology_for_paths(2, family="ipv6").links[1]
+    assert (str(v6.target_addr), str(v6.host_addr)) == ("dead:beef:2::1/64", "dead:beef:2::2/64")
+    v4map = topology_for_paths(1, family="v4map").links[0]
+    assert (v4map.adrfam, v4map.traddr, v4map.host_traddr) == (
+        "ipv6", "::ffff:10.1.1.1", "::ffff:10.1.1.2")
+
+
+def test_asymmetric_has_one_slow_path():
+    rates = [link.netem.rate_bit for link in load_topology(TOPOLOGY_DIR / "asymmetric.toml").links]
+    assert rates == [10**9, 10**9, 10**9, 500 * 10**6]
+
+
+def test_defaults_and_overrides(tmp_path):
+    _, loaded = load_text(tmp_path, MINIMAL + '[[link]]\nname = "v6"\nfamily = "ipv6"\n'
+                          'target_addr = "fd00::1"\nhost_addr = "fd00::2"\njitter = "1ms"\n')
+    assert loaded.target == topology.SCRIPT_TARGET and loaded.host == topology.SCRIPT_HOST
+    first, second = loaded.links
+    assert (first.name, first.family, str(first.target_addr)) == ("path1", "ipv4", "10.1.1.1/24")
+    assert (str(second.target_addr), str(second.host_addr)) == ("fd00::1/64", "fd00::2/64")
+    assert second.netem == Netem(jitter_us=1000)
+
+
+@pytest.mark.parametrize("paths, family", [(0, "ipv4"), (9, "ipv4"), ("4", "ipv4"),
+                                           (2, "ipx")])
+def test_topology_for_paths_rejects(paths, family):
+    with pytest.raises(UsageError):
+        topology_for_paths(paths, family=family)
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ('colour = "red"\n' + MINIMAL, "colour", "unknown key"),
+    ('[target]\nsubflow = 8\n' + MINIMAL, "target.subflow", "unknown key"),
+    ('[[link]]\nratee = "1mbit"\n', "link[1].ratee", "unknown key"),
+    ('target = 5\n' + MINIMAL, "target", "must be a table"),
+    ('[[link]]\ntarget_addr = "10.1.1.300/24"\n', "link[1].target_addr", "bad address"),
+    ('[[link]]\nhost_addr = 5\n', "link[1].host_addr", "must be a string"),
+    ('[[link]]\nfamily = "ipv6"\ntarget_addr = "10.1.1.1"\n', "link[1].target_addr",
+     "needs an IPv6 address"),
+    ('[[link]]\nhost_addr = "10.9.9.9/24"\n', "link[1].host_addr", "not in target_addr's"),
+    ('[[link]]\nrate = "fast"\n', "link[1].rate", "expected a rate"),
+    ('[[link]]\nrate = 1000\n', "link[1].rate", "expected a rate"),
+    ('[[link]]\nrate = "100gbit"\n', "link[1].rate", "too large"),
+    ('[[link]]\ndelay = "5 minutes"\n', "link[1].delay", "expected a time"),
+    ('[[link]]\njitter = "1h"\n', "link[1].jitter", "expected a time"),
+    ('[[link]]\nloss = "0.5"\n', "link[1].loss", "expected a percentage"),
+    ('[[link]]\nloss = "150%"\n', "link[1].loss", "too large"),
+    (MINIMAL + '[[link]]\nname = "path1"\n', "link[2].name", "duplicate link name"),
+    (MINIMAL + '[[link]]\ntarget_addr = "10.1.1.1/24"\nhost_addr = "10.1.1.3/24"\n',
+     "link[2].target_addr", "duplicate address 10.1.1.1"),
+    (MINIMAL + '[[link]]\ntarget_addr = "10.1.1.5/24"\nhost_addr = "10.1.1.6/24"\n',
+     "link[2].target_addr", "overlaps link[1]"),
+    ('description = "none"\n', "link", "need 1..8"),
+    ('[[link]]\n' * 9, "link", "need 1..8"),
+    ('link = 3\n', "link", "array of tables"),
+    ('link = [3]\n', "link[1]", "must be a table"),
+    ('family = "ipx"\n' + MINIMAL, "family", "must be one of ipv4, ipv6, v4map"),
+    ('[[link]]\nfamily = "inet"\n', "link[1].family", "must be one of"),
+    ('[host]\nsubflows = 9\n' + MINIMAL, "host.subflows", "integer 0..8"),
+    ('[host]\nsubflows = true\n' + MINIMAL, "host.subflows", "integer 0..8"),
+    ('[host]\nendpoint_flags = ["subflow", "bogus"]\n' + MINIMAL, "host.endpoint_flags",
+     "must be a list of"),
+    ('[host]\nendpoint_flags = [{}]\n' + MINIMAL, "host.endpoint_flags", "must be a list of"),
+    ('[host]\nnamespace = "ns1"\n' + MINIMAL, "host.namespace", "same as target.namespace"),
+    ('[target]\nnamespace = "ns 1"\n' + MINIMAL, "target.namespace", "must be 1..32"),
+    ('description = 3\n' + MINIMAL, "description", "must be a string"),
+])
+def test_bad_file_names_file_and_key(tmp_path, text, key, problem):
+    with pytest.raises(UsageError) as raised:
+        load_text(tmp_path, text)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'bad.toml'}: {key}: "), message
+    assert problem in message and "\n" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize("text, problem", [("[[link]\n", "invalid TOML"), (None, "cannot read")])
+def test_unreadable_file(tmp_path, text, problem):
+    path = tmp_path / "file.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UsageError, match=f"^{path}: {problem}"):
+        load_topology(path)
+
+
+# tc qdisc add dev lo root netem rate 1000mbit delay 5ms 1ms loss 0.5%, as sent by
+# iproute2 (strace), without the nlmsghdr; lo is ifindex 1.
+TC_NETEM_REQUEST = bytes.fromhex(
+    "00000000" "01000000" "00000000" "ffffffff" "00000000"  # tcmsg, parent root
+    "0a000100" "6e6574656d000000"  # TCA_KIND "netem"
+    "30000200" "2d310100" "e8030000" "14ae4701" "00000000" "00000000" "093d0000"
+    "14000600" "40597307" "00000000" "00000000" "00000000")  # TCA_OPTIONS, TCA_NETEM_RATE
+
+
+def test_netem_request_encodes_like_tc():
+    netem = Netem.parse(rate="1000mbit", delay="5ms", jitter="1ms", loss="0.5%")
+    msg = topology._netem_message(1, netem)
+    msg.encode()
+    assert bytes(msg.data[16:]) == TC_NETEM_REQUEST
+
+
+# Building for real: root, veth, MPTCP and (for netem) sch_netem on the running kernel.
+
+def _probe_kernel():
+    """{feature: the kernel's refusal} for what a build needs, probed in a throwaway netns.
+
+    Only the refusals that mean "not built in" count: anything else fails the probe.
+    """
+    if os.geteuid() != 0:
+        return {"root": "network namespaces need root"}
+    missing = {}
+    name = f"probe-{os.getpid()}-{secrets.token_hex(2)}"
+    pyroute2_netns.create(name)
+    try:
+        with IPRoute(netns=name) as ipr:
+            try:
+                ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
+            except NetlinkError as err:
+                if err.code != errno.EOPNOTSUPP:
+                    raise
+                missing["veth (CONFIG_VETH)"] = "creating a veth pair: EOPNOTSUPP"
+            try:
+                topology._apply_netem(ipr, topology.Netns(name), "lo", Netem())
+            except SetupError as err:
+                if err.__cause__.code != errno.ENOENT:
+                    raise
+                missing["sch_netem (CONFIG_NET_SCH_NETEM)"] = "adding a netem qdisc: ENOENT"
+        try:
+            MPTCP(netns=name).close()
+        except NetlinkError as err:
+            if err.code != errno.ENOENT:
+                raise
+            missing["MPTCP path manager (CONFIG_MPTCP)"] = "genl family mptcp_pm: ENOENT"
+    finally:
+        pyroute2_netns.remove(name)
+    return missing
+
+
+@pytest.fixture(scope="module")
+def missing():
+    return _probe_kernel()
+
+
+def require(missing, *features):
+    """Skip, naming what the running kernel lacks of ``features`` (first words)."""
+    absent = {f: why for f, why in missing.items() if f == "root" or f.split()[0] in features}
+    if absent:
+        detail = "; ".join(f"{feature}: {why}" for feature, why in absent.items())
+        pytest.skip(f"kernel {os.uname().release} lacks {detail}")
+
+
+def unshaped(topo):
+    return replace(topo, links=tuple(replace(link, netem=Netem()) for link in topo.links))
+
+
+def with_family(topo, family):
+    def moved(link):
+        target, host = topology.default_addresses(link.index, family)
+        return replace(link, family=family, target_addr=target, host_addr=host)
+    return replace(topo, links=tuple(moved(link) for link in topo.links))
+
+
+def addresses(ipr):
+    names = {msg["index"]: msg.get("ifname") for msg in ipr.get_links()}
+    return {(names[msg["index"]], f"{msg.get('address')}/{msg['prefixlen']}")
+            for msg in ipr.get_addr() if names[msg["index"]].startswith("ns")
+            and not ipaddress.ip_address(msg.get("address")).is_link_local}
+
+
+def default_routes(ipr, family):
+    return {(msg.get("gateway"), msg.get("priority"))
+            for msg in ipr.get_routes(family=family) if msg["dst_len"] == 0}
+
+
+def endpoints(ns):
+    with ns.mptcp() as mptcp:
+        limits = mptcp.limits("show")[0]
+        found = set()
+        for msg in mptcp.endpoint("show"):
+            addr = msg.get("addr")
+            found.add((addr.get("addr4") or addr.get("addr6"), addr.get("flags")))
+        return (limits.get("subflows"), limits.get("rcv_add_addrs")), found
+
+
+def netem_qdiscs(ns):
+    with ns.iproute() as ipr:
+        names = {msg["index"]: msg.get("ifname") for msg in ipr.get_links()}
+        return {names[msg["index"]]: msg.get("options")
+                for msg in ipr.get_qdiscs() if msg.get("kind") == "netem"}
+
+
+def netem_rate(options):
+    """Bytes/s of a dumped netem qdisc."""
+    return options.get_attr("TCA_NETEM_RATE")["rate"]
+
+
+def transfer(net, link, size=1 << 16):
+    """Send ``size`` bytes host -> target over ``link`` with plain TCP; return them received."""
+    family = socket.AF_INET if link.adrfam == "ipv4" else socket.AF_INET6
+    with net.target.enter():
+        server = socket.socket(family, socket.SOCK_STREAM)
+    with net.host.enter():
+        client = socket.socket(family, socket.SOCK_STREAM)
+    with server, client:
+        server.settimeout(10)
+        server.bind((link.traddr, 0))
+        server.listen()
+        client.settimeout(10)
+        client.connect((link.traddr, server.getsockname()[1]))
+        peer, _ = server.accept()
+        with peer:
+            assert peer.getpeername()[0] == link.host_traddr
+            client.sendall(b"x" * size)
+            client.shutdown(socket.SHUT_WR)
+            received = b""
+            peer.settimeout(10)
+            while chunk := peer.recv(1 << 16):
+                received += chunk
+    return len(received)
+
+
+def gone(net):
+    return not any(os.path.exists(ns.path) for ns in (net.target, net.host))
+
+
+@pytest.mark.parametrize("family", topology.FAMILIES)
+def test_build_unshaped(missing, family):
+    require(missing, "veth", "MPTCP")
+    topo = with_family(unshaped(load_topology(TOPOLOGY_DIR / "2path.toml")), family)
+    home = os.stat("/proc/thread-self/ns/net").st_ino
+    with build(topo) as net:
+        assert os.path.exists(net.target.path) and os.path.exists(net.host.path)
+        with net.target.enter():
+            assert os.stat("/proc/thread-self/ns/net").st_ino == os.stat(net.target.path).st_ino
+            assert {name for _, name in socket.if_nameindex()} == {"lo", "ns1eth1", "ns1eth2"}
+        assert os.stat("/proc/thread-self/ns/net").st_ino == home
+        with net.target.iproute() as ipr:
+            assert addresses(ipr) == {(link.target_ifname, str(link.target_addr))
+                                      for link in topo.links}
+        with net.host.iproute() as ipr:
+            assert addresses(ipr) == {(link.host_ifname, str(link.host_addr))
+                                      for link in topo.links}
+            inet = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+            assert default_routes(ipr, inet) == {(str(link.target_addr.ip), 100 + link.index)
+                                                 for link in topo.links}
+        assert endpoints(net.target) == ((8, 8), {(str(link.target_addr.ip), 1)
+                                                   for link in topo.links})
+        assert endpoints(net.host) == ((8, 8), {(str(link.host_addr.ip), 2)
+                                                 for link in topo.links})
+        assert netem_qdiscs(net.target) == netem_qdiscs(net.host) == {}
+        if shutil.which("nsenter"):
+            enabled = subprocess.run([*net.host.argv(), "cat", "/proc/sys/net/mptcp/enabled"],
+                                     capture_output=True, text=True, check=True)
+            assert enabled.stdout == "1\n"
+        before = net.link_counters()
+        assert transfer(net, topo.links[1]) == 1 << 16
+        after = net.link_counters()
+        assert after[2].tx_bytes - before[2].tx_bytes >= 1 << 16
+        assert after[2].rx_bytes > before[2].rx_bytes
+    assert gone(net)
+
+
+def test_build_2path_with_netem(missing):
+    require(missing, "veth", "MPTCP", "sch_netem")
+    topo = load_topology(TOPOLOGY_DIR / "2path.toml")
+    with build(topo) as net:
+        for ns, prefix in ((net.target, "ns1eth"), (net.host, "ns2eth")):
+            qdiscs = netem_qdiscs(ns)
+            assert set(qdiscs) == {f"{prefix}1", f"{prefix}2"}
+            for options in qdiscs.values():
+                assert netem_rate(options) == 125_000_000
+                assert options["loss"] == 0
+        assert transfer(net, topo.links[0]) == 1 << 16
+        changed = net.set_netem(1, rate="500mbit", delay="5ms", loss="0.5%")
+        assert changed == Netem(rate_bit=500 * 10**6, delay_us=5000, loss_pct=0.5)
+        assert net.set_netem(1, loss="0%") == replace(changed, loss_pct=0)
+        for ns, prefix in ((net.target, "ns1eth"), (net.host, "ns2eth")):
+            qdiscs = netem_qdiscs(ns)
+            assert netem_rate(qdiscs[f"{prefix}1"]) == 62_500_000
+            assert qdiscs[f"{prefix}1"]["delay"] == Netem(delay_us=5000).options()["delay"]
+            assert qdiscs[f"{prefix}1"]["loss"] == 0
+            assert netem_rate(qdiscs[f"{prefix}2"]) == 125_000_000
+        assert transfer(net, topo.links[0]) == 1 << 16
+    assert gone(net)
+
+
+def test_failed_build_leaves_nothing(missing, monkeypatch):
+    require(missing, "veth")
+    created = []
+    real_create = topology.pyroute2_netns.create
+
+    def create(name):
+        created.append(name)
+        real_create(name)
+
+    def refuse(*_):
+        raise SetupError("injected failure")
+
+    monkeypatch.setattr(topology.pyroute2_netns, "create", create)
+    monkeypatch.setattr(topology, "_add_default_routes", refuse)
+    with pytest.raises(SetupError, match="injected failure"):
+        with build(unshaped(topology_for_paths(2))):
+            pytest.fail("build() yielded despite a failed step")
+    assert len(created) == 2
+    assert not any(os.path.exists(f"/run/netns/{name}") for name in created)
+
+
+def test_build_without_netem_fails_cleanly(missing):
+    """A kernel without sch_netem refuses the script's topology: one line, nothing left."""
+    require(missing, "veth", "MPTCP")
+    if "sch_netem (CONFIG_NET_SCH_NETEM)" not in missing:
+        pytest.skip("the kernel has sch_netem: nothing refuses")
+    with pytest.raises(SetupError) as raised:
+        with build(topology_for_paths(1), suffix=f"{os.getpid()}-nonetem"):
+            pass
+    assert "CONFIG_NET_SCH_NETEM" in str(raised.value)
+    assert raised.value.__cause__.code == errno.ENOENT
+    assert not os.path.exists(f"/run/netns/ns1-{os.getpid()}-nonetem")
