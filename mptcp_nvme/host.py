@@ -1,0 +1,332 @@
+"""The NVMe host side: discover, connect one controller per path, find the namespace.
+
+Commands run behind an argv ``prefix`` (e.g. ``["nsenter", "--net=/run/netns/ns2"]``)
+because the kernel opens the controller's sockets in the netns of the process
+that asks for the connection. sysfs is read from ``sysfs`` so unit tests can
+hand a fake tree.
+
+nvme-cli (libnvme 1.x) passes any ``-t`` string to the kernel unchecked, but
+adds ``tls`` (and the digests, tls_key, concat) only when the transport is
+"tcp": ``nvme connect -t mptcp --tls`` would silently connect without TLS.
+Such connections are made by writing the option string to /dev/nvme-fabrics.
+"""
+
+import contextlib
+import dataclasses
+import errno
+import json
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from mptcp_nvme import requirements
+from mptcp_nvme.errors import SetupError, UsageError
+from mptcp_nvme.poll import wait_for
+
+FABRICS_DEVICE = str(requirements.FABRICS_DEV)
+CONNECT_TIMEOUT = 60
+
+_CONTROLLER = re.compile(r"nvme\d+")
+_DISK = re.compile(r"nvme\d+n\d+")  # not the per-path nvmeXcYnZ: they have no /dev node
+
+# Write the options and read the kernel's reply on the same open file: the
+# reply belongs to that file. Runs behind the prefix, in the host netns.
+_FABRICS_WRITER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    os.write(fd, sys.argv[2].encode())
+    sys.stdout.write(os.read(fd, 4096).decode())
+except OSError as err:
+    sys.exit(f"{err.strerror} ({err.errno})")
+finally:
+    os.close(fd)
+"""
+
+
+class IopolicyUnsupported(SetupError):
+    """The kernel refused an iopolicy (e.g. queue-depth before Linux 6.11)."""
+
+    def __init__(self, policy, path):
+        self.policy = policy
+        super().__init__(f"{path}: the kernel refused iopolicy {policy!r} (EINVAL)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoveryRecord:
+    """One discovery log entry. Its trtype is left out on purpose: libnvme
+    versions that predate a transport print it as "unrecognized"."""
+
+    subtype: str
+    subnqn: str
+    traddr: str
+    trsvcid: str
+    adrfam: str
+    treq: str
+    portid: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Controller:
+    """A controller as sysfs shows it; ``tls_key`` is None without TLS."""
+
+    name: str
+    transport: str
+    address: dict
+    state: str
+    tls_key: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """A connected subsystem: its controllers (one per path) and namespace block device."""
+
+    nqn: str
+    controllers: tuple
+    device: str
+
+
+def parse_discovery(text):
+    """Records of ``nvme discover -o json`` output (nvme-cli 2.x)."""
+    try:
+        log = json.loads(text)
+        return [
+            DiscoveryRecord(
+                subtype=r["subtype"], subnqn=r["subnqn"], traddr=r["traddr"].strip(),
+                trsvcid=r["trsvcid"].strip(), adrfam=r["adrfam"], treq=r["treq"],
+                portid=int(r["portid"]),
+            )
+            for r in log["records"]
+        ]
+    except (ValueError, KeyError, TypeError) as err:
+        raise SetupError(f"unexpected nvme discover output ({err!r}): {text[:200]!r}") from err
+
+
+def parse_address(text):
+    """sysfs ``address`` ("traddr=10.1.1.1,trsvcid=4420,src_addr=10.1.1.2") as a dict."""
+    return dict(field.split("=", 1) for field in text.strip().split(",") if "=" in field)
+
+
+def hostid_for(hostnqn):
+    """A stable host id for ``hostnqn``: its own uuid if it is a uuid NQN, else one derived
+    from it. The kernel refuses a new hostnqn that reuses its default host's id."""
+    _, _, tail = hostnqn.partition(":uuid:")
+    try:
+        return str(uuid.UUID(tail))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, hostnqn))
+
+
+def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, tls=False,
+                    host_iface=None):
+    """The option string the kernel's fabrics parser takes, in libnvme's order."""
+    options = [("nqn", nqn), ("transport", trtype), ("traddr", traddr),
+               ("host_iface", host_iface), ("trsvcid", trsvcid),
+               ("hostnqn", hostnqn), ("hostid", hostid)]
+    fields = [f"{key}={value}" for key, value in options if value is not None]
+    if tls:
+        fields.append("tls")
+    text = ",".join(fields)
+    if "\n" in text or any("," in str(value) for _, value in options if value is not None):
+        raise UsageError(f"fabrics option values cannot hold ',' or newlines: {text!r}")
+    return text
+
+
+def parse_fabrics_reply(text):
+    """Controller name from the kernel's "instance=N,cntlid=M" reply."""
+    match = re.search(r"(?:^|,)instance=(\d+)", text)
+    if not match:
+        raise SetupError(f"no instance in the reply of {FABRICS_DEVICE}: {text!r}")
+    return f"nvme{match.group(1)}"
+
+
+class Host:
+    """The NVMe host in one network namespace (entered through ``prefix``).
+
+    ``hostnqn``, when given, is used for every connection (TLS PSKs are looked
+    up by it), with ``hostid`` defaulting to ``hostid_for(hostnqn)``.
+    """
+
+    def __init__(self, prefix=(), *, sysfs="/sys", fabrics_device=FABRICS_DEVICE,
+                 hostnqn=None, hostid=None, nvme="nvme"):
+        self.prefix = list(prefix)
+        self.sysfs = Path(sysfs)
+        self.fabrics_device = fabrics_device
+        self.hostnqn = hostnqn
+        self.hostid = hostid or (hostid_for(hostnqn) if hostnqn else None)
+        self.nvme = nvme
+
+    # --- commands -----------------------------------------------------------
+
+    def _run(self, argv, what=None, timeout=CONNECT_TIMEOUT):
+        argv = [*self.prefix, *argv]
+        what = what or " ".join(argv)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise SetupError(f"{what}: {err}") from err
+        if done.returncode:
+            output = done.stderr.strip() or done.stdout.strip()
+            raise SetupError(f"{what} failed ({done.returncode}): {output}")
+        return done.stdout
+
+    def _host_args(self):
+        if not self.hostnqn:
+            return []
+        return ["--hostnqn", self.hostnqn, "--hostid", self.hostid]
+
+    def nvme_cli_carries(self, trtype, tls=False):
+        """Whether ``nvme connect`` makes this connection as asked: nvme-cli is
+        installed, and TLS is only asked for "tcp" (the one transport libnvme
+        adds ``tls`` for)."""
+        return shutil.which(self.nvme) is not None and (trtype == "tcp" or not tls)
+
+    def discover(self, trtype, traddr, trsvcid, tls=False):
+        """The discovery log of the target at traddr:trsvcid, via ``nvme discover``."""
+        if not self.nvme_cli_carries(trtype, tls):
+            raise SetupError(f"nvme-cli cannot discover over {trtype} with TLS "
+                             f"(libnvme adds tls for tcp only) or is not installed")
+        argv = [self.nvme, "discover", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
+                *self._host_args(), *(["--tls"] if tls else []), "-o", "json"]
+        return parse_discovery(self._run(argv))
+
+    def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, host_iface=None):
+        """Connect one controller (one path) and return its name, e.g. "nvme3"."""
+        if self.nvme_cli_carries(trtype, tls):
+            argv = [self.nvme, "connect", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
+                    "-n", nqn, *self._host_args(),
+                    *(["--host-iface", host_iface] if host_iface else []),
+                    *(["--tls"] if tls else []), "-o", "json"]
+            name = self._connected_device(self._run(argv))
+        else:
+            options = fabrics_options(trtype, traddr, trsvcid, nqn, hostnqn=self.hostnqn,
+                                      hostid=self.hostid, tls=tls, host_iface=host_iface)
+            name = parse_fabrics_reply(self._run(
+                [sys.executable, "-c", _FABRICS_WRITER, self.fabrics_device, options],
+                what=f"writing {options!r} to {self.fabrics_device}"))
+        if tls and not self.controller(name).tls_key:
+            raise SetupError(f"{name} to {traddr}:{trsvcid} is up without TLS (no tls_key)")
+        return name
+
+    @staticmethod
+    def _connected_device(text):
+        try:
+            return json.loads(text)["device"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise SetupError(f"unexpected nvme connect output: {text[:200]!r}") from err
+
+    def disconnect(self, nqn, timeout=10.0):
+        """Remove every controller of ``nqn`` and wait until sysfs shows none."""
+        if shutil.which(self.nvme):
+            self._run([self.nvme, "disconnect", "-n", nqn])
+        else:
+            for name in self._controller_names(nqn):
+                (self.sysfs / "class/nvme" / name / "delete_controller").write_text("1")
+        wait_for(lambda: not self._controller_names(nqn),
+                 f"the controllers of {nqn} to go away", timeout)
+
+    def flush(self, device):
+        """``nvme flush``: commit the namespace's volatile write cache."""
+        self._run([self.nvme, "flush", device])
+
+    @contextlib.contextmanager
+    def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0):
+        """Connect one controller per target address; always disconnect ``nqn`` on exit."""
+        try:
+            controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls)
+                                for traddr in traddrs)
+            yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
+        finally:
+            self.disconnect(nqn)
+
+    # --- sysfs --------------------------------------------------------------
+
+    def _subsystem_dir(self, nqn):
+        for subsys in sorted((self.sysfs / "class/nvme-subsystem").glob("nvme-subsys*")):
+            with contextlib.suppress(OSError):
+                if (subsys / "subsysnqn").read_text().strip() == nqn:
+                    return subsys
+        return None
+
+    def _controller_names(self, nqn):
+        subsys = self._subsystem_dir(nqn)
+        if subsys is None:
+            return []
+        return sorted(p.name for p in subsys.iterdir() if _CONTROLLER.fullmatch(p.name))
+
+    def subsystem(self, nqn, timeout=10.0):
+        """The nvme-subsysN directory name of ``nqn``, polled for until ``timeout``."""
+        return wait_for(lambda: self._subsystem_dir(nqn),
+                        f"subsystem {nqn} under {self.sysfs}/class/nvme-subsystem",
+                        timeout).name
+
+    def controller(self, name):
+        """The sysfs view of controller ``name``."""
+        path = self.sysfs / "class/nvme" / name
+
+        def read(attribute):
+            try:
+                return (path / attribute).read_text().strip() or None
+            except FileNotFoundError:
+                return None
+
+        return Controller(name=name, transport=read("transport"),
+                          address=parse_address(read("address") or ""),
+                          state=read("state"), tls_key=read("tls_key"))
+
+    def controllers(self, nqn):
+        """Every controller (path) of subsystem ``nqn``."""
+        return [self.controller(name) for name in self._controller_names(nqn)]
+
+    def _namespace_name(self, nqn, nsid):
+        subsys = self._subsystem_dir(nqn)
+        if subsys is None:
+            return None
+        # Native multipath: the head disk nvmeXnY sits in the subsystem (its
+        # paths nvmeXcYnZ under the controllers); without it, the disk sits
+        # under its controller. Names do not follow nsid: read it.
+        parents = [subsys, *(self.sysfs / "class/nvme" / name
+                             for name in self._controller_names(nqn))]
+        disks = [p for parent in parents for p in parent.iterdir() if _DISK.fullmatch(p.name)]
+        for disk in sorted(disks):
+            with contextlib.suppress(OSError, ValueError):
+                if int((disk / "nsid").read_text()) == nsid:
+                    return disk.name
+        return None
+
+    def namespace_device(self, nqn, nsid=1, timeout=10.0):
+        """/dev path of namespace ``nsid`` of ``nqn``, polled for until ``timeout``."""
+        name = wait_for(lambda: self._namespace_name(nqn, nsid),
+                        f"namespace {nsid} of {nqn} in {self.sysfs}", timeout)
+        return f"/dev/{name}"
+
+    def set_iopolicy(self, nqn, policy):
+        """Write the subsystem's multipath iopolicy and return what the kernel reads back."""
+        path = self.sysfs / "class/nvme-subsystem" / self.subsystem(nqn) / "iopolicy"
+        try:
+            path.write_text(policy)
+        except OSError as err:
+            if err.errno == errno.EINVAL:
+                raise IopolicyUnsupported(policy, path) from err
+            raise
+        current = path.read_text().strip()
+        if current != policy:
+            raise SetupError(f"{path} reads {current!r} after writing {policy!r}")
+        return current
+
+    def iopolicy(self, nqn):
+        """The subsystem's current multipath iopolicy."""
+        path = self.sysfs / "class/nvme-subsystem" / self.subsystem(nqn) / "iopolicy"
+        return path.read_text().strip()
+
+
+def load_modules():
+    """Load nvme-fabrics and nvme-tcp, which also carries the mptcp transport
+    (early series versions have no module alias for it)."""
+    missing = [name for name in ("nvme-fabrics", "nvme-tcp")
+               if not requirements.load_module(name)]
+    if missing:
+        raise SetupError(f"kernel modules not available: {', '.join(missing)}")
