@@ -6,6 +6,8 @@ or ``--guest-agent`` is given.
 
 import itertools
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 from _pytest.reports import TestReport
 
 from . import kernel as kernel_mod
-from . import ktap, rootfs
+from . import health, ktap, rootfs
+from .requirements import Features
 from .remote import GuestAgent, GuestSession, guest_command
 from .vm import VMConfig, VMError, require_host_tools, resolve_accel
 
@@ -53,10 +56,97 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test limit in the VM")
     if config.getoption("guest_agent"):
         config.pluginmanager.register(GuestAgent(config), "mptcp_nvme_agent")
-    elif config.getoption("vm") and not is_xdist_controller(config):
-        config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
+        enable_selftest_checks(config)
+    elif config.getoption("vm"):
+        if not is_xdist_controller(config):
+            config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
+    elif config.getoption("ktap"):
+        enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
     if config.getoption("ktap") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")
+
+
+def enable_selftest_checks(config):
+    """Requirements and kernel health for tests that run on this kernel (idempotent;
+    not on the host of a --vm run, whose tests run in the guest)."""
+    if not config.getoption("vm") and not config.pluginmanager.has_plugin(SelftestChecks.NAME):
+        config.pluginmanager.register(SelftestChecks(config), SelftestChecks.NAME)
+
+
+FEATURES = pytest.StashKey[Features]()
+
+
+def probed(config):
+    """The one probe of this session (loads nvmet, nvmet-tcp, nvme-tcp; mounts configfs)."""
+    if FEATURES not in config.stash:
+        config.stash[FEATURES] = Features.probe()
+    return config.stash[FEATURES]
+
+
+@pytest.fixture(scope="session")
+def features(pytestconfig):
+    """What the running kernel offers (requirements.Features)."""
+    return probed(pytestconfig)
+
+
+def require(config, *requirements):
+    """Skip (or fail with --expect-all-features) naming every unmet requirement."""
+    unmet = [why for why in map(probed(config).unmet, requirements) if why]
+    if unmet:
+        message = "missing: " + "; ".join(unmet)
+        if config.getoption("expect_all_features"):
+            pytest.fail(message + " (--expect-all-features)", pytrace=False)
+        pytest.skip(message)
+
+
+class SelftestChecks:
+    """Per test: declared requirements checked (every unmet one named in the SKIP), the
+    kernel log since it started checked for problems (a hit fails it), and on failure its
+    kernel log and failure text saved under the results directory."""
+
+    NAME = "mptcp_nvme_checks"
+    TEST_LOG = pytest.StashKey[list]()
+
+    def __init__(self, config):
+        self.config = config
+        self.kernel_log = None
+
+    def pytest_runtest_setup(self, item):
+        if self.kernel_log is None:
+            self.kernel_log = health.KernelLog()
+            item.user_properties.append((DIAG, probed(self.config).summary()))
+        self.kernel_log.new_lines()             # this test's window starts here
+        item.stash[self.TEST_LOG] = []
+        require(self.config, *[r for mark in item.iter_markers("requires") for r in mark.args])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        if self.kernel_log is None or self.TEST_LOG not in item.stash:
+            return report
+        lines = self.kernel_log.new_lines()
+        item.stash[self.TEST_LOG] += lines
+        bad = health.problems(lines)
+        if bad and not report.failed:
+            report.outcome = "failed"
+            report.longrepr = (f"kernel log reports problems during {report.when}:\n"
+                               + "\n".join(bad))
+        if report.failed:
+            self._save_artifacts(item, report)
+        return report
+
+    def _save_artifacts(self, item, report):
+        folder = results_dir(self.config) / "artifacts" / re.sub(r"[^\w.-]+", "_", item.nodeid)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dmesg.txt").write_text("\n".join(item.stash[self.TEST_LOG]) + "\n")
+        (folder / f"{report.when}.txt").write_text(report.longreprtext + "\n" + "".join(
+            f"\n--- {name} ---\n{text}" for name, text in report.sections))
+
+    def pytest_sessionfinish(self, session):
+        if self.kernel_log is not None:
+            dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+            (results_dir(self.config) / "dmesg.txt").write_text(dmesg)
+            self.kernel_log.close()
 
 
 def is_xdist_controller(config):
@@ -196,8 +286,8 @@ class VmRunner:
         accel, why = resolve_accel(opt("accel"), kernel.image)
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
-        self.header = (f"vm {self.worker}: {kernel.origin} ({kernel.release}), accel {accel} "
-                       f"({why}), rootfs {root}")
+        self.header = (f"vm {self.worker}: {kernel.origin}, accel {accel} ({why}), "
+                       f"rootfs {root}")
         return VMConfig(
             kernel=kernel, rootfs=root, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
             append=tuple(opt("append")), boot_timeout=opt("boot_timeout"),
@@ -233,8 +323,7 @@ class VmRunner:
             guest = self._guest()
             timeout = self._timeout(item)
             data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
-            reports = [self.config.hook.pytest_report_from_serializable(config=self.config, data=d)
-                       for d in data]
+            reports = [self._report(d) for d in data]
             if not reports:
                 raise VMError(f"{item.nodeid}: the guest ran nothing (not collected there?)")
         except VMError as err:
@@ -243,12 +332,19 @@ class VmRunner:
             directive = "TIMEOUT" if "timed out" in str(err).splitlines()[0] else None
             reports = failure_reports(item, str(err), time.monotonic() - started, directive)
         if not self.diagnostics_sent and self.header:
-            reports[0].user_properties.insert(0, (DIAG, self.header))
+            booted = f", booted in {self.session.booted_in:.1f}s" if self.session else ""
+            reports[0].user_properties.insert(0, (DIAG, self.header + booted))
             self.diagnostics_sent = True
         for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
+
+    def _report(self, data):
+        report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
+        if isinstance(report.longrepr, list):     # a skip's (path, line, reason) after JSON
+            report.longrepr = tuple(report.longrepr)
+        return report
 
     def _timeout(self, item):
         marker = item.get_closest_marker("timeout")

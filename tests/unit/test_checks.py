@@ -1,0 +1,86 @@
+"""Requirements, kernel-log checks and the guest command line, without a VM."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mptcp_nvme import health, remote
+from mptcp_nvme.requirements import Features
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def features():
+    return Features(
+        release="7.3.4", kconfig={"NVME_TCP": "m", "NVME_TCP_TLS": "y", "MPTCP": "n"},
+        modules={"nvmet": True}, configfs=True,
+        trtypes={"tcp": None, "mptcp": "nvmet rejects addr_trtype=mptcp (EINVAL)"},
+        iopolicies=("numa", "round-robin"), fabrics_options=("transport", "tls"),
+        tools={"nvme": "/usr/sbin/nvme", "tlshd": None})
+
+
+@pytest.mark.parametrize("requirement, reason", [
+    ("kconfig:NVME_TCP", None),
+    ("kconfig:NVME_TCP_TLS", None),
+    ("kconfig:MPTCP", "CONFIG_MPTCP not set"),
+    ("kconfig:VETH", "CONFIG_VETH not set"),
+    ("trtype:tcp", None),
+    ("trtype:mptcp", "NVMe transport mptcp: nvmet rejects addr_trtype=mptcp (EINVAL)"),
+    ("iopolicy:round-robin", None),
+    ("iopolicy:queue-depth", "iopolicy queue-depth not offered by nvme_core"),
+    ("feature:tls", None),
+    ("tool:nvme", None),
+    ("tool:definitely-not-installed", "tool definitely-not-installed not installed"),
+])
+def test_requirements(features, requirement, reason):
+    assert features.unmet(requirement) == reason
+
+
+def test_unknown_requirement_kind_is_a_bug_in_the_test(features):
+    with pytest.raises(ValueError, match="unknown requirement 'colour:blue'"):
+        features.unmet("colour:blue")
+
+
+def test_summary_names_refused_transports(features):
+    summary = features.summary()
+    assert "nvmet trtypes tcp (nvmet rejects addr_trtype=mptcp (EINVAL))" in summary
+    assert "missing tools tlshd" in summary
+
+
+def test_problem_patterns():
+    lines = ["[ 1.0] nvme nvme0: starting error recovery", "[ 1.1] all good",
+             "[ 2.0] WARNING: CPU: 0 PID: 1 at net/mptcp/protocol.c:42",
+             "[ 3.0] BUG: KASAN: slab-use-after-free in nvmet_tcp_io_work",
+             "[ 4.0] rcu: INFO: rcu_preempt self-detected stall on CPU"]
+    assert health.problems(lines) == [lines[0], lines[2], lines[3], lines[4]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/kmsg"),
+                    reason="writing /dev/kmsg needs root")
+def test_kernel_log_cursor_sees_only_new_lines():
+    log = health.KernelLog()
+    try:
+        Path("/dev/kmsg").write_text("mptcp-nvme unit test: WARNING: synthetic\n")
+        lines = log.new_lines()
+        assert any("mptcp-nvme unit test: WARNING: synthetic" in line for line in lines)
+        assert health.problems(lines)
+        assert log.new_lines() == []
+    finally:
+        log.close()
+
+
+def test_guest_paths_map_into_the_shared_source_tree():
+    assert remote.guest_path(REPO / "selftests") == "/mnt/src/selftests"
+    assert (remote.guest_path(f"{REPO}/selftests/test_modules.py::test_x[tcp]")
+            == "/mnt/src/selftests/test_modules.py::test_x[tcp]")
+    with pytest.raises(ValueError, match="must live inside"):
+        remote.guest_path("/etc/passwd")
+
+
+def test_guest_command_keeps_the_channel_off_pytest_capture():
+    command = remote.guest_command([REPO / "selftests"], expect_all_features=True)
+    assert command.startswith("cd /mnt/src && PYTHONPATH=/mnt/src PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec python3 -m pytest")
+    assert "--guest-agent" in command and "--expect-all-features" in command
+    assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
