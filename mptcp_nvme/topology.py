@@ -25,7 +25,9 @@ A topology file is TOML; only ``[[link]]`` is required, defaults are the script'
 
 Interfaces are ns1eth<i> (target) and ns2eth<i> (host); the host has a default route via
 each target address with metric 100 + i (the script's 10$i). v4map links carry IPv4
-addresses that applications use as IPv4-mapped IPv6 (::ffff:10.1.<i>.1).
+addresses that applications use as IPv4-mapped IPv6 (::ffff:10.1.<i>.1). As in the script,
+the host's subflow endpoints join towards the address it connected to: one connection's
+host->target bytes leave by that address's link, target->host bytes spread over all links.
 """
 
 import ipaddress

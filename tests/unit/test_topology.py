@@ -16,6 +16,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from mptcp_nvme import topology
 from mptcp_nvme.errors import SetupError, UsageError
+from mptcp_nvme.poll import wait_for
 from mptcp_nvme.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
                                  topology_for_paths)
 
@@ -85,7 +86,7 @@ def test_topology_for_paths_rejects(paths, family):
         topology_for_paths(paths, family=family)
 
 
-@pytest.mark.parametrize("text, key, problem", [
+BAD_FILES = [
     ('colour = "red"\n' + MINIMAL, "colour", "unknown key"),
     ('[target]\nsubflow = 8\n' + MINIMAL, "target.subflow", "unknown key"),
     ('[[link]]\nratee = "1mbit"\n', "link[1].ratee", "unknown key"),
@@ -121,7 +122,11 @@ def test_topology_for_paths_rejects(paths, family):
     ('[host]\nnamespace = "ns1"\n' + MINIMAL, "host.namespace", "same as target.namespace"),
     ('[target]\nnamespace = "ns 1"\n' + MINIMAL, "target.namespace", "must be 1..32"),
     ('description = 3\n' + MINIMAL, "description", "must be a string"),
-])
+]
+
+
+@pytest.mark.parametrize("text, key, problem", BAD_FILES,
+                         ids=[f"{key}: {problem}" for _, key, problem in BAD_FILES])
 def test_bad_file_names_file_and_key(tmp_path, text, key, problem):
     with pytest.raises(UsageError) as raised:
         load_text(tmp_path, text)
@@ -276,6 +281,29 @@ def transfer(net, link, size=1 << 16):
     return len(received)
 
 
+def extra_subflows(net, link):
+    """MPTCP subflows the host joins to a connection to ``link``'s target address."""
+    family = socket.AF_INET if link.adrfam == "ipv4" else socket.AF_INET6
+    with net.target.enter():
+        server = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
+    with net.host.enter():
+        client = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
+    with server, client:
+        server.settimeout(10)
+        server.bind((link.traddr, 0))
+        server.listen()
+        client.settimeout(10)
+        client.connect((link.traddr, server.getsockname()[1]))
+        peer, _ = server.accept()
+        with peer:
+            client.sendall(b"ping")
+            assert peer.recv(4) == b"ping"
+            peer.sendall(b"pong")
+            assert client.recv(4) == b"pong"
+            # struct mptcp_info starts with mptcpi_subflows (SOL_MPTCP 284, MPTCP_INFO 1)
+            return wait_for(lambda: client.getsockopt(284, 1, 1)[0], "MPTCP subflows joined")
+
+
 def gone(net):
     return not any(os.path.exists(ns.path) for ns in (net.target, net.host))
 
@@ -309,6 +337,7 @@ def test_build_unshaped(missing, family):
             enabled = subprocess.run([*net.host.argv(), "cat", "/proc/sys/net/mptcp/enabled"],
                                      capture_output=True, text=True, check=True)
             assert enabled.stdout == "1\n"
+        assert extra_subflows(net, topo.links[0]) == 1
         before = net.link_counters()
         assert transfer(net, topo.links[1]) == 1 << 16
         after = net.link_counters()
