@@ -9,6 +9,10 @@ from pathlib import Path
 from . import kernel as kernel_mod
 from . import rootfs
 from .errors import SetupError, UsageError
+from .nvmet import TRTYPES
+from .plugin import path_count
+from .requirements import IOPOLICIES
+from .topology import load_topology
 from .vm import ACCELS, require_host_tools, resolve_accel
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +53,11 @@ def build_parser():
     run.add_argument("--ktap-version", type=int, choices=(13, 1), default=13)
     run.add_argument("--expect-all-features", action="store_true",
                      help="a missing kernel feature is a failure, not a SKIP")
+    run.add_argument("--trtype", action="append", choices=TRTYPES, help="repeatable")
+    run.add_argument("--paths", action="append", type=path_count, help="1..8, repeatable")
+    run.add_argument("--iopolicy", action="append", choices=IOPOLICIES, help="repeatable")
+    run.add_argument("--loss", action="store_true", help="netem delay 5ms loss 0.5%% per link")
+    run.add_argument("--topology", help="topology TOML file (e.g. topologies/asymmetric.toml)")
 
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
@@ -92,13 +101,18 @@ def cmd_run(args):
             "--accel", args.accel, "--cpus", str(args.cpus), "--memory", args.memory,
             "--boot-timeout", str(args.boot_timeout), "--test-timeout", str(args.test_timeout),
             "--ktap-version", str(args.ktap_version)]
-    for option in ("kernel", "modules", "keyword"):
+    if args.topology:
+        load_topology(args.topology)                      # bad file: one line, exit 2
+        args.topology = str(Path(args.topology).resolve())
+    for option in ("kernel", "modules", "keyword", "topology"):
         if getattr(args, option):
             argv += ["-k" if option == "keyword" else f"--{option}", getattr(args, option)]
-    for option in args.append:
-        argv += ["--append", option]
-    if args.expect_all_features:
-        argv.append("--expect-all-features")
+    for option in ("append", "trtype", "paths", "iopolicy"):
+        for value in getattr(args, option) or ():
+            argv += [f"--{option}", str(value)]
+    for flag in ("expect_all_features", "loss"):
+        if getattr(args, flag):
+            argv.append("--" + flag.replace("_", "-"))
     if args.vms > 1:
         argv += ["-n", str(args.vms)]
     print(f"results: {results}", file=sys.stderr)

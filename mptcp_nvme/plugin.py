@@ -4,6 +4,7 @@ Registered through the ``pytest11`` entry point; inert unless one of ``--ktap``,
 or ``--guest-agent`` is given.
 """
 
+import argparse
 import itertools
 import os
 import re
@@ -16,8 +17,10 @@ import pytest
 from _pytest.reports import TestReport
 
 from . import kernel as kernel_mod
-from . import health, ktap, rootfs
-from .requirements import Features
+from . import health, ktap, rootfs, topology
+from .errors import UsageError
+from .nvmet import TRTYPES
+from .requirements import IOPOLICIES, Features
 from .remote import GuestAgent, GuestSession, guest_command
 from .vm import VMConfig, VMError, require_host_tools, resolve_accel
 
@@ -45,8 +48,49 @@ def pytest_addoption(parser):
     group.addoption("--append", action="append", default=[], help="extra kernel command line")
     group.addoption("--boot-timeout", type=float, default=240.0, help="seconds to reach the agent")
     group.addoption("--test-timeout", type=float, default=600.0, help="seconds per test in the VM")
+    group.addoption("--trtype", action="append", choices=TRTYPES,
+                    help="NVMe transport(s) to test (default: each test's matrix)")
+    group.addoption("--paths", action="append", type=path_count,
+                    help="number(s) of paths, 1..8 (default: each test's matrix)")
+    group.addoption("--iopolicy", action="append", choices=IOPOLICIES,
+                    help="multipath iopolicy(ies) (default: each test's matrix)")
+    group.addoption("--loss", action="store_true", help="netem delay 5ms loss 0.5%% on every link")
+    group.addoption("--topology", type=topology_file, help="a topology TOML file (topologies/)")
     group.addoption("--guest-agent", action="store_true",
                     help="internal: serve tests to the host from inside the guest")
+
+
+SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "topology", "expect_all_features")
+
+
+def path_count(text):
+    if not text.isdigit() or not 1 <= int(text) <= topology.MAX_LINKS:
+        raise argparse.ArgumentTypeError(f"path count must be 1..{topology.MAX_LINKS}, not {text!r}")
+    return int(text)
+
+
+def topology_file(text):
+    """A valid topology file, as an absolute path (it is read again in the guest)."""
+    try:
+        topology.load_topology(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return str(Path(text).resolve())
+
+
+def suite_arguments(config):
+    """The command-line options that shape the suite, to repeat in the guest."""
+    argv = []
+    for name in SUITE_OPTIONS:
+        value = config.getoption(name)
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [item for v in value for item in (flag, str(v))]
+        elif value:
+            argv += [flag, str(value)]
+    return argv
 
 
 def pytest_configure(config):
@@ -295,7 +339,7 @@ class VmRunner:
             rodirs={rootfs.GUEST_SOURCE_DIR: str(Path(__file__).resolve().parent.parent)},
             console_log=out / f"console-{next(self.boots)}.log",
             name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
-            command=guest_command(self.config.args, opt("expect_all_features")),
+            command=guest_command(self.config.args, suite_arguments(self.config)),
         )
 
     def _guest(self):

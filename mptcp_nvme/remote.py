@@ -24,13 +24,11 @@ REQUEST_FD, REPLY_FD = 3, 4
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 
 
-def guest_command(test_args, expect_all_features=False):
+def guest_command(test_args, suite_args=()):
     """The shell command that starts the agent inside the guest."""
     argv = ["python3", "-m", "pytest", "-p", "mptcp_nvme.plugin", "--guest-agent",
             "-p", "no:cacheprovider", "-p", "no:terminal", "--rootdir", GUEST_SOURCE_DIR,
-            "--results-dir", GUEST_RESULTS_DIR]
-    if expect_all_features:
-        argv.append("--expect-all-features")
+            "--results-dir", GUEST_RESULTS_DIR, *map(guest_argument, suite_args)]
     argv += [guest_path(arg) for arg in test_args]
     return (f"cd {GUEST_SOURCE_DIR} && PYTHONPATH={GUEST_SOURCE_DIR} "
             f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
@@ -47,6 +45,11 @@ def guest_path(arg):
         raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
                          "with the guest") from None
     return f"{GUEST_SOURCE_DIR}/{relative}{sep}{rest}"
+
+
+def guest_argument(arg):
+    """Absolute paths inside the source tree (a --topology file) as the guest sees them."""
+    return guest_path(arg) if str(arg).startswith(str(SOURCE_DIR)) else arg
 
 
 class GuestSession:

@@ -1,8 +1,115 @@
-"""In-guest selftests: requirements and kernel health checks come from mptcp_nvme.plugin
-(enabled here too, so that a plain ``sudo pytest selftests`` applies them)."""
+"""Fixtures of the in-guest selftests: topology, nvmet target, NVMe host, connection.
 
-from mptcp_nvme.plugin import enable_selftest_checks
+Requirements and kernel health checks come from mptcp_nvme.plugin (enabled here too, so
+that a plain ``sudo pytest selftests`` applies them). Parameters: ``trtype``, ``paths``,
+``iopolicy`` and ``loss`` take their values from the command line (``--trtype``,
+``--paths``, ``--iopolicy``, ``--loss``) or else from the test's ``matrix`` marker.
+"""
+
+from contextlib import ExitStack
+
+import pytest
+
+from mptcp_nvme import nvmet, topology
+from mptcp_nvme.host import Host
+from mptcp_nvme.plugin import enable_selftest_checks, require
+
+NETWORK_NEEDS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
+TARGET_NEEDS = ("module:nvmet", "module:nvmet_tcp", "tool:losetup")
+HOST_NEEDS = ("module:nvme_tcp", "tool:nvme")
 
 
 def pytest_configure(config):
     enable_selftest_checks(config)
+    config.addinivalue_line("markers", "matrix(**values): default parameter values, e.g. "
+                            "matrix(trtype=('tcp', 'mptcp'), paths=(1, 4))")
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize trtype/paths/iopolicy/loss: command line first, then the marker."""
+    marker = metafunc.definition.get_closest_marker("matrix")
+    defaults = marker.kwargs if marker else {}
+    chosen = {
+        "trtype": metafunc.config.getoption("trtype"),
+        "paths": metafunc.config.getoption("paths"),
+        "iopolicy": metafunc.config.getoption("iopolicy"),
+        "loss": [True] if metafunc.config.getoption("loss") else None,
+    }
+    topology_file = metafunc.config.getoption("topology")
+    if topology_file:
+        chosen["paths"] = [len(topology.load_topology(topology_file).links)]
+    for name in ("trtype", "paths", "iopolicy", "loss"):
+        if name in metafunc.fixturenames:
+            values = chosen[name] or defaults.get(name) or {"loss": (False,)}.get(name)
+            if values is None:
+                raise pytest.UsageError(f"{metafunc.function.__name__}: no values for {name}")
+            ids = [f"loss{int(v)}" if name == "loss" else f"{v}path" if name == "paths"
+                   else str(v) for v in values]
+            metafunc.parametrize(name, values, ids=ids, indirect=name in ("trtype", "iopolicy"))
+
+
+@pytest.fixture
+def trtype(request):
+    require(request.config, *TARGET_NEEDS, *HOST_NEEDS, f"trtype:{request.param}")
+    return request.param
+
+
+@pytest.fixture
+def iopolicy(request):
+    require(request.config, f"iopolicy:{request.param}")
+    return request.param
+
+
+@pytest.fixture
+def topo(request, paths, loss):
+    """The topology under test: --topology FILE, else the script's for ``paths``."""
+    topology_file = request.config.getoption("topology")
+    if topology_file:
+        return topology.load_topology(topology_file)
+    return topology.topology_for_paths(paths, loss=loss)
+
+
+@pytest.fixture
+def network(request, topo):
+    require(request.config, *NETWORK_NEEDS)
+    with topology.build(topo) as built:
+        yield built
+
+
+@pytest.fixture
+def backing_device():
+    """mptcp_nvme.sh's backing store: a sparse 512 MiB file on a loop device."""
+    with nvmet.LoopDevice() as loop:
+        yield loop.path
+
+
+@pytest.fixture
+def make_target(network, backing_device, trtype):
+    """Factory: an nvmet target on every path of ``network`` (listeners in its target
+    netns); options as nvmet.Target (tls, treq, ...). Torn down after the test."""
+    with ExitStack() as targets:
+        def make(**options):
+            links = network.topology.links
+            target = nvmet.Target(backing_device, trtype, [link.traddr for link in links],
+                                  adrfam=links[0].adrfam, in_target_netns=network.target.enter,
+                                  **options)
+            return targets.enter_context(target)
+        yield make
+
+
+@pytest.fixture
+def target(make_target):
+    return make_target()
+
+
+@pytest.fixture
+def nvme_host(network):
+    return Host(prefix=network.host.argv())
+
+
+@pytest.fixture
+def connection(nvme_host, target, network):
+    """One controller per path to ``target``; always disconnected afterwards."""
+    traddrs = [link.traddr for link in network.topology.links]
+    with nvme_host.connected(target.trtype, traddrs, target.trsvcid, target.nqn) as conn:
+        yield conn

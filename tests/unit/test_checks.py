@@ -80,7 +80,9 @@ def test_guest_paths_map_into_the_shared_source_tree():
 
 
 def test_guest_command_keeps_the_channel_off_pytest_capture():
-    command = remote.guest_command([REPO / "selftests"], expect_all_features=True)
+    command = remote.guest_command([REPO / "selftests"],
+                                   ["--expect-all-features", "--topology", f"{REPO}/topologies/2path.toml"])
     assert command.startswith("cd /mnt/src && PYTHONPATH=/mnt/src PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec python3 -m pytest")
     assert "--guest-agent" in command and "--expect-all-features" in command
+    assert "--topology /mnt/src/topologies/2path.toml" in command
     assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
