@@ -59,6 +59,13 @@ def build_parser():
     run.add_argument("--loss", action="store_true", help="netem delay 5ms loss 0.5%% per link")
     run.add_argument("--topology", help="topology TOML file (e.g. topologies/asymmetric.toml)")
 
+    script = sub.add_parser("script", help="mptcp_nvme.sh's scenario with its arguments",
+                            usage="mptcp-nvme script [tcp|mptcp] [1..4] "
+                                  "[numa|round-robin|queue-depth] [0|1] [options]")
+    add_vm_options(script)
+    script.add_argument("script_args", nargs="*", metavar="ARG")
+    script.add_argument("--results-dir")
+
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
     build.add_argument("--debug", action="store_true", help="add KASAN, kmemleak, lockdep")
@@ -129,6 +136,37 @@ def cmd_run(args):
     return code
 
 
+SCRIPT_CHOICES = (("trtype", ("tcp", "mptcp"), "mptcp"), ("paths", ("1", "2", "3", "4"), "1"),
+                  ("iopolicy", ("numa", "round-robin", "queue-depth"), "numa"),
+                  ("loss", ("0", "1"), "0"))
+
+
+def script_options(values):
+    """mptcp_nvme.sh's positional arguments, validated as it does, as run options."""
+    if len(values) > len(SCRIPT_CHOICES):
+        raise UsageError(f"script: too many arguments: {' '.join(values)} (usage: mptcp-nvme "
+                         "script [tcp|mptcp] [1..4] [numa|round-robin|queue-depth] [0|1])")
+    chosen = {}
+    for (name, choices, default), value in zip(SCRIPT_CHOICES, [*values, *[None] * 4]):
+        value = default if value is None else value
+        if value not in choices:
+            raise UsageError(f"script: bad {name} {value!r}: choose one of {'|'.join(choices)}")
+        chosen[name] = value
+    return chosen
+
+
+def cmd_script(args):
+    chosen = script_options(args.script_args)
+    run_args = build_parser().parse_args(["run", str(SELFTESTS / "test_script.py")])
+    for option in ("kernel", "modules", "rootfs", "accel", "results_dir"):
+        setattr(run_args, option, getattr(args, option))
+    run_args.trtype = [chosen["trtype"]]
+    run_args.paths = [int(chosen["paths"])]
+    run_args.iopolicy = [chosen["iopolicy"]]
+    run_args.loss = chosen["loss"] == "1"
+    return cmd_run(run_args)
+
+
 def cmd_build(args):
     kernel = kernel_mod.build(args.tree, debug=args.debug, jobs=args.jobs)
     print(f"built {kernel.image} ({kernel.release})")
@@ -138,7 +176,8 @@ def cmd_build(args):
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
-        return {"setup": cmd_setup, "run": cmd_run, "build": cmd_build}[args.command](args)
+        commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build}
+        return commands[args.command](args)
     except (UsageError, SetupError) as err:
         print(f"mptcp-nvme: {err}", file=sys.stderr)
         return err.exit_code

@@ -2,6 +2,10 @@
 
 import os
 import re
+import subprocess
+from pathlib import Path
+
+import psutil
 
 # Kernel self-checks (blktests' dmesg gate) and the nvme error patterns of mptcp_nvme.sh.
 PROBLEMS = re.compile("|".join([
@@ -45,3 +49,22 @@ class KernelLog:
 def problems(lines):
     """The lines that report a kernel problem."""
     return [line for line in lines if PROBLEMS.search(line)]
+
+
+def leftovers():
+    """What a finished run must not leave behind: {kind: [names]} (empty lists when clean)."""
+    nvmet = Path("/sys/kernel/config/nvmet")
+    loops = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                           capture_output=True, text=True).stdout.splitlines()
+    return {
+        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
+        "nvmet subsystems": _entries(nvmet / "subsystems"),
+        "nvmet ports": _entries(nvmet / "ports"),
+        "nvme controllers": _entries(Path("/sys/class/nvme")),
+        "loop devices": [line.split()[0] for line in loops if "mptcp_nvme." in line],
+        "tlshd": sorted(str(p.pid) for p in psutil.process_iter(["name"]) if p.info["name"] == "tlshd"),
+    }
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []

@@ -26,6 +26,8 @@ from mptcp_nvme import requirements
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
 
+# What a test using this module needs of the kernel and rootfs (plugin.require).
+REQUIREMENTS = ("module:nvme_tcp", "kconfig:NVME_MULTIPATH", "tool:nvme")
 FABRICS_DEVICE = str(requirements.FABRICS_DEV)
 CONNECT_TIMEOUT = 60
 
@@ -121,11 +123,11 @@ def hostid_for(hostnqn):
 
 
 def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, tls=False,
-                    host_iface=None):
+                    tls_key=None, host_iface=None):
     """The option string the kernel's fabrics parser takes, in libnvme's order."""
     options = [("nqn", nqn), ("transport", trtype), ("traddr", traddr),
                ("host_iface", host_iface), ("trsvcid", trsvcid),
-               ("hostnqn", hostnqn), ("hostid", hostid)]
+               ("hostnqn", hostnqn), ("hostid", hostid), ("tls_key", tls_key)]
     fields = [f"{key}={value}" for key, value in options if value is not None]
     if tls:
         fields.append("tls")
@@ -193,17 +195,23 @@ class Host:
                 *self._host_args(), *(["--tls"] if tls else []), "-o", "json"]
         return parse_discovery(self._run(argv))
 
-    def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, host_iface=None):
-        """Connect one controller (one path) and return its name, e.g. "nvme3"."""
+    def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, tls_key=None,
+                host_iface=None):
+        """Connect one controller (one path) and return its name, e.g. "nvme3".
+        ``tls_key``: serial of the PSK to use instead of the one the kernel would
+        look up for (hostnqn, nqn)."""
         if self.nvme_cli_carries(trtype, tls):
             argv = [self.nvme, "connect", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
                     "-n", nqn, *self._host_args(),
                     *(["--host-iface", host_iface] if host_iface else []),
-                    *(["--tls"] if tls else []), "-o", "json"]
+                    *(["--tls"] if tls else []),
+                    *(["--tls-key", str(tls_key)] if tls_key is not None else []),
+                    "-o", "json"]
             name = self._connected_device(self._run(argv))
         else:
             options = fabrics_options(trtype, traddr, trsvcid, nqn, hostnqn=self.hostnqn,
-                                      hostid=self.hostid, tls=tls, host_iface=host_iface)
+                                      hostid=self.hostid, tls=tls, tls_key=tls_key,
+                                      host_iface=host_iface)
             name = parse_fabrics_reply(self._run(
                 [sys.executable, "-c", _FABRICS_WRITER, self.fabrics_device, options],
                 what=f"writing {options!r} to {self.fabrics_device}"))
@@ -228,6 +236,12 @@ class Host:
         wait_for(lambda: not self._controller_names(nqn),
                  f"the controllers of {nqn} to go away", timeout)
 
+    def settle(self, timeout=30):
+        """Wait for udev to finish with new devices: removing a namespace while udev
+        still reads it turns its reads into "Buffer I/O error" in the kernel log."""
+        if shutil.which("udevadm"):
+            self._run(["udevadm", "settle", f"--timeout={timeout}"], timeout=timeout + 5)
+
     def flush(self, device):
         """``nvme flush``: commit the namespace's volatile write cache."""
         self._run([self.nvme, "flush", device])
@@ -240,6 +254,7 @@ class Host:
                                 for traddr in traddrs)
             yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
         finally:
+            self.settle()
             self.disconnect(nqn)
 
     # --- sysfs --------------------------------------------------------------

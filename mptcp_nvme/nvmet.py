@@ -19,6 +19,8 @@ from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
 
 CONFIGFS_ROOT = requirements.CONFIGFS
+# What a test using this module needs of the kernel and rootfs (plugin.require).
+REQUIREMENTS = ("module:nvmet", "module:nvmet_tcp", "kconfig:BLK_DEV_LOOP", "tool:losetup")
 TRTYPES = ("tcp", "mptcp")
 NVMF_TRTYPE_MPTCP = 4
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
@@ -295,7 +297,11 @@ def load_modules():
 
 
 class LoopDevice(_Resource):
-    """A sparse file of ``size`` bytes on a loop device; detached and deleted on exit."""
+    """A sparse file of ``size`` bytes on a loop device; detached and deleted on exit.
+
+    Without ``directory`` the file lives on a private tmpfs sized for it: a guest's
+    /tmp overlay is smaller than the script's 512 MiB once fio has written it all.
+    """
 
     def __init__(self, size=BACKING_FILE_SIZE, directory=None):
         self.size = size
@@ -303,7 +309,16 @@ class LoopDevice(_Resource):
         self.path = None
 
     def _setup(self, stack):
-        fd, backing = tempfile.mkstemp(prefix="mptcp_nvme.", suffix=".img", dir=self.directory)
+        if not requirements.load_module("loop"):
+            raise SetupError("kernel module loop not available (CONFIG_BLK_DEV_LOOP)")
+        directory = self.directory
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="mptcp_nvme.")
+            stack.callback(os.rmdir, directory)
+            _run(["mount", "-t", "tmpfs", "-o", f"size={self.size + 2**20}",
+                  "mptcp_nvme", directory])
+            stack.callback(_run, ["umount", directory])
+        fd, backing = tempfile.mkstemp(prefix="mptcp_nvme.", suffix=".img", dir=directory)
         stack.callback(os.unlink, backing)
         try:
             os.ftruncate(fd, self.size)

@@ -5,7 +5,9 @@ or ``--guest-agent`` is given.
 """
 
 import argparse
+import collections
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -191,6 +193,10 @@ class SelftestChecks:
             dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
             (results_dir(self.config) / "dmesg.txt").write_text(dmesg)
             self.kernel_log.close()
+            left = health.leftovers()
+            (results_dir(self.config) / "leftovers.json").write_text(json.dumps(left, indent=2))
+            if any(left.values()):
+                print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
 
 
 def is_xdist_controller(config):
@@ -204,9 +210,9 @@ def results_dir(config):
     return path
 
 
-def describe(item):
+def describe(item, unique=False):
     """What a test checks, for KTAP: its docstring's first line (formatted with its
-    parameters) or its name, followed by the parameter id."""
+    parameters) or its name, followed by the parameter id unless ``unique``."""
     doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines()
     params = getattr(getattr(item, "callspec", None), "params", {})
     text = item.originalname if hasattr(item, "originalname") else item.name
@@ -216,12 +222,18 @@ def describe(item):
         except (KeyError, IndexError, ValueError):
             text = doc[0].strip()
     callspec = getattr(item, "callspec", None)
-    return f"{text} [{callspec.id}]" if callspec else text
+    return f"{text} [{callspec.id}]" if callspec and not unique else text
 
 
+@pytest.hookimpl(tryfirst=True)       # before -k/-m deselection: descriptions stay stable
 def pytest_collection_modifyitems(config, items):
+    variants = collections.Counter(function_key(item) for item in items)
     for item in items:
-        item.user_properties.append((DESCRIPTION, describe(item)))
+        item.user_properties.append((DESCRIPTION, describe(item, variants[function_key(item)] == 1)))
+
+
+def function_key(item):
+    return item.nodeid.split("[", 1)[0]
 
 
 class KtapReporter:
@@ -344,7 +356,7 @@ class VmRunner:
 
     def _guest(self):
         if self.boot_error:
-            raise VMError(f"not run: the VM failed to boot earlier:\n{self.boot_error}")
+            raise VMError(f"not run: the VM failed to boot earlier ({self.boot_error})")
         if self.session is None or not self.session.alive:
             if self.session is not None:
                 self.session.close(grace=0)
@@ -353,7 +365,7 @@ class VmRunner:
                 self.session = GuestSession(cfg, cfg.boot_timeout).start()
             except Exception as err:
                 self.session = None
-                self.boot_error = str(err)
+                self.boot_error = str(err).splitlines()[0]
                 raise VMError(f"VM boot failed: {err}") from None
             self.diagnostics_sent = False
         return self.session

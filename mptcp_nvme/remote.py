@@ -102,6 +102,7 @@ class GuestAgent:
     def __init__(self, config):
         self.config = config
         self.reports = []
+        config.option.tbstyle = "short"      # failure text travels to the host's KTAP
         self.requests = os.fdopen(REQUEST_FD, "r")
         self.channel = os.fdopen(REPLY_FD, "w", buffering=1)
 

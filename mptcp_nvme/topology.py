@@ -54,6 +54,8 @@ from mptcp_nvme.poll import wait_for
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 FAMILIES = ("ipv4", "ipv6", "v4map")
 MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
+# What a test using this module needs of the kernel and rootfs (plugin.require).
+REQUIREMENTS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
 ENDPOINT_FLAGS = {"signal": 1, "subflow": 2, "backup": 4, "fullmesh": 8}
 SCRIPT_RATE, SCRIPT_DELAY, SCRIPT_LOSS = "1000mbit", "5ms", "0.5%"
 
@@ -171,6 +173,13 @@ def topology_for_paths(paths, loss=False, family="ipv4"):
     described = " ".join(f"{key} {value}" for key, value in shaping.items())
     return Topology(f"mptcp_nvme.sh: {paths} {pairs} ({family}), netem {described}",
                     SCRIPT_TARGET, SCRIPT_HOST, links)
+
+
+def with_rate(topology, rate):
+    """``topology`` with the netem rate of every link set to ``rate`` (e.g. "50mbit")."""
+    links = tuple(replace(link, netem=Netem.parse(link.netem, rate=rate))
+                  for link in topology.links)
+    return replace(topology, links=links, description=f"{topology.description}, {rate} per link")
 
 
 def load_topology(path):

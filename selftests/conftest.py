@@ -10,14 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme import nvmet, topology
-from mptcp_nvme.host import Host
+from mptcp_nvme import host, nvmet, topology
 from mptcp_nvme.plugin import enable_selftest_checks, require
-
-NETWORK_NEEDS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
-TARGET_NEEDS = ("module:nvmet", "module:nvmet_tcp", "tool:losetup")
-HOST_NEEDS = ("module:nvme_tcp", "tool:nvme")
-
 
 def pytest_configure(config):
     enable_selftest_checks(config)
@@ -50,7 +44,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def trtype(request):
-    require(request.config, *TARGET_NEEDS, *HOST_NEEDS, f"trtype:{request.param}")
+    require(request.config, *nvmet.REQUIREMENTS, *host.REQUIREMENTS, f"trtype:{request.param}")
     return request.param
 
 
@@ -71,7 +65,7 @@ def topo(request, paths, loss):
 
 @pytest.fixture
 def network(request, topo):
-    require(request.config, *NETWORK_NEEDS)
+    require(request.config, *topology.REQUIREMENTS)
     with topology.build(topo) as built:
         yield built
 
@@ -104,7 +98,7 @@ def target(make_target):
 
 @pytest.fixture
 def nvme_host(network):
-    return Host(prefix=network.host.argv())
+    return host.Host(prefix=network.host.argv())
 
 
 @pytest.fixture

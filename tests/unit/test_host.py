@@ -115,6 +115,8 @@ class FakeCommands:
 
     def __call__(self, argv, **kwargs):
         self.calls.append(argv)
+        if "udevadm" in argv:
+            return subprocess.CompletedProcess(argv, 0, "", "")
         answer = self.answers[argv[argv.index("nvme") + 1]]
         stdout = answer(argv) if callable(answer) else answer
         return subprocess.CompletedProcess(argv, 0, stdout, "")
@@ -164,6 +166,11 @@ def test_fabrics_options_mptcp_with_host_identity_and_interface():
 def test_fabrics_options_tls_is_a_bare_flag_last():
     assert host.fabrics_options("mptcp", "10.1.1.1", 4420, NQN, tls=True) == (
         f"nqn={NQN},transport=mptcp,traddr=10.1.1.1,trsvcid=4420,tls")
+
+
+def test_fabrics_options_tls_key_serial():
+    assert host.fabrics_options("tcp", "10.1.1.1", 4420, NQN, tls=True, tls_key=235832308) == (
+        f"nqn={NQN},transport=tcp,traddr=10.1.1.1,trsvcid=4420,tls_key=235832308,tls")
 
 
 def test_fabrics_options_refuse_separators():
@@ -321,6 +328,16 @@ def test_connect_tcp_tls_argv(nvme_cli, sysfs):
                                "-o", "json"]]
 
 
+def test_connect_tcp_tls_with_a_given_key_argv(nvme_cli, sysfs):
+    sub = sysfs.subsystem("nvme-subsys1", NQN)
+    sysfs.controller(sub, "nvme2", "tcp", "traddr=10.1.1.1,trsvcid=4420", tls_key="0e0e8cf4")
+    nvme_cli.answers["connect"] = '{\n  "device":"nvme2"\n}\n'
+    host.Host(sysfs=sysfs.root).connect("tcp", "10.1.1.1", 4420, NQN, tls=True,
+                                        tls_key=235832308)
+    assert nvme_cli.calls == [["nvme", "connect", "-t", "tcp", "-a", "10.1.1.1", "-s", "4420",
+                               "-n", NQN, "--tls", "--tls-key", "235832308", "-o", "json"]]
+
+
 def test_a_failing_command_is_a_setup_error(monkeypatch):
     monkeypatch.setattr(host.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(host.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
@@ -450,7 +467,8 @@ def test_connected_connects_every_path_and_disconnects(nvme_cli, sysfs):
             raise RuntimeError("test body failed")
     assert [argv[5] for argv in nvme_cli.calls if argv[1] == "connect"] == ["10.1.1.1",
                                                                             "10.1.2.1"]
-    assert nvme_cli.calls[-1] == ["nvme", "disconnect", "-n", NQN]
+    assert nvme_cli.calls[-2:] == [["udevadm", "settle", "--timeout=30"],
+                                   ["nvme", "disconnect", "-n", NQN]]
 
 
 def test_connected_disconnects_after_a_failed_path(nvme_cli, sysfs):

@@ -28,13 +28,13 @@ class Run:
 
 
 @pytest.fixture
-def run_suite(tmp_path):
-    """Run ``mptcp-nvme run`` (the real CLI: vng, qemu, rootfs) and parse its KTAP."""
-    def run(*args, timeout=900):
+def mptcp_nvme(tmp_path):
+    """Run ``mptcp-nvme COMMAND`` (the real CLI: vng, qemu, rootfs) and parse its KTAP."""
+    def run(command, *args, timeout=1200):
         results_dir = tmp_path / "results"
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "mptcp_nvme.cli", "run", "--results-dir", str(results_dir),
+            [sys.executable, "-m", "mptcp_nvme.cli", command, "--results-dir", str(results_dir),
              *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
         return Run(result, results_dir, time.monotonic() - started)
     return run

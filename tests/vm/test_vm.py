@@ -9,8 +9,8 @@ from .conftest import GUEST_CASES, REPO, qemu_processes
 pytestmark = pytest.mark.vm
 
 
-def test_selftests_load_nvme_modules_in_guest(run_suite):
-    run = run_suite(REPO / "selftests/test_modules.py")
+def test_selftests_load_nvme_modules_in_guest(mptcp_nvme):
+    run = mptcp_nvme("run", REPO / "selftests/test_modules.py")
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[:2] == ["TAP version 13", "1..1"]
@@ -23,8 +23,8 @@ def test_selftests_load_nvme_modules_in_guest(run_suite):
     assert (run.results_dir / "vm-main/dmesg.txt").read_text().count("nvmet") > 0
 
 
-def test_guest_results_come_back_one_per_test(run_suite):
-    run = run_suite(GUEST_CASES / "guest_results.py", "--ktap-version", "1")
+def test_guest_results_come_back_one_per_test(mptcp_nvme):
+    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     assert run.stdout.splitlines()[:2] == ["KTAP version 1", "1..3"]
     assert run.result("the guest runs the kernel under test").ok
@@ -39,8 +39,8 @@ def test_guest_results_come_back_one_per_test(run_suite):
     assert any(p.name == "call.txt" for p in artifacts.rglob("*")), "no failure artifact"
 
 
-def test_guest_panic_is_a_failure_with_console_tail(run_suite):
-    run = run_suite(GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
+def test_guest_panic_is_a_failure_with_console_tail(mptcp_nvme):
+    run = mptcp_nvme("run", GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     result = run.result("sysrq-c crashes the guest kernel")
     assert not result.ok
@@ -49,8 +49,8 @@ def test_guest_panic_is_a_failure_with_console_tail(run_suite):
     assert run.seconds < 300, f"panic took {run.seconds:.0f}s to report"
 
 
-def test_timeout_reaps_every_qemu_process(run_suite):
-    run = run_suite(GUEST_CASES / "guest_hang.py", "--test-timeout", "15")
+def test_timeout_reaps_every_qemu_process(mptcp_nvme):
+    run = mptcp_nvme("run", GUEST_CASES / "guest_hang.py", "--test-timeout", "15")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     result = run.result("reads a pipe nobody writes to")
     assert not result.ok and result.directive == "ERROR"

@@ -1,0 +1,128 @@
+"""An MPTCP (or TCP) byte stream across a topology, measured: throughput, subflows, and
+the bytes each link carried. Proves multipath at the socket level on kernels that lack
+the NVMe mptcp transport.
+
+The target namespace sends, the host namespace receives: the direction of NVMe reads,
+the one in which the script's endpoints (signal on the target, subflow on the host)
+spread subflows over every link.
+"""
+
+import contextlib
+import dataclasses
+import socket
+import threading
+import time
+
+from .poll import wait_for
+
+IPPROTO_MPTCP = 262
+SOL_MPTCP = 284
+MPTCP_INFO = 1
+CHUNK = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamResult:
+    protocol: str
+    seconds: float
+    received: int
+    subflows: int            # additional subflows the host's MPTCP socket joined
+    link_bytes: dict         # link index -> bytes its host interface received
+    mpjoin: dict             # MPTcpExt MPJoin* counters of the host namespace
+
+    @property
+    def mbit_per_s(self):
+        return self.received * 8 / self.seconds / 1e6
+
+    @property
+    def link_shares(self):
+        total = sum(self.link_bytes.values()) or 1
+        return {index: count / total for index, count in self.link_bytes.items()}
+
+
+def mptcp_subflows(sock):
+    """mptcp_info.mptcpi_subflows of an MPTCP socket (its first byte)."""
+    return sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)[0]
+
+
+def mpjoin_counters():
+    """MPTcpExt MPJoin* counters of the calling thread's network namespace."""
+    with open("/proc/thread-self/net/netstat") as netstat:
+        lines = netstat.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("MPTcpExt:"):
+            pairs = zip(names.split()[1:], values.split()[1:])
+            return {name: int(value) for name, value in pairs if name.startswith("MPJoin")}
+    return {}
+
+
+def nonzero(counters):
+    return {name: value for name, value in counters.items() if value}
+
+
+def _family(address):
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201):
+    """Stream from the target to the host for ``seconds`` and measure it.
+
+    With ``expect_subflows``, wait (bounded) for that many joined subflows before the
+    measured interval starts, so the interval measures the multipath steady state.
+    """
+    proto = IPPROTO_MPTCP if protocol == "mptcp" else socket.IPPROTO_TCP
+    address = network.topology.links[0].traddr
+    family = _family(address)
+    with contextlib.ExitStack() as cleanup:
+        with network.target.enter():
+            listener = cleanup.enter_context(socket.socket(family, socket.SOCK_STREAM, proto))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen(1)
+        stop = threading.Event()
+        sender = threading.Thread(target=_send_until, args=(listener, stop), daemon=True)
+        sender.start()
+        cleanup.callback(sender.join, 10)
+        cleanup.callback(stop.set)
+        with network.host.enter():
+            joins_before = mpjoin_counters()
+            receiver = cleanup.enter_context(socket.socket(family, socket.SOCK_STREAM, proto))
+            receiver.settimeout(30)
+            receiver.connect((address, port))
+        if protocol == "mptcp" and expect_subflows:
+            wait_for(lambda: (_drain(receiver), mptcp_subflows(receiver) >= expect_subflows)[1],
+                     f"{expect_subflows} MPTCP subflows to join", timeout=20, interval=0)
+        before = network.link_counters()
+        received, started = 0, time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            received += _drain(receiver)
+        after = network.link_counters()
+        with network.host.enter():
+            joins = {k: v - joins_before.get(k, 0) for k, v in mpjoin_counters().items()}
+        subflows = mptcp_subflows(receiver) if protocol == "mptcp" else 0
+    return StreamResult(
+        protocol=protocol, seconds=elapsed, received=received, subflows=subflows,
+        link_bytes={i: after[i].rx_bytes - before[i].rx_bytes for i in after}, mpjoin=joins)
+
+
+def _drain(sock):
+    data = sock.recv(CHUNK)
+    if not data:
+        raise ConnectionError("the sender closed the stream early")
+    return len(data)
+
+
+def _send_until(listener, stop):
+    listener.settimeout(30)
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        return
+    payload = bytes(CHUNK)
+    with conn:
+        conn.settimeout(5)
+        while not stop.is_set():
+            try:
+                conn.sendall(payload)
+            except OSError:
+                return

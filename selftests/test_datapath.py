@@ -1,0 +1,110 @@
+"""The data path of mptcp_nvme.sh: discover, connect, multipath iopolicy and fio, plus the
+evidence the script never gathered: which links the traffic really used."""
+
+import pytest
+
+from mptcp_nvme import fio, stream, topology
+from mptcp_nvme.plugin import DIAG, require
+
+# Short fio runs keep the matrix affordable under TCG; the script's own scenario
+# (selftests/test_script.py) runs the full 10 s.
+MATRIX_FIO = fio.FioJob(runtime=4)
+MIN_SHARE = 0.10        # every path carries at least this share of the bytes when spread
+NUMA_SHARE = 0.80       # numa keeps (nearly) everything on one path
+SOCKET_RATE_MBIT = 50   # per link for the socket test: well below what the guest can push
+AGGREGATE_FACTOR = 2.0  # 4 such links must carry at least twice what one carries
+
+
+def link_shares(before, after):
+    moved = {i: (after[i].rx_bytes - before[i].rx_bytes) + (after[i].tx_bytes - before[i].tx_bytes)
+             for i in after}
+    total = sum(moved.values()) or 1
+    return {i: count / total for i, count in moved.items()}
+
+
+def format_shares(shares):
+    return " ".join(f"path{i}={share:.0%}" for i, share in sorted(shares.items()))
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4))
+def test_discover(target, nvme_host, network):
+    """discover the subsystem over {trtype} on every path"""
+    for link, port in zip(network.topology.links, target.ports):
+        records = nvme_host.discover(target.trtype, link.traddr, target.trsvcid)
+        ours = [(r.portid, r.trsvcid) for r in records if r.subnqn == target.nqn]
+        assert ours == [(port.port_id, str(target.trsvcid))], (
+            f"discovery at {link.traddr}: {records}")
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4))
+def test_connect(connection, nvme_host, network, trtype, paths):
+    """connect one controller per path over {trtype}"""
+    controllers = nvme_host.controllers(connection.nqn)
+    assert len(controllers) == paths
+    assert {c.state for c in controllers} == {"live"}
+    assert {c.transport for c in controllers} == {trtype}
+    assert {c.address["traddr"] for c in controllers} == {l.traddr for l in network.topology.links}
+    assert connection.device.startswith("/dev/nvme")
+
+
+@pytest.mark.matrix(trtype=("tcp",), paths=(2,), iopolicy=("numa", "round-robin", "queue-depth"))
+def test_iopolicy(connection, nvme_host, iopolicy):
+    """set the {iopolicy} iopolicy and read it back"""
+    nvme_host.set_iopolicy(connection.nqn, iopolicy)
+    assert nvme_host.iopolicy(connection.nqn) == iopolicy
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4), iopolicy=("numa", "round-robin"))
+def test_fio(connection, nvme_host, network, trtype, paths, iopolicy, record_property):
+    """fio randread then randwrite over {trtype}"""
+    nvme_host.set_iopolicy(connection.nqn, iopolicy)
+    before = network.link_counters()
+    results = fio.run_script_sequence(connection.device, MATRIX_FIO, network.host.argv())
+    shares = link_shares(before, network.link_counters())
+    read, write = results["randread"].read, results["randwrite"].write
+    record_property(DIAG, f"READ {read.mib_per_s:.1f} MiB/s, WRITE {write.mib_per_s:.1f} MiB/s, "
+                          f"bytes per path: {format_shares(shares)}")
+    assert read.io_bytes > 0 and write.io_bytes > 0
+    if paths == 1:
+        return
+    if trtype == "tcp" and iopolicy == "numa":
+        assert max(shares.values()) >= NUMA_SHARE, f"numa spread I/O: {format_shares(shares)}"
+    else:
+        assert min(shares.values()) >= MIN_SHARE, (
+            f"a path carried less than {MIN_SHARE:.0%}: {format_shares(shares)}")
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))
+def test_fio_verify(connection, network, record_property):
+    """crc32c-verified writes over {trtype} read back intact"""
+    job = fio.FioJob(numjobs=2, iodepth=32, size="10%").verifying()
+    result = fio.run(job, connection.device, network.host.argv())
+    record_property(DIAG, f"verified {result.read.io_bytes} bytes")
+    assert result.read.io_bytes == result.write.io_bytes > 0
+
+
+@pytest.fixture
+def rate_limited_network(request, topo):
+    """``topo`` with every link at SOCKET_RATE_MBIT: links, not the guest's CPU, limit
+    the stream, so spreading over the paths shows in the throughput."""
+    limited = topology.with_rate(topo, f"{SOCKET_RATE_MBIT}mbit")
+    require(request.config, *topology.REQUIREMENTS)
+    with topology.build(limited) as built:
+        yield built
+
+
+@pytest.mark.matrix(paths=(1, 4))
+@pytest.mark.requires("kconfig:MPTCP")
+def test_mptcp_socket(rate_limited_network, paths, record_property):
+    """an MPTCP stream joins a subflow per path and aggregates them"""
+    result = stream.measure(rate_limited_network, seconds=4, expect_subflows=paths - 1)
+    record_property(DIAG, f"MPTCP stream {result.mbit_per_s:.0f} Mbit/s over {paths} x "
+                          f"{SOCKET_RATE_MBIT} Mbit/s links, {result.subflows} joined subflows, "
+                          f"MPJoin {stream.nonzero(result.mpjoin)}, "
+                          f"bytes per path: {format_shares(result.link_shares)}")
+    assert result.subflows >= paths - 1
+    assert min(result.link_shares.values()) >= MIN_SHARE, format_shares(result.link_shares)
+    if paths > 1:
+        assert result.mbit_per_s >= AGGREGATE_FACTOR * SOCKET_RATE_MBIT, (
+            f"{result.mbit_per_s:.0f} Mbit/s over {paths} links is not above "
+            f"{AGGREGATE_FACTOR} x one link's {SOCKET_RATE_MBIT} Mbit/s")

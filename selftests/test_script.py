@@ -1,0 +1,27 @@
+"""mptcp_nvme.sh's scenario, one test: ``mptcp-nvme script [trtype] [path] [iopolicy] [loss]``.
+
+Defaults are the script's (mptcp, 1 path, numa, no loss); the command line options
+--trtype/--paths/--iopolicy/--loss choose others. Reports like the script:
+``ok 1 - mptcp_nvme: nvme over <trtype> test # time=...ms``.
+"""
+
+import pytest
+
+from mptcp_nvme import fio
+from mptcp_nvme.plugin import DESCRIPTION, DIAG
+
+
+@pytest.mark.matrix(trtype=("mptcp",), paths=(1,), iopolicy=("numa",), loss=(False,))
+def test_script(request, trtype, target, network, nvme_host, iopolicy, record_property):
+    """nvme over {trtype} test"""
+    record_property(DESCRIPTION, f"nvme over {trtype} test")
+    first = network.topology.links[0]
+    records = nvme_host.discover(trtype, first.traddr, target.trsvcid)
+    assert any(r.subnqn == target.nqn for r in records), f"{target.nqn} not in the discovery log"
+    traddrs = [link.traddr for link in network.topology.links]
+    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn) as connection:
+        nvme_host.set_iopolicy(target.nqn, iopolicy)
+        assert nvme_host.iopolicy(target.nqn) == iopolicy
+        results = fio.run_script_sequence(connection.device, prefix=network.host.argv())
+    read, write = results["randread"].read, results["randwrite"].write
+    record_property(DIAG, f"READ: bw={read.mib_per_s:.1f}MiB/s WRITE: bw={write.mib_per_s:.1f}MiB/s")
