@@ -321,6 +321,9 @@ def skip_reason(report):
     return str(report.longrepr)
 
 
+BOOT_ATTEMPTS = 2
+
+
 class VmRunner:
     """Host side: every selftest runs in this process's guest (one VM per xdist worker)."""
 
@@ -360,15 +363,31 @@ class VmRunner:
         if self.session is None or not self.session.alive:
             if self.session is not None:
                 self.session.close(grace=0)
+            self.session = None
+            self.diagnostics_sent = False
             try:
-                cfg = self._vm_config()
-                self.session = GuestSession(cfg, cfg.boot_timeout).start()
+                self.session = self._boot()
             except Exception as err:
-                self.session = None
                 self.boot_error = str(err).splitlines()[0]
                 raise VMError(f"VM boot failed: {err}") from None
-            self.diagnostics_sent = False
         return self.session
+
+    def _boot(self):
+        """A booted guest; a guest that dies or hangs before its agent is ready is booted
+        once more (TCG guests rarely crash while patching kernel text at boot)."""
+        retried = ""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            cfg = self._vm_config()
+            try:
+                session = GuestSession(cfg, cfg.boot_timeout).start()
+            except VMError as err:
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                retried += (f"; boot {attempt} failed ({str(err).splitlines()[0]}, "
+                            f"see {cfg.console_log.name}), booted again")
+                continue
+            self.header += retried
+            return session
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):

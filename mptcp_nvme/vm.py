@@ -162,7 +162,9 @@ class VMConfig:
 def vng_argv(cfg):
     """The vng command line for a configuration."""
     kernel = cfg.kernel
-    argv = ["vng", "--run", str(kernel.tree or kernel.image), "--verbose",
+    # --force-9p: vng otherwise tries virtiofsd for every shared folder and, where the
+    # installed one does not fit, spends ~3 s per folder before falling back to 9p.
+    argv = ["vng", "--run", str(kernel.tree or kernel.image), "--verbose", "--force-9p",
             "--name", cfg.name, "--cpus", str(cfg.cpus), "--memory", cfg.memory]
     if str(cfg.rootfs) != "/":
         argv += ["--root", str(cfg.rootfs)]

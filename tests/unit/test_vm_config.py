@@ -21,7 +21,8 @@ def config(**overrides):
 
 def test_tcg_run_of_a_rootfs_kernel():
     assert vm.vng_argv(config()) == [
-        "vng", "--run", "/r/boot/vmlinuz-7.3", "--verbose", "--name", "mptcp-nvme-1-main",
+        "vng", "--run", "/r/boot/vmlinuz-7.3", "--verbose", "--force-9p",
+        "--name", "mptcp-nvme-1-main",
         "--cpus", "2", "--memory", "2G", "--root", "/r", "--disable-kvm",
         "--rwdir", "/mnt/results=/host/res", "--rodir", "/mnt/src=/host/src",
         "--append", "nvme_core.multipath=Y", "--", "true"]
