@@ -2,7 +2,6 @@
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -57,11 +56,12 @@ def build_parser():
     run.add_argument("--paths", action="append", type=path_count, help="1..8, repeatable")
     run.add_argument("--iopolicy", action="append", choices=IOPOLICIES, help="repeatable")
     run.add_argument("--loss", action="store_true", help="netem delay 5ms loss 0.5%% per link")
+    run.add_argument("--tls", action="store_true", help="the script scenario over TLS 1.3")
     run.add_argument("--topology", help="topology TOML file (e.g. topologies/asymmetric.toml)")
 
     script = sub.add_parser("script", help="mptcp_nvme.sh's scenario with its arguments",
                             usage="mptcp-nvme script [tcp|mptcp] [1..4] "
-                                  "[numa|round-robin|queue-depth] [0|1] [options]")
+                                  "[numa|round-robin|queue-depth] [0|1] [tls] [options]")
     add_vm_options(script)
     script.add_argument("script_args", nargs="*", metavar="ARG")
     script.add_argument("--results-dir")
@@ -117,7 +117,7 @@ def cmd_run(args):
     for option in ("append", "trtype", "paths", "iopolicy"):
         for value in getattr(args, option) or ():
             argv += [f"--{option}", str(value)]
-    for flag in ("expect_all_features", "loss"):
+    for flag in ("expect_all_features", "loss", "tls"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     if args.vms > 1:
@@ -142,11 +142,12 @@ SCRIPT_CHOICES = (("trtype", ("tcp", "mptcp"), "mptcp"), ("paths", ("1", "2", "3
 
 
 def script_options(values):
-    """mptcp_nvme.sh's positional arguments, validated as it does, as run options."""
-    if len(values) > len(SCRIPT_CHOICES):
+    """mptcp_nvme.sh's positional arguments, validated as it does, as run options: the
+    fifth, whatever its value, turns TLS on."""
+    if len(values) > len(SCRIPT_CHOICES) + 1:
         raise UsageError(f"script: too many arguments: {' '.join(values)} (usage: mptcp-nvme "
-                         "script [tcp|mptcp] [1..4] [numa|round-robin|queue-depth] [0|1])")
-    chosen = {}
+                         "script [tcp|mptcp] [1..4] [numa|round-robin|queue-depth] [0|1] [tls])")
+    chosen = {"tls": len(values) > len(SCRIPT_CHOICES)}
     for (name, choices, default), value in zip(SCRIPT_CHOICES, [*values, *[None] * 4]):
         value = default if value is None else value
         if value not in choices:
@@ -164,6 +165,7 @@ def cmd_script(args):
     run_args.paths = [int(chosen["paths"])]
     run_args.iopolicy = [chosen["iopolicy"]]
     run_args.loss = chosen["loss"] == "1"
+    run_args.tls = chosen["tls"]
     return cmd_run(run_args)
 
 

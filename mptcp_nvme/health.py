@@ -7,6 +7,8 @@ from pathlib import Path
 
 import psutil
 
+from . import tls
+
 # Kernel self-checks (blktests' dmesg gate) and the nvme error patterns of mptcp_nvme.sh.
 PROBLEMS = re.compile("|".join([
     r"WARNING:", r"\bBUG:", r"Oops", r"KASAN", r"UBSAN", r"kernel BUG at",
@@ -63,6 +65,7 @@ def leftovers():
         "nvme controllers": _entries(Path("/sys/class/nvme")),
         "loop devices": [line.split()[0] for line in loops if "mptcp_nvme." in line],
         "tlshd": sorted(str(p.pid) for p in psutil.process_iter(["name"]) if p.info["name"] == "tlshd"),
+        "nvme PSKs": tls.suite_keys(),
     }
 
 

@@ -57,12 +57,13 @@ def pytest_addoption(parser):
     group.addoption("--iopolicy", action="append", choices=IOPOLICIES,
                     help="multipath iopolicy(ies) (default: each test's matrix)")
     group.addoption("--loss", action="store_true", help="netem delay 5ms loss 0.5%% on every link")
+    group.addoption("--tls", action="store_true", help="the script scenario over TLS 1.3")
     group.addoption("--topology", type=topology_file, help="a topology TOML file (topologies/)")
     group.addoption("--guest-agent", action="store_true",
                     help="internal: serve tests to the host from inside the guest")
 
 
-SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "topology", "expect_all_features")
+SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "tls", "topology", "expect_all_features")
 
 
 def path_count(text):

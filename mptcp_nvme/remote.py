@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .rootfs import GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
-from .vm import VM, VMConfig, VMError
+from .vm import VM
 
 MARK = "@@mptcp-nvme@@ "
 # The agent's channel: fds the guest shell dups from the command's stdin and stdout

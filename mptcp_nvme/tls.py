@@ -31,6 +31,8 @@ TLS_NEEDS = ("kconfig:NVME_TCP_TLS", "kconfig:NVME_TARGET_TCP_TLS", "kconfig:NET
              "kconfig:TLS", "module:tls", "tool:tlshd", "tool:keyctl", "tool:nvme",
              "tool:unshare", "feature:tls")
 NVME_KEYRING = ".nvme"
+# The TLS selftests connect with this host NQN: their PSKs are made for it.
+SUITE_HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b5e7e4a-2f2c-4d8e-9a53-6c1f3e2d7a10"
 PSK_KEY_TYPE = "psk"
 HMAC_SHA256 = 1
 HANDSHAKE_FAMILY, TLSHD_GROUP = "handshake", "tlshd"
@@ -263,18 +265,21 @@ class Keyring:
     def spec(self):
         return f"%:{self.name}"
 
-    def find(self, key_type, description):
-        """Serial of its ``key_type`` key called ``description``, None when it has none.
-        Listed and described rather than searched: the keys nvme-cli makes grant
-        search to their possessor only, and .nvme is possessed by tlshd, not by us."""
+    def keys(self):
+        """(serial, type, description) of every key in it we may view. Listed and
+        described rather than searched: the keys nvme-cli makes grant search to their
+        possessor only, and .nvme is possessed by tlshd, not by us."""
         for serial in _checked([self.keyctl, "rlist", self.spec]).split():
             described = _command([self.keyctl, "rdescribe", serial])
             if described.returncode:    # unlinked meanwhile, or not ours to view
                 continue
             kind, _, _, _, name = described.stdout.rstrip("\n").split(";", 4)
-            if (kind, name) == (key_type, description):
-                return int(serial)
-        return None
+            yield int(serial), kind, name
+
+    def find(self, key_type, description):
+        """Serial of its ``key_type`` key called ``description``, None when it has none."""
+        return next((serial for serial, kind, name in self.keys()
+                     if (kind, name) == (key_type, description)), None)
 
     def unlink(self, serial):
         _checked([self.keyctl, "unlink", str(serial), self.spec])
@@ -313,6 +318,16 @@ class NewKeyring(Keyring):
 
     def adopt(self, serial):
         _checked([self.keyctl, "setperm", str(serial), hex(self.OPEN_TO_USER)])
+
+
+def suite_keys(keyring=None):
+    """Descriptions of the PSKs in ``keyring`` (.nvme) made for SUITE_HOSTNQN: after a
+    run there must be none."""
+    try:
+        keys = list((keyring or Keyring()).keys())
+    except SetupError:          # no keyctl, or no .nvme keyring (nvme modules not loaded)
+        return []
+    return sorted(name for _, kind, name in keys if kind == PSK_KEY_TYPE and SUITE_HOSTNQN in name)
 
 
 def psk_description(hostnqn, subsysnqn, hmac=HMAC_SHA256):

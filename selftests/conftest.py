@@ -11,7 +11,10 @@ from contextlib import ExitStack
 import pytest
 
 from mptcp_nvme import host, nvmet, topology
-from mptcp_nvme.plugin import enable_selftest_checks, require
+from mptcp_nvme.plugin import enable_selftest_checks, require, results_dir
+from mptcp_nvme.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
+
+
 
 def pytest_configure(config):
     enable_selftest_checks(config)
@@ -99,6 +102,44 @@ def target(make_target):
 @pytest.fixture
 def nvme_host(network):
     return host.Host(prefix=network.host.argv())
+
+
+@pytest.fixture
+def subsysnqn(trtype):
+    return nvmet.make_nqn(trtype)
+
+
+@pytest.fixture
+def psks(subsysnqn):
+    """PSKs for SUITE_HOSTNQN with the subsystem and with the discovery subsystem."""
+    with TlsKeys(SUITE_HOSTNQN, [subsysnqn, nvmet.DISCOVERY_NQN]) as keys:
+        yield keys
+
+
+@pytest.fixture
+def tlshd(request, network):
+    """tlshd in the target's and in the host's namespace: {"target": Tlshd, "host": Tlshd}."""
+    logs = results_dir(request.config) / "tlshd"
+    with ExitStack() as daemons:
+        yield {role: daemons.enter_context(Tlshd(netns, logs / f"{request.node.name}-{role}.log"))
+               for role, netns in (("target", network.target), ("host", network.host))}
+
+
+@pytest.fixture
+def treq():
+    """treq of the TLS ports; a test parametrizes it to change it."""
+    return "required"
+
+
+@pytest.fixture
+def tls_target(psks, tlshd, make_target, subsysnqn, treq):
+    """The subsystem on every path, ports with addr_tsas=tls1.3."""
+    return make_target(nqn=subsysnqn, tls=True, treq=treq)
+
+
+@pytest.fixture
+def tls_host(network):
+    return host.Host(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
 
 
 @pytest.fixture

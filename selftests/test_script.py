@@ -1,25 +1,30 @@
-"""mptcp_nvme.sh's scenario, one test: ``mptcp-nvme script [trtype] [path] [iopolicy] [loss]``.
+"""mptcp_nvme.sh's scenario, one test: ``mptcp-nvme script [trtype] [path] [iopolicy] [loss] [tls]``.
 
-Defaults are the script's (mptcp, 1 path, numa, no loss); the command line options
---trtype/--paths/--iopolicy/--loss choose others. Reports like the script:
+Defaults are the script's (mptcp, 1 path, numa, no loss, no TLS); the command line
+options --trtype/--paths/--iopolicy/--loss/--tls choose others. Reports like the script:
 ``ok 1 - mptcp_nvme: nvme over <trtype> test # time=...ms``.
 """
 
 import pytest
 
 from mptcp_nvme import fio
-from mptcp_nvme.plugin import DESCRIPTION, DIAG
+from mptcp_nvme.plugin import DIAG, require
+from mptcp_nvme.tls import TLS_NEEDS
 
 
 @pytest.mark.matrix(trtype=("mptcp",), paths=(1,), iopolicy=("numa",), loss=(False,))
-def test_script(request, trtype, target, network, nvme_host, iopolicy, record_property):
+def test_script(request, trtype, network, iopolicy, record_property):
     """nvme over {trtype} test"""
-    record_property(DESCRIPTION, f"nvme over {trtype} test")
+    tls = request.config.getoption("tls")
+    if tls:
+        require(request.config, *TLS_NEEDS)
+    target = request.getfixturevalue("tls_target" if tls else "target")
+    nvme_host = request.getfixturevalue("tls_host" if tls else "nvme_host")
     first = network.topology.links[0]
-    records = nvme_host.discover(trtype, first.traddr, target.trsvcid)
+    records = nvme_host.discover(trtype, first.traddr, target.trsvcid, tls=tls)
     assert any(r.subnqn == target.nqn for r in records), f"{target.nqn} not in the discovery log"
     traddrs = [link.traddr for link in network.topology.links]
-    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn) as connection:
+    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn, tls=tls) as connection:
         nvme_host.set_iopolicy(target.nqn, iopolicy)
         assert nvme_host.iopolicy(target.nqn) == iopolicy
         results = fio.run_script_sequence(connection.device, prefix=network.host.argv())

@@ -6,59 +6,16 @@ kept under the results directory, in tlshd/.
 """
 
 import re
-from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme import fio, nvmet
+from mptcp_nvme import fio
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.host import Host
-from mptcp_nvme.plugin import results_dir
-from mptcp_nvme.tls import (TLS_NEEDS, NewKeyring, Tlshd, TlsKeys, psk_description,
-                            tcp_sockets_to, tls_stat)
+from mptcp_nvme.tls import TLS_NEEDS, NewKeyring, TlsKeys, psk_description, tcp_sockets_to, tls_stat
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b5e7e4a-2f2c-4d8e-9a53-6c1f3e2d7a10"
 SHORT_FIO = fio.FioJob(runtime=3)
 
 pytestmark = pytest.mark.requires(*TLS_NEEDS)
-
-
-@pytest.fixture
-def subsysnqn(trtype):
-    return nvmet.make_nqn(trtype)
-
-
-@pytest.fixture
-def psks(subsysnqn):
-    """PSKs for HOSTNQN with the subsystem and with the discovery subsystem."""
-    with TlsKeys(HOSTNQN, [subsysnqn, nvmet.DISCOVERY_NQN]) as keys:
-        yield keys
-
-
-@pytest.fixture
-def tlshd(request, network):
-    """tlshd in the target's and in the host's namespace: {"target": Tlshd, "host": Tlshd}."""
-    logs = results_dir(request.config) / "tlshd"
-    with ExitStack() as daemons:
-        yield {role: daemons.enter_context(Tlshd(netns, logs / f"{request.node.name}-{role}.log"))
-               for role, netns in (("target", network.target), ("host", network.host))}
-
-
-@pytest.fixture
-def treq():
-    """treq of the TLS ports; a test parametrizes it to change it."""
-    return "required"
-
-
-@pytest.fixture
-def tls_target(psks, tlshd, make_target, subsysnqn, treq):
-    """The subsystem on every path, ports with addr_tsas=tls1.3."""
-    return make_target(nqn=subsysnqn, tls=True, treq=treq)
-
-
-@pytest.fixture
-def tls_host(network):
-    return Host(prefix=network.host.argv(), hostnqn=HOSTNQN)
 
 
 @pytest.fixture
@@ -156,14 +113,14 @@ def test_plaintext_connect_refused_when_tls_required(tls_host, tls_target, netwo
 def test_wrong_psk_refused(tls_host, tls_target, network, psks, tlshd, disconnects):
     """a host PSK with the right identity but another secret fails the handshake"""
     with NewKeyring(f"mptcp_nvme.wrong.{tls_target.nqn}") as keyring, \
-            TlsKeys(HOSTNQN, [tls_target.nqn], keyring=keyring) as wrong:
+            TlsKeys(tls_host.hostnqn, [tls_target.nqn], keyring=keyring) as wrong:
         assert wrong.serials[tls_target.nqn] != psks.serials[tls_target.nqn]
         with pytest.raises(SetupError, match="failed"):
             tls_host.connect(tls_target.trtype, network.topology.links[0].traddr,
                              tls_target.trsvcid, tls_target.nqn, tls=True,
                              tls_key=wrong.serials[tls_target.nqn])
     # the host presented the identity the target knows, and the target refused the handshake
-    assert psk_description(HOSTNQN, tls_target.nqn) in tlshd["host"].log(), tlshd["host"].log()
+    assert psk_description(tls_host.hostnqn, tls_target.nqn) in tlshd["host"].log(), tlshd["host"].log()
     assert re.search(r"Handshake with .* failed", tlshd["target"].log()), tlshd["target"].log()
 
 

@@ -57,3 +57,14 @@ def test_timeout_reaps_every_qemu_process(mptcp_nvme):
     assert result.reason.startswith("TIMEOUT")
     assert "timed out after 15s waiting for the result of" in run.stdout
     assert not qemu_processes("mptcp-nvme-"), "qemu left behind after a timeout"
+
+
+def test_two_vms_side_by_side(mptcp_nvme):
+    run = mptcp_nvme("run", "-n", "2", GUEST_CASES / "guest_results.py",
+                     REPO / "selftests/test_modules.py")
+    assert run.planned == 4 and len(run.results) == 4, run.stdout + run.stderr
+    assert [r.number for r in run.results] == [1, 2, 3, 4]
+    assert sorted(p.name for p in run.results_dir.glob("vm-gw*")) == ["vm-gw0", "vm-gw1"]
+    assert run.stdout.count("# vm gw") == 2
+    assert run.result("nvmet, nvmet-tcp and nvme-tcp load").ok
+    assert not run.result("a failing assertion travels back").ok
