@@ -1,5 +1,6 @@
 """Fixtures for the VM integration tests: they run the real CLI against the default kernel."""
 
+import json
 import subprocess
 import sys
 import time
@@ -25,6 +26,19 @@ class Run:
 
     def result(self, fragment):
         return next(r for r in self.results if fragment in r.description)
+
+    def leftovers(self, vm="vm-main"):
+        return json.loads((self.results_dir / vm / "leftovers.json").read_text())
+
+    def assert_mptcp_skips_and_the_rest_passes(self):
+        """The default kernel lacks the NVMe mptcp transport: those cases SKIP naming it."""
+        assert self.code == ktap.EXIT_PASS, self.stdout + self.stderr
+        for result in self.results:
+            if " over mptcp" in result.description:
+                assert result.directive == "SKIP", result
+                assert "NVMe transport mptcp: nvmet rejects addr_trtype=mptcp" in result.reason
+            else:
+                assert result.ok and result.directive is None, result
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """VM integration: the data-path selftests and the script scenario on the default kernel
 (which lacks the NVMe mptcp transport: those cases must SKIP and say so)."""
 
-import json
 import re
 
 import pytest
@@ -15,13 +14,7 @@ pytestmark = pytest.mark.vm
 
 def test_datapath_selftests(mptcp_nvme):
     run = mptcp_nvme("run", REPO / "selftests/test_datapath.py")
-    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
-    for result in run.results:
-        if " over mptcp" in result.description:
-            assert result.directive == "SKIP", result
-            assert "NVMe transport mptcp: nvmet rejects addr_trtype=mptcp" in result.reason
-        else:
-            assert result.ok and result.directive is None, result
+    run.assert_mptcp_skips_and_the_rest_passes()
     described = [r.description for r in run.results]
     for expected in ("discover the subsystem over tcp on every path [tcp-4path-loss0]",
                      "fio randread then randwrite over tcp [tcp-1path-numa-loss0]",
@@ -32,8 +25,7 @@ def test_datapath_selftests(mptcp_nvme):
                        r"ok \d+ - mptcp_nvme: fio randread then randwrite over tcp "
                        r"\[tcp-4path-round-robin", run.stdout)
     assert spread, "no per-path byte diagnostic for tcp 4-path round-robin"
-    leftovers = json.loads((run.results_dir / "vm-main/leftovers.json").read_text())
-    assert not any(leftovers.values()), leftovers
+    assert not any(run.leftovers().values()), run.leftovers()
 
 
 def test_script_scenario_prints_the_scripts_ktap(mptcp_nvme):

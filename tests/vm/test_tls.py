@@ -1,7 +1,6 @@
 """VM integration: NVMe/TCP TLS 1.3 selftests and the script's TLS scenario on the default
 kernel; afterwards no tlshd and no PSK made by the suite may be left in the guest."""
 
-import json
 import re
 
 import pytest
@@ -15,17 +14,12 @@ pytestmark = pytest.mark.vm
 
 def test_tls_selftests(mptcp_nvme):
     run = mptcp_nvme("run", REPO / "selftests/test_tls.py")
-    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
-    for result in run.results:
-        if " over mptcp" in result.description:
-            assert result.directive == "SKIP" and "NVMe transport mptcp" in result.reason
-        else:
-            assert result.ok and result.directive is None, result
+    run.assert_mptcp_skips_and_the_rest_passes()
     described = " | ".join(r.description for r in run.results)
     for expected in ("nvme discover --tls", "plaintext connect is refused when the port requires TLS",
                      "another secret fails the handshake", "TLS on 4 paths over tcp"):
         assert expected in described
-    leftovers = json.loads((run.results_dir / "vm-main/leftovers.json").read_text())
+    leftovers = run.leftovers()
     assert leftovers["tlshd"] == [] and leftovers["nvme PSKs"] == [], leftovers
     assert not any(leftovers.values()), leftovers
     assert list((run.results_dir / "vm-main/tlshd").glob("*-target.log")), "no tlshd log kept"
