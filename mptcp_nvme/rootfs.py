@@ -31,7 +31,7 @@ GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
 GUEST_SOURCE_DIR = "/mnt/src"
 GUEST_RESULTS_DIR = "/mnt/results"
 MANIFEST_NAME = "etc/mptcp-nvme-rootfs.json"
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_dir():
@@ -133,6 +133,14 @@ def build(root):
         "--python-version", version, "--implementation", "cp",
         "--platform", "manylinux2014_x86_64", "--only-binary=:all:", *pins,
     ], "rootfs pip")
+    # Byte-compile in the guest's Python: the guest sees its root read-only (over 9p), so
+    # without .pyc files every boot compiles pytest and pyroute2 again (~20 s under TCG).
+    _run_with_progress(["chroot", str(partial), python, "-m", "compileall", "-q", "-j0",
+                        f"/usr/local/lib/{python}/dist-packages"], "rootfs compileall")
+    # The build host's resolver means nothing in the guest's namespaces, where a lookup
+    # would wait for a server it cannot reach (tlshd looks up every peer).
+    (partial / "etc/resolv.conf").unlink(missing_ok=True)
+    (partial / "etc/resolv.conf").write_text("")
     (partial / MANIFEST_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
