@@ -48,9 +48,23 @@ class KernelLog:
         os.close(self.fd)
 
 
+_REMOVING = re.compile(r"nvme (nvme\d+): Removing ctrl")
+_KEEP_ALIVE_FAILED = re.compile(r"nvme (nvme\d+): failed nvme_keep_alive_end_io")
+
+
 def problems(lines):
-    """The lines that report a kernel problem."""
-    return [line for line in lines if PROBLEMS.search(line)]
+    """The lines that report a kernel problem. A keep-alive that fails on a controller
+    already being removed (disconnect aborts it) is part of the removal, not a problem."""
+    removing, found = set(), []
+    for line in lines:
+        if match := _REMOVING.search(line):
+            removing.add(match[1])
+        match = _KEEP_ALIVE_FAILED.search(line)
+        if match and match[1] in removing:
+            continue
+        if PROBLEMS.search(line):
+            found.append(line)
+    return found
 
 
 def leftovers():

@@ -57,6 +57,14 @@ def test_problem_patterns():
     assert health.problems(lines) == [lines[0], lines[2], lines[3], lines[4]]
 
 
+def test_keep_alive_aborted_by_a_disconnect_is_not_a_problem():
+    lines = ["[102.19] nvme nvme1: Removing ctrl: NQN \"nqn.x\"",
+             "[102.26] nvme nvme1: long keepalive RTT (4294774608 ms)",
+             "[102.27] nvme nvme1: failed nvme_keep_alive_end_io error=4",
+             "[103.00] nvme nvme2: failed nvme_keep_alive_end_io error=4"]
+    assert health.problems(lines) == [lines[3]]     # nvme2 was not being removed
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/kmsg"),
                     reason="writing /dev/kmsg needs root")
 def test_kernel_log_cursor_sees_only_new_lines():
