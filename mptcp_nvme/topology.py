@@ -150,6 +150,11 @@ class Topology:
     host: Side
     links: tuple
 
+    @property
+    def traddrs(self):
+        """The target's address on every link, as NVMe and sockets use them."""
+        return [link.traddr for link in self.links]
+
 
 def default_addresses(index, family):
     """The script's addressing of link ``index``: (target, host) interfaces."""

@@ -87,7 +87,7 @@ def make_target(network, backing_device, trtype):
     with ExitStack() as targets:
         def make(**options):
             links = network.topology.links
-            target = nvmet.Target(backing_device, trtype, [link.traddr for link in links],
+            target = nvmet.Target(backing_device, trtype, network.topology.traddrs,
                                   adrfam=links[0].adrfam, in_target_netns=network.target.enter,
                                   **options)
             return targets.enter_context(target)
@@ -145,6 +145,6 @@ def tls_host(network):
 @pytest.fixture
 def connection(nvme_host, target, network):
     """One controller per path to ``target``; always disconnected afterwards."""
-    traddrs = [link.traddr for link in network.topology.links]
-    with nvme_host.connected(target.trtype, traddrs, target.trsvcid, target.nqn) as conn:
+    with nvme_host.connected(target.trtype, network.topology.traddrs, target.trsvcid,
+                             target.nqn) as conn:
         yield conn

@@ -43,7 +43,7 @@ def test_connect(connection, nvme_host, network, trtype, paths):
     assert len(controllers) == paths
     assert {c.state for c in controllers} == {"live"}
     assert {c.transport for c in controllers} == {trtype}
-    assert {c.address["traddr"] for c in controllers} == {l.traddr for l in network.topology.links}
+    assert {c.address["traddr"] for c in controllers} == set(network.topology.traddrs)
     assert connection.device.startswith("/dev/nvme")
 
 

@@ -23,7 +23,7 @@ def test_script(request, trtype, network, iopolicy, record_property):
     first = network.topology.links[0]
     records = nvme_host.discover(trtype, first.traddr, target.trsvcid, tls=tls)
     assert any(r.subnqn == target.nqn for r in records), f"{target.nqn} not in the discovery log"
-    traddrs = [link.traddr for link in network.topology.links]
+    traddrs = network.topology.traddrs
     with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn, tls=tls) as connection:
         nvme_host.set_iopolicy(target.nqn, iopolicy)
         assert nvme_host.iopolicy(target.nqn) == iopolicy

@@ -28,8 +28,8 @@ def disconnects(tls_host, tls_target):
 
 def connected(host, target, network, **options):
     """One controller per path of ``network`` to ``target``, disconnected on exit."""
-    traddrs = [link.traddr for link in network.topology.links]
-    return host.connected(target.trtype, traddrs, target.trsvcid, target.nqn, **options)
+    return host.connected(target.trtype, network.topology.traddrs, target.trsvcid, target.nqn,
+                          **options)
 
 
 def ktls_counters(netns):

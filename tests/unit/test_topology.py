@@ -7,6 +7,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from mptcp_nvme import topology
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
+from mptcp_nvme.stream import mptcp_subflows
 from mptcp_nvme.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
                                  topology_for_paths)
 
@@ -256,13 +258,14 @@ def netem_rate(options):
     return options.get_attr("TCA_NETEM_RATE")["rate"]
 
 
-def transfer(net, link, size=1 << 16):
-    """Send ``size`` bytes host -> target over ``link`` with plain TCP; return them received."""
+@contextmanager
+def connected_pair(net, link, proto=0):
+    """A (host client, target peer) stream socket pair connected over ``link``."""
     family = socket.AF_INET if link.adrfam == "ipv4" else socket.AF_INET6
     with net.target.enter():
-        server = socket.socket(family, socket.SOCK_STREAM)
+        server = socket.socket(family, socket.SOCK_STREAM, proto)
     with net.host.enter():
-        client = socket.socket(family, socket.SOCK_STREAM)
+        client = socket.socket(family, socket.SOCK_STREAM, proto)
     with server, client:
         server.settimeout(10)
         server.bind((link.traddr, 0))
@@ -271,37 +274,30 @@ def transfer(net, link, size=1 << 16):
         client.connect((link.traddr, server.getsockname()[1]))
         peer, _ = server.accept()
         with peer:
-            assert peer.getpeername()[0] == link.host_traddr
-            client.sendall(b"x" * size)
-            client.shutdown(socket.SHUT_WR)
-            received = b""
             peer.settimeout(10)
-            while chunk := peer.recv(1 << 16):
-                received += chunk
+            yield client, peer
+
+
+def transfer(net, link, size=1 << 16):
+    """Send ``size`` bytes host -> target over ``link`` with plain TCP; return them received."""
+    with connected_pair(net, link) as (client, peer):
+        assert peer.getpeername()[0] == link.host_traddr
+        client.sendall(b"x" * size)
+        client.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := peer.recv(1 << 16):
+            received += chunk
     return len(received)
 
 
 def extra_subflows(net, link):
     """MPTCP subflows the host joins to a connection to ``link``'s target address."""
-    family = socket.AF_INET if link.adrfam == "ipv4" else socket.AF_INET6
-    with net.target.enter():
-        server = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
-    with net.host.enter():
-        client = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_MPTCP)
-    with server, client:
-        server.settimeout(10)
-        server.bind((link.traddr, 0))
-        server.listen()
-        client.settimeout(10)
-        client.connect((link.traddr, server.getsockname()[1]))
-        peer, _ = server.accept()
-        with peer:
-            client.sendall(b"ping")
-            assert peer.recv(4) == b"ping"
-            peer.sendall(b"pong")
-            assert client.recv(4) == b"pong"
-            # struct mptcp_info starts with mptcpi_subflows (SOL_MPTCP 284, MPTCP_INFO 1)
-            return wait_for(lambda: client.getsockopt(284, 1, 1)[0], "MPTCP subflows joined")
+    with connected_pair(net, link, socket.IPPROTO_MPTCP) as (client, peer):
+        client.sendall(b"ping")
+        assert peer.recv(4) == b"ping"
+        peer.sendall(b"pong")
+        assert client.recv(4) == b"pong"
+        return wait_for(lambda: mptcp_subflows(client), "MPTCP subflows joined")
 
 
 def gone(net):
