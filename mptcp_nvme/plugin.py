@@ -23,7 +23,7 @@ from . import health, ktap, rootfs, topology
 from .errors import UsageError
 from .nvmet import TRTYPES
 from .requirements import IOPOLICIES, Features
-from .remote import GuestAgent, GuestSession, guest_command
+from .remote import GuestAgent, GuestSession, NotRun, guest_command
 from .vm import VMConfig, VMError, require_host_tools, resolve_accel
 
 DIAG = "ktap_diag"
@@ -400,8 +400,8 @@ class VmRunner:
             timeout = self._timeout(item)
             data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
             reports = [self._report(d) for d in data]
-            if not reports:
-                raise VMError(f"{item.nodeid}: the guest ran nothing (not collected there?)")
+        except NotRun as err:
+            reports = failure_reports(item, str(err), time.monotonic() - started)
         except VMError as err:
             if self.session is not None:
                 self.session.close(grace=0)

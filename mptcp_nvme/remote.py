@@ -52,20 +52,24 @@ def guest_argument(arg):
     return guest_path(arg) if str(arg).startswith(str(SOURCE_DIR)) else arg
 
 
+class NotRun(Exception):
+    """The guest is well but could not run the test (it did not collect it)."""
+
+
 class GuestSession:
     """One booted guest running the agent; ``run()`` executes one test in it."""
 
     def __init__(self, vm_config, boot_timeout):
         self.vm = VM(vm_config)
         self.boot_timeout = boot_timeout
-        self.ready = None
         self.booted_in = None
+        self.collect_errors = []
 
     def start(self):
         started = time.monotonic()
         self.vm.start()
         try:
-            self.ready = self._receive("ready", self.boot_timeout, "the guest agent to start")
+            self._receive("ready", self.boot_timeout, "the guest agent to start")
         except BaseException:
             self.vm.stop(grace=0)
             raise
@@ -82,11 +86,17 @@ class GuestSession:
             message = json.loads(line[len(MARK):])
             if message.get("event") == event:
                 return message
+            if message.get("event") == "collect-error":
+                self.collect_errors.append(f"{message['nodeid']}: {message['text']}")
 
     def run(self, nodeid, next_nodeid, timeout):
-        """Serialized reports of one test; VMError if the guest dies or overruns."""
+        """Serialized reports of one test; VMError if the guest dies or overruns, NotRun
+        (with the guest's collection errors) if it did not collect the test."""
         self.vm.send_line(json.dumps({"op": "run", "nodeid": nodeid, "next": next_nodeid}))
-        return self._receive("result", timeout, f"the result of {nodeid}")["reports"]
+        result = self._receive("result", timeout, f"the result of {nodeid}")
+        if result.get("error"):
+            raise NotRun("\n".join([result["error"], *self.collect_errors]))
+        return result["reports"]
 
     @property
     def alive(self):

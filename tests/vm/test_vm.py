@@ -24,9 +24,12 @@ def test_selftests_load_nvme_modules_in_guest(mptcp_nvme):
 
 
 def test_guest_results_come_back_one_per_test(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
+    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", GUEST_CASES / "guest_broken.py",
+                     "--ktap-version", "1")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
-    assert run.stdout.splitlines()[:2] == ["KTAP version 1", "1..3"]
+    assert run.stdout.splitlines()[:2] == ["KTAP version 1", "1..4"]
+    assert not run.result("collected on the host only").ok
+    assert "# E   ImportError: this module refuses to be collected in the guest" in run.stdout
     assert run.result("the guest runs the kernel under test").ok
     failed = run.result("a failing assertion travels back")
     assert not failed.ok
