@@ -238,7 +238,8 @@ class Host:
 
     def settle(self, timeout=30):
         """Wait for udev to finish with new devices: removing a namespace while udev
-        still reads it turns its reads into "Buffer I/O error" in the kernel log."""
+        still reads it turns its reads into "Buffer I/O error" in the kernel log. Without
+        udev (the suite's guest) nothing reads new devices behind the test's back."""
         if shutil.which("udevadm"):
             self._run(["udevadm", "settle", f"--timeout={timeout}"], timeout=timeout + 5)
 

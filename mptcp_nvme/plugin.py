@@ -343,13 +343,14 @@ class VmRunner:
         root = rootfs.ensure(opt("rootfs"))
         kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
         kernel_mod.install_modules(kernel, root)
+        image = None if root == Path("/") else rootfs.disk_image(root)
         accel, why = resolve_accel(opt("accel"), kernel.image)
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
         self.header = (f"vm {self.worker}: {kernel.origin}, accel {accel} ({why}), "
                        f"rootfs {root}")
         return VMConfig(
-            kernel=kernel, rootfs=root, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
+            kernel=kernel, root_image=image, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
             append=tuple(opt("append")), boot_timeout=opt("boot_timeout"),
             rwdirs={rootfs.GUEST_RESULTS_DIR: str(out.resolve())},
             rodirs={rootfs.GUEST_SOURCE_DIR: str(Path(__file__).resolve().parent.parent)},

@@ -20,10 +20,16 @@ from .errors import SetupError, UsageError
 
 SUITE = "trixie"
 KERNEL_SUITE = "trixie-backports"
-KERNEL_PACKAGE = "linux-image-amd64"
+# tiny-initramfs satisfies the kernel's initramfs dependency (vng builds its own initramfs)
+# without dracut, which pulls in udev: with udevd in the root, virtme-ng-init coldplugs
+# every emulated device before starting the guest command, ~10 s of each boot under TCG.
+# Nothing in the suite needs udev: devtmpfs makes the device nodes, modprobe loads modules.
+# Likewise systemd-standalone-sysusers keeps systemd out (nvme-cli's uuid-runtime wants
+# either), and with it the systemd-tmpfiles run that costs another ~2 s per boot.
+KERNEL_PACKAGES = ("linux-image-amd64", "tiny-initramfs")
 PACKAGES = (
     "nvme-cli", "fio", "ktls-utils", "keyutils", "iperf3", "iproute2", "kmod", "procps",
-    "util-linux", "udev", "python3", "ca-certificates",
+    "util-linux", "python3", "ca-certificates", "systemd-standalone-sysusers",
 )
 # Installed from PyPI at the host's versions, so host and guest pytest speak alike.
 GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
@@ -31,7 +37,35 @@ GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
 GUEST_SOURCE_DIR = "/mnt/src"
 GUEST_RESULTS_DIR = "/mnt/results"
 MANIFEST_NAME = "etc/mptcp-nvme-rootfs.json"
-FORMAT = 2
+FORMAT = 3
+# The guest's only "udevd", found by virtme-ng-init on PATH. virtme-ng-init runs udevd and
+# udevadm (absent here) to coldplug devices, then looks for the virtio-serial ports that
+# carry the guest command's I/O under the names udev's rules give them; this makes just
+# those links, waiting for the ports a guest command needs.
+GUEST_UDEVD_PATH = "usr/local/bin/udevd"
+GUEST_UDEVD = r"""#!/bin/sh
+# mptcp-nvme: /dev/virtio-ports/<name> links in place of udev's coldplug.
+mkdir -p /dev/virtio-ports
+wanted=
+grep -q 'virtme[.]exec=' /proc/cmdline && wanted="stdin stdout stderr dev_stdout dev_stderr"
+deadline=$(($(date +%s) + 20))
+while :; do
+    for port in /sys/class/virtio-ports/*; do
+        name=$(cat "$port/name" 2>/dev/null)
+        [ -n "$name" ] && ln -sfn "/dev/${port##*/}" "/dev/virtio-ports/$name"
+    done
+    missing=
+    for name in $wanted; do
+        [ -e "/dev/virtio-ports/virtme.$name" ] || missing="$missing virtme.$name"
+    done
+    [ -z "$missing" ] && exit 0
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        echo "udevd (mptcp-nvme): no virtio-serial port named$missing after 20s" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+"""
 
 
 def cache_dir():
@@ -49,8 +83,9 @@ def manifest():
         "format": FORMAT,
         "suite": SUITE,
         "packages": sorted(PACKAGES),
-        "kernel": f"{KERNEL_SUITE}/{KERNEL_PACKAGE}",
+        "kernel": [f"{KERNEL_SUITE}/{name}" for name in KERNEL_PACKAGES],
         "python": {name: importlib.metadata.version(name) for name in GUEST_PYTHON_PACKAGES},
+        "udevd": hashlib.sha256(GUEST_UDEVD.encode()).hexdigest()[:12],
     }
 
 
@@ -87,7 +122,7 @@ def _require_tools(*tools):
     missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         raise SetupError(f"missing host tool(s): {', '.join(missing)} "
-                         "(run ./ci/setup or apt-get install mmdebstrap)")
+                         "(run ./ci/setup or apt-get install mmdebstrap e2fsprogs)")
 
 
 def _run_with_progress(argv, label):
@@ -96,6 +131,8 @@ def _run_with_progress(argv, label):
                           text=True, errors="replace") as proc:
         tail = []
         for line in proc.stdout:
+            if line.startswith("(Reading database"):
+                continue                     # dpkg's percentage ticks, 20 lines a package
             print(f"{label}: {line.rstrip()}", file=sys.stderr, flush=True)
             tail = (tail + [line.rstrip()])[-20:]
     if proc.returncode:
@@ -119,7 +156,7 @@ def build(root):
     _run_with_progress([
         "mmdebstrap", "--variant=minbase", "--components=main",
         f"--include={','.join(PACKAGES)}",
-        f'--customize-hook=chroot "$1" apt-get install -y -q -t {KERNEL_SUITE} {KERNEL_PACKAGE}',
+        f'--customize-hook=chroot "$1" apt-get install -y -q -t {KERNEL_SUITE} {" ".join(KERNEL_PACKAGES)}',
         f"--customize-hook={mkdirs}",
         SUITE, str(partial),
         f"deb {mirror} {SUITE} main", f"deb {mirror} {KERNEL_SUITE} main",
@@ -141,10 +178,57 @@ def build(root):
     # would wait for a server it cannot reach (tlshd looks up every peer).
     (partial / "etc/resolv.conf").unlink(missing_ok=True)
     (partial / "etc/resolv.conf").write_text("")
+    udevd = partial / GUEST_UDEVD_PATH
+    udevd.write_text(GUEST_UDEVD)
+    udevd.chmod(0o755)
     (partial / MANIFEST_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return root
+
+
+def disk_image(root):
+    """A read-only ext4 image of the directory ``root``, for the guest's virtio-blk root.
+
+    Rebuilt (a few seconds) when any entry of ``root`` is newer than the image, e.g. after
+    a kernel's modules were installed into it. Under TCG a 9p export of the directory
+    doubles the guest's Python start-up: every lookup and read is a round trip to qemu.
+    """
+    _require_tools("mkfs.ext4")
+    root = Path(root).resolve()
+    path_key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    image = cache_dir() / f"{root.name}-{path_key}.ext4"
+    stamp = image.with_name(image.name + ".json")
+    newest, blocks, entries = _tree_state(root)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if image.is_file() and json.loads(stamp.read_text())["newest"] >= newest:
+            return image
+    print(f"rootfs: writing {image} from {root}", file=sys.stderr, flush=True)
+    partial = image.with_name(f"{image.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as file:
+            file.truncate(blocks * 512 * 5 // 4 + (256 << 20))
+        _run_with_progress(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-L", "mptcp-nvme",
+                            "-N", str(entries * 3 // 2 + 4096), "-d", str(root), str(partial)],
+                           "rootfs image")
+        os.replace(partial, image)
+    finally:
+        partial.unlink(missing_ok=True)
+    stamp.write_text(json.dumps({"root": str(root), "newest": newest}) + "\n")
+    return image
+
+
+def _tree_state(root):
+    """(newest mtime in ns, 512-byte blocks used, number of entries) of a directory tree."""
+    newest = os.lstat(root).st_mtime_ns
+    blocks = entries = 0
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            info = os.lstat(os.path.join(folder, name))
+            newest = max(newest, info.st_mtime_ns)
+            blocks += info.st_blocks
+            entries += 1
+    return newest, blocks, entries
 
 
 def ensure(spec=None):

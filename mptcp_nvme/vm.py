@@ -146,7 +146,7 @@ def resolve_accel(accel, image):
 @dataclasses.dataclass
 class VMConfig:
     kernel: object                 # kernel.Kernel
-    rootfs: Path
+    root_image: Path | None        # ext4 image of the guest's root; None: the host's /
     command: str                   # shell command run in the guest
     accel: str = "tcg"             # resolved: kvm or tcg
     cpus: int = 2
@@ -166,8 +166,8 @@ def vng_argv(cfg):
     # installed one does not fit, spends ~3 s per folder before falling back to 9p.
     argv = ["vng", "--run", str(kernel.tree or kernel.image), "--verbose", "--force-9p",
             "--name", cfg.name, "--cpus", str(cfg.cpus), "--memory", cfg.memory]
-    if str(cfg.rootfs) != "/":
-        argv += ["--root", str(cfg.rootfs)]
+    if cfg.root_image is not None:
+        argv += ["--root-disk", str(cfg.root_image), "--root-fstype", "ext4"]
     if cfg.accel == "tcg":
         argv.append("--disable-kvm")
     for guest, host in cfg.rwdirs.items():

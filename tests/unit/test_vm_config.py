@@ -12,7 +12,7 @@ from mptcp_nvme.kernel import Kernel
 
 def config(**overrides):
     kernel = Kernel(image=Path("/r/boot/vmlinuz-7.3"), release="7.3", origin="rootfs 7.3")
-    fields = dict(kernel=kernel, rootfs=Path("/r"), command="true", accel="tcg",
+    fields = dict(kernel=kernel, root_image=Path("/c/r.ext4"), command="true", accel="tcg",
                   rwdirs={"/mnt/results": "/host/res"}, rodirs={"/mnt/src": "/host/src"},
                   append=("nvme_core.multipath=Y",), name="mptcp-nvme-1-main")
     fields.update(overrides)
@@ -23,7 +23,8 @@ def test_tcg_run_of_a_rootfs_kernel():
     assert vm.vng_argv(config()) == [
         "vng", "--run", "/r/boot/vmlinuz-7.3", "--verbose", "--force-9p",
         "--name", "mptcp-nvme-1-main",
-        "--cpus", "2", "--memory", "2G", "--root", "/r", "--disable-kvm",
+        "--cpus", "2", "--memory", "2G", "--root-disk", "/c/r.ext4", "--root-fstype", "ext4",
+        "--disable-kvm",
         "--rwdir", "/mnt/results=/host/res", "--rodir", "/mnt/src=/host/src",
         "--append", "nvme_core.multipath=Y", "--", "true"]
 
@@ -31,9 +32,9 @@ def test_tcg_run_of_a_rootfs_kernel():
 def test_kvm_tree_on_host_root():
     tree = Kernel(image=Path("/k/arch/x86/boot/bzImage"), release="7.4", origin="tree",
                   tree=Path("/k"))
-    argv = vm.vng_argv(config(kernel=tree, rootfs=Path("/"), accel="kvm"))
+    argv = vm.vng_argv(config(kernel=tree, root_image=None, accel="kvm"))
     assert argv[:3] == ["vng", "--run", "/k"]
-    assert "--disable-kvm" not in argv and "--root" not in argv
+    assert "--disable-kvm" not in argv and "--root-disk" not in argv
 
 
 def test_bad_accel_is_a_usage_error():
