@@ -149,6 +149,7 @@ class VMConfig:
     root_image: Path | None        # ext4 image of the guest's root; None: the host's /
     command: str                   # shell command run in the guest
     accel: str = "tcg"             # resolved: kvm or tcg
+    tcg_threads: str = "single"    # "multi" only to show why not (ci/probe-tcg-text-patching)
     cpus: int = 2
     memory: str = "2G"
     append: tuple = ()
@@ -169,7 +170,10 @@ def vng_argv(cfg):
     if cfg.root_image is not None:
         argv += ["--root-disk", str(cfg.root_image), "--root-fstype", "ext4"]
     if cfg.accel == "tcg":
-        argv.append("--disable-kvm")
+        # One host thread for all vCPUs: multi-threaded TCG (QEMU 7.2 and 10.0 alike) lets
+        # a vCPU run stale code while another patches kernel text, and the guest dies
+        # with "Oops: int3" at a static-key site (ci/probe-tcg-text-patching shows it).
+        argv += ["--disable-kvm", f"--qemu-opts=-accel tcg,thread={cfg.tcg_threads}"]
     for guest, host in cfg.rwdirs.items():
         argv += ["--rwdir", f"{guest}={host}"]
     for guest, host in cfg.rodirs.items():

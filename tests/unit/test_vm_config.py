@@ -24,7 +24,7 @@ def test_tcg_run_of_a_rootfs_kernel():
         "vng", "--run", "/r/boot/vmlinuz-7.3", "--verbose", "--force-9p",
         "--name", "mptcp-nvme-1-main",
         "--cpus", "2", "--memory", "2G", "--root-disk", "/c/r.ext4", "--root-fstype", "ext4",
-        "--disable-kvm",
+        "--disable-kvm", "--qemu-opts=-accel tcg,thread=single",
         "--rwdir", "/mnt/results=/host/res", "--rodir", "/mnt/src=/host/src",
         "--append", "nvme_core.multipath=Y", "--", "true"]
 
@@ -35,6 +35,10 @@ def test_kvm_tree_on_host_root():
     argv = vm.vng_argv(config(kernel=tree, root_image=None, accel="kvm"))
     assert argv[:3] == ["vng", "--run", "/k"]
     assert "--disable-kvm" not in argv and "--root-disk" not in argv
+
+
+def test_tcg_threads_are_a_choice_of_the_config():
+    assert "--qemu-opts=-accel tcg,thread=multi" in vm.vng_argv(config(tcg_threads="multi"))
 
 
 def test_bad_accel_is_a_usage_error():
