@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import tools
 from .errors import SetupError, UsageError
 
 KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
@@ -117,11 +118,13 @@ def build(tree, debug=False, jobs=None):
     tree = Path(tree)
     if not (tree / "Kconfig").is_file():
         raise UsageError(f"build {tree}: not a kernel source tree (no Kconfig)")
+    tools.require(["vng", "make", "gcc", "flex", "bison", "bc"], "a kernel build needs "
+                  "build-essential flex bison bc libelf-dev libssl-dev, and ./ci/setup")
     argv = ["vng", "--build"]
     for fragment in fragments(debug):
         argv += ["--config", str(fragment)]
     if jobs:
         argv += ["--jobs", str(jobs)]
-    if subprocess.run(argv, cwd=tree).returncode:
+    if subprocess.run(argv, cwd=tree, env=tools.tool_env()).returncode:
         raise SetupError(f"kernel build in {tree} failed (command: {' '.join(argv)})")
     return locate(str(tree), rootfs="/nonexistent")

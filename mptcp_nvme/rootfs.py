@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import tools
 from .errors import SetupError, UsageError
 
 SUITE = "trixie"
@@ -37,6 +38,7 @@ GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
 GUEST_SOURCE_DIR = "/mnt/src"
 GUEST_RESULTS_DIR = "/mnt/results"
 MANIFEST_NAME = "etc/mptcp-nvme-rootfs.json"
+SETUP_HINT = "run ./ci/setup or apt-get install mmdebstrap e2fsprogs"
 FORMAT = 3
 # The guest's only "udevd", found by virtme-ng-init on PATH. virtme-ng-init runs udevd and
 # udevadm (absent here) to coldplug devices, then looks for the virtio-serial ports that
@@ -118,13 +120,6 @@ def debian_mirror(sources_dirs=("/etc/apt/sources.list.d",), sources_list="/etc/
     raise SetupError("no Debian mirror found in the host's apt sources; set MPTCP_NVME_MIRROR")
 
 
-def _require_tools(*tools):
-    missing = [tool for tool in tools if not shutil.which(tool)]
-    if missing:
-        raise SetupError(f"missing host tool(s): {', '.join(missing)} "
-                         "(run ./ci/setup or apt-get install mmdebstrap e2fsprogs)")
-
-
 def _run_with_progress(argv, label):
     """Run a build step, echoing its output to stderr prefixed with ``label``."""
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -146,7 +141,7 @@ def guest_python(root):
 
 def build(root):
     """Build the root filesystem at ``root`` (replacing a partial one)."""
-    _require_tools("mmdebstrap")
+    tools.require(["mmdebstrap"], SETUP_HINT)
     root = Path(root)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -194,7 +189,7 @@ def disk_image(root):
     a kernel's modules were installed into it. Under TCG a 9p export of the directory
     doubles the guest's Python start-up: every lookup and read is a round trip to qemu.
     """
-    _require_tools("mkfs.ext4")
+    tools.require(["mkfs.ext4"], SETUP_HINT)
     root = Path(root).resolve()
     path_key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
     image = cache_dir() / f"{root.name}-{path_key}.ext4"

@@ -13,14 +13,14 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 
-from .errors import SetupError, UsageError
+from . import tools
+from .errors import UsageError
 from .rootfs import cache_dir
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -32,19 +32,9 @@ class VMError(Exception):
     """The guest died, hung or never came up; the message ends with the console tail."""
 
 
-def _tool_env():
-    """vng runs virtme-run from PATH: put this interpreter's bin directory first."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
-
-
 def require_host_tools():
-    env_path = _tool_env()["PATH"]
-    missing = [t for t in ("vng", "qemu-system-x86_64", "modprobe", "depmod", "busybox")
-               if not shutil.which(t, path=env_path)]
-    if missing:
-        raise SetupError(f"missing host tool(s): {', '.join(missing)} (run ./ci/setup)")
+    tools.require(("vng", "qemu-system-x86_64", "modprobe", "depmod", "busybox"),
+                  "run ./ci/setup")
 
 
 def kill_tree(pid, grace=3.0):
@@ -207,7 +197,7 @@ class VM:
             self._console.write(f"# {' '.join(argv)}\n")
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_tool_env(), start_new_session=True)
+            env=tools.tool_env(), start_new_session=True)
         self._threads = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout), daemon=True),
             threading.Thread(target=self._pump, args=(self.proc.stderr, None), daemon=True),

@@ -76,3 +76,11 @@ def test_build_needs_a_tree(tmp_path):
     code, _, stderr = cli("build", str(tmp_path))
     assert code == 2
     assert_one_line(stderr, "not a kernel source tree")
+
+
+def test_build_without_a_compiler(tmp_path):
+    (tmp_path / "Kconfig").write_text("")
+    env = dict(os.environ, PATH="/nonexistent")
+    code, _, stderr = cli("build", str(tmp_path), env=env)
+    assert code == 1
+    assert_one_line(stderr, "missing host tool(s): make, gcc, flex, bison, bc (a kernel build")
