@@ -79,6 +79,8 @@ def cmd_setup(args):
     kernel = kernel_mod.locate(args.kernel, root, args.modules)
     accel, why = resolve_accel(args.accel, kernel.image)
     print(f"rootfs: {root}")
+    if root != Path("/"):
+        print(f"rootfs image: {rootfs.disk_image(root)}")
     print(f"kernel: {kernel.origin} ({kernel.release})")
     print(f"accel: {accel} ({why})")
     return 0
