@@ -114,17 +114,52 @@ def fragments(debug=False):
 
 
 def build(tree, debug=False, jobs=None):
-    """Configure and build a kernel tree with vng and the suite's fragments."""
+    """Configure and build a kernel tree with vng and the suite's fragments.
+
+    A tree without .config gets vng's default config; an existing .config is kept. Either
+    way the fragments are merged in (make olddefconfig) and every option they set must
+    hold afterwards, or the build stops naming the ones that do not.
+    """
     tree = Path(tree)
     if not (tree / "Kconfig").is_file():
         raise UsageError(f"build {tree}: not a kernel source tree (no Kconfig)")
     tools.require(["vng", "make", "gcc", "flex", "bison", "bc"], "a kernel build needs "
                   "build-essential flex bison bc libelf-dev libssl-dev, and ./ci/setup")
-    argv = ["vng", "--build"]
-    for fragment in fragments(debug):
-        argv += ["--config", str(fragment)]
-    if jobs:
-        argv += ["--jobs", str(jobs)]
+    wanted = fragments(debug)
+    if not (tree / ".config").is_file():
+        _run_in(tree, ["vng", "--kconfig"])
+    _run_in(tree, ["scripts/kconfig/merge_config.sh", "-m", ".config", *map(str, wanted)])
+    _run_in(tree, ["make", "olddefconfig"])
+    unmet = unmet_options(read_config(tree / ".config"), wanted)
+    if unmet:
+        raise SetupError(f"{tree}/.config lacks {', '.join(unmet)} after merging "
+                         f"{', '.join(p.name for p in wanted)} (unmet Kconfig dependencies?)")
+    _run_in(tree, ["vng", "--build"] + (["--jobs", str(jobs)] if jobs else []))
+    return locate(str(tree), rootfs="/nonexistent")
+
+
+def _run_in(tree, argv):
     if subprocess.run(argv, cwd=tree, env=tools.tool_env()).returncode:
         raise SetupError(f"kernel build in {tree} failed (command: {' '.join(argv)})")
-    return locate(str(tree), rootfs="/nonexistent")
+
+
+def read_config(path):
+    """{CONFIG_NAME: value} of a .config or fragment; 'n' for '# CONFIG_NAME is not set'."""
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        if match := re.fullmatch(r"(CONFIG_\w+)=(.*)", line.strip()):
+            values[match[1]] = match[2]
+        elif match := re.fullmatch(r"# (CONFIG_\w+) is not set", line.strip()):
+            values[match[1]] = "n"
+    return values
+
+
+def unmet_options(config, fragment_paths):
+    """Fragment settings the config does not honour ('y' satisfies 'm')."""
+    unmet = []
+    for path in fragment_paths:
+        for name, want in read_config(path).items():
+            have = config.get(name, "n")
+            if have != want and not (want == "m" and have == "y"):
+                unmet.append(f"{name}={want} (is {have})")
+    return unmet

@@ -111,3 +111,19 @@ def test_fragments_hold_every_option_the_suite_needs():
     debug = kernel.fragments(debug=True)[-1].read_text()
     for option in ("KASAN", "DEBUG_KMEMLEAK", "PROVE_LOCKING"):
         assert f"CONFIG_{option}=y" in debug
+
+
+def test_unmet_fragment_options_are_named(tmp_path):
+    fragment = tmp_path / "frag.config"
+    fragment.write_text("CONFIG_NVME_TCP=m\nCONFIG_EXT4_FS=y\nCONFIG_MPTCP=y\n"
+                        "# CONFIG_DEBUG_INFO is not set\nCONFIG_NR_CPUS=8\n")
+    dotconfig = tmp_path / ".config"
+    dotconfig.write_text("CONFIG_NVME_TCP=y\n# CONFIG_EXT4_FS is not set\nCONFIG_MPTCP=y\n"
+                         "CONFIG_DEBUG_INFO=y\nCONFIG_NR_CPUS=64\n")
+    assert kernel.unmet_options(kernel.read_config(dotconfig), [fragment]) == [
+        "CONFIG_EXT4_FS=y (is n)", "CONFIG_DEBUG_INFO=n (is y)", "CONFIG_NR_CPUS=8 (is 64)"]
+
+
+def test_the_fragments_parse():
+    for fragment in kernel.fragments(debug=True):
+        assert kernel.read_config(fragment), fragment
