@@ -108,6 +108,7 @@ def test_fragments_hold_every_option_the_suite_needs():
                    "NVME_TARGET_TCP_TLS", "NVME_KEYRING", "NVME_AUTH", "NET_HANDSHAKE", "KEYS",
                    "TLS", "NET_SCH_NETEM", "VETH", "MPTCP", "MPTCP_IPV6"):
         assert f"CONFIG_{option}=" in text, option
+    assert "CONFIG_EXT4_FS=y" in kernel.BOOT_FRAGMENT.read_text()
     debug = kernel.fragments(debug=True)[-1].read_text()
     for option in ("KASAN", "DEBUG_KMEMLEAK", "PROVE_LOCKING"):
         assert f"CONFIG_{option}=y" in debug
