@@ -20,7 +20,7 @@ class Kernel:
     release: str
     origin: str           # what the user asked for, for messages and the KTAP header
     tree: Path | None = None        # a built source tree: vng boots it with --run TREE
-    modules: Path | None = None     # lib/modules/<release> to install into the rootfs
+    modules: Path | None = None     # a bzImage's lib/modules/<release>, for the rootfs
 
 
 def _version_key(release):
@@ -68,16 +68,15 @@ def locate(spec, rootfs, modules=None):
         if not (path / BZIMAGE).is_file():
             raise UsageError(f"--kernel {spec}: kernel tree is not built (no {BZIMAGE}); "
                              f"run 'mptcp-nvme build {spec}'")
-        release = _tree_release(path)
-        mods = None
-        if (path / "modules.order").is_file() and (path / "modules.order").stat().st_size:
-            mods = path  # installed into the rootfs with make modules_install
-        return Kernel(image=path / BZIMAGE, release=release, origin=f"tree {path}",
-                      tree=path, modules=mods)
+        return Kernel(image=path / BZIMAGE, release=_tree_release(path), origin=f"tree {path}",
+                      tree=path)
     if path.is_file():
         release = image_release(path)
         if release is None:
             raise UsageError(f"--kernel {spec}: not an x86 bzImage (no HdrS header)")
+        if modules and Path(rootfs) == Path("/"):
+            raise UsageError("--modules cannot go with --rootfs host: they would be "
+                             "installed into the host's own /lib/modules")
         if modules and not Path(modules, "modules.dep").is_file():
             raise UsageError(f"--modules {modules}: not a lib/modules/<release> directory "
                              "(no modules.dep)")
@@ -91,21 +90,14 @@ def locate(spec, rootfs, modules=None):
 
 
 def install_modules(kernel, rootfs):
-    """Put a tree's or image's modules into rootfs/lib/modules/<release> for the guest."""
+    """Put a bzImage's ``--modules`` into rootfs/lib/modules/<release> for the guest.
+
+    A tree needs nothing: vng shares its modules with the guest itself (.virtme_mods)."""
     if kernel.modules is None:
         return
     target = Path(rootfs, "lib/modules", kernel.release)
     shutil.rmtree(target, ignore_errors=True)
-    if kernel.tree is not None:
-        result = subprocess.run(
-            ["make", "-C", str(kernel.tree), "-s", "modules_install",
-             f"INSTALL_MOD_PATH={rootfs}", "INSTALL_MOD_STRIP=1", "DEPMOD=/sbin/depmod"],
-            capture_output=True, text=True)
-        if result.returncode:
-            raise SetupError(f"modules_install for {kernel.tree} failed: "
-                             f"{result.stderr.strip().splitlines()[-1:]}")
-    else:
-        shutil.copytree(kernel.modules, target, symlinks=True)
+    shutil.copytree(kernel.modules, target, symlinks=True)
 
 
 BOOT_FRAGMENT = KCONFIG_DIR / "vm.config"

@@ -23,7 +23,7 @@ from . import health, ktap, rootfs, topology
 from .errors import UsageError
 from .nvmet import TRTYPES
 from .requirements import IOPOLICIES, Features
-from .remote import GuestAgent, GuestSession, NotRun, guest_command
+from .remote import SOURCE_DIR, GuestAgent, GuestLayout, GuestSession, NotRun, guest_command
 from .vm import VMConfig, VMError, require_host_tools, resolve_accel
 
 DIAG = "ktap_diag"
@@ -344,19 +344,20 @@ class VmRunner:
         kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
         kernel_mod.install_modules(kernel, root)
         image = None if root == Path("/") else rootfs.disk_image(root)
-        accel, why = resolve_accel(opt("accel"), kernel.image)
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
+        layout = GuestLayout.on_rootfs() if image else GuestLayout.on_host_root(out.resolve())
+        accel, why = resolve_accel(opt("accel"), kernel.image)
         self.header = (f"vm {self.worker}: {kernel.origin}, accel {accel} ({why}), "
                        f"rootfs {root}")
         return VMConfig(
             kernel=kernel, root_image=image, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
             append=tuple(opt("append")), boot_timeout=opt("boot_timeout"),
-            rwdirs={rootfs.GUEST_RESULTS_DIR: str(out.resolve())},
-            rodirs={rootfs.GUEST_SOURCE_DIR: str(Path(__file__).resolve().parent.parent)},
+            rwdirs={layout.results: str(out.resolve())},
+            rodirs={layout.source: str(SOURCE_DIR)} if image else {},
             console_log=out / f"console-{next(self.boots)}.log",
             name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
-            command=guest_command(self.config.args, suite_arguments(self.config)),
+            command=guest_command(self.config.args, suite_arguments(self.config), layout),
         )
 
     def _guest(self):

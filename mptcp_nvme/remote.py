@@ -6,9 +6,11 @@ the guest answers on its stdout with lines tagged ``MARK``: ``ready`` once colle
 then ``result`` with pytest's own serialized reports. stdout carries nothing else.
 """
 
+import dataclasses
 import json
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -24,18 +26,37 @@ REQUEST_FD, REPLY_FD = 3, 4
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 
 
-def guest_command(test_args, suite_args=()):
+@dataclasses.dataclass(frozen=True)
+class GuestLayout:
+    """Where the guest finds the source tree, writes results, and which Python it runs."""
+    source: str
+    results: str
+    python: str
+
+    @classmethod
+    def on_rootfs(cls):
+        """The suite's rootfs: the source and results folders shared at fixed mount points."""
+        return cls(GUEST_SOURCE_DIR, GUEST_RESULTS_DIR, "python3")
+
+    @classmethod
+    def on_host_root(cls, results):
+        """The host's own root: the same paths as on the host, and this venv's Python."""
+        return cls(str(SOURCE_DIR), str(results), sys.executable)
+
+
+def guest_command(test_args, suite_args=(), layout=GuestLayout.on_rootfs()):
     """The shell command that starts the agent inside the guest."""
-    argv = ["python3", "-m", "pytest", "-p", "mptcp_nvme.plugin", "--guest-agent",
-            "-p", "no:cacheprovider", "-p", "no:terminal", "--rootdir", GUEST_SOURCE_DIR,
-            "--results-dir", GUEST_RESULTS_DIR, *map(guest_argument, suite_args)]
-    argv += [guest_path(arg) for arg in test_args]
-    return (f"cd {GUEST_SOURCE_DIR} && PYTHONPATH={GUEST_SOURCE_DIR} "
+    argv = [layout.python, "-m", "pytest", "-p", "mptcp_nvme.plugin", "--guest-agent",
+            "-p", "no:cacheprovider", "-p", "no:terminal", "--rootdir", layout.source,
+            "--results-dir", layout.results,
+            *(guest_argument(arg, layout.source) for arg in suite_args)]
+    argv += [guest_path(arg, layout.source) for arg in test_args]
+    return (f"cd {layout.source} && PYTHONPATH={layout.source} "
             f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
             f"{REQUEST_FD}<&0 {REPLY_FD}>&1 1>&2")
 
 
-def guest_path(arg):
+def guest_path(arg, source=GUEST_SOURCE_DIR):
     """Map a host test path (or nodeid) inside the source tree to the guest's view."""
     path, sep, rest = str(arg).partition("::")
     absolute = Path(path).resolve()
@@ -44,12 +65,12 @@ def guest_path(arg):
     except ValueError:
         raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
                          "with the guest") from None
-    return f"{GUEST_SOURCE_DIR}/{relative}{sep}{rest}"
+    return f"{source}/{relative}{sep}{rest}"
 
 
-def guest_argument(arg):
+def guest_argument(arg, source=GUEST_SOURCE_DIR):
     """Absolute paths inside the source tree (a --topology file) as the guest sees them."""
-    return guest_path(arg) if str(arg).startswith(str(SOURCE_DIR)) else arg
+    return guest_path(arg, source) if str(arg).startswith(str(SOURCE_DIR)) else arg
 
 
 class NotRun(Exception):

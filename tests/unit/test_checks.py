@@ -1,6 +1,7 @@
 """Requirements, kernel-log checks and the guest command line, without a VM."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ def test_guest_paths_map_into_the_shared_source_tree():
             == "/mnt/src/selftests/test_modules.py::test_x[tcp]")
     with pytest.raises(ValueError, match="must live inside"):
         remote.guest_path("/etc/passwd")
+
+
+def test_on_the_host_root_the_guest_uses_host_paths_and_this_venv(tmp_path):
+    layout = remote.GuestLayout.on_host_root(tmp_path)
+    command = remote.guest_command([REPO / "selftests"], (), layout)
+    assert command.startswith(f"cd {REPO} && PYTHONPATH={REPO} PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+                              f"exec {sys.executable} -m pytest")
+    assert f"--results-dir {tmp_path}" in command
+    assert command.endswith(f"{REPO}/selftests 3<&0 4>&1 1>&2")
 
 
 def test_guest_command_keeps_the_channel_off_pytest_capture():

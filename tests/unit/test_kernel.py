@@ -90,6 +90,21 @@ def test_bad_kernel(rootfs, tmp_path, case, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_modules_are_not_installed_into_the_host_root(tmp_path):
+    image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
+    with pytest.raises(UsageError, match="--modules cannot go with --rootfs host"):
+        kernel.locate(str(image), "/", str(tmp_path))
+
+
+def test_bzimage_modules_land_in_the_rootfs(rootfs, tmp_path):
+    image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
+    mods = tmp_path / "lib/modules/7.4.0"
+    (mods / "kernel").mkdir(parents=True)
+    (mods / "modules.dep").write_text("kernel/nvme.ko:\n")
+    kernel.install_modules(kernel.locate(str(image), rootfs, str(mods)), rootfs)
+    assert (rootfs / "lib/modules/7.4.0/modules.dep").read_text() == "kernel/nvme.ko:\n"
+
+
 def test_bad_modules_directory(rootfs, tmp_path):
     image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
     with pytest.raises(UsageError, match="not a lib/modules/<release> directory"):
