@@ -44,10 +44,20 @@ def read_kconfig(release=None):
     return config
 
 
-def load_module(name):
-    """modprobe; True when the module is loaded or built in afterwards."""
+def load_module(name, modules_dir=None):
+    """modprobe; True when the module is loaded or built in afterwards.
+
+    A built-in module without parameters has no /sys/module entry (CONFIG_TLS=y), so
+    modules.builtin of the running kernel decides for those."""
     subprocess.run(["modprobe", name], capture_output=True)
-    return Path("/sys/module", name.replace("-", "_")).exists()
+    stem = name.replace("-", "_")
+    if Path("/sys/module", stem).exists():
+        return True
+    builtin = Path(modules_dir or Path("/lib/modules", os.uname().release), "modules.builtin")
+    with contextlib.suppress(OSError):
+        return any(Path(line).name.removesuffix(".ko").replace("-", "_") == stem
+                   for line in builtin.read_text().split())
+    return False
 
 
 def mount_configfs():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import health, remote
+from mptcp_nvme import health, remote, requirements
 from mptcp_nvme.requirements import Features
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +104,9 @@ def test_guest_command_keeps_the_channel_off_pytest_capture():
     assert "--guest-agent" in command and "--expect-all-features" in command
     assert "--topology /mnt/src/topologies/2path.toml" in command
     assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
+
+
+def test_a_built_in_module_without_sysfs_entry_counts_as_loaded(tmp_path):
+    (tmp_path / "modules.builtin").write_text("kernel/net/x/mptcp_nvme_fake.ko\n")
+    assert requirements.load_module("mptcp-nvme-fake", modules_dir=tmp_path)
+    assert not requirements.load_module("mptcp-nvme-absent", modules_dir=tmp_path)
