@@ -106,7 +106,8 @@ def cmd_run(args):
     results.mkdir(parents=True, exist_ok=True)
     argv = ["--vm", "--ktap", "-", "-p", "no:terminal", "-p", "no:cacheprovider",
             "--rootdir", str(SOURCE_DIR), "--results-dir", str(results),
-            "--junitxml", str(results / "junit.xml"), "--rootfs", str(root),
+            "--junitxml", str(results / "junit.xml"),
+            "--rootfs", "host" if root == Path("/") else str(root),
             "--accel", args.accel, "--cpus", str(args.cpus), "--memory", args.memory,
             "--boot-timeout", str(args.boot_timeout), "--test-timeout", str(args.test_timeout),
             "--ktap-version", str(args.ktap_version)]

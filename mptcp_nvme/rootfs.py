@@ -45,6 +45,7 @@ FORMAT = 3
 # carry the guest command's I/O under the names udev's rules give them; this makes just
 # those links, waiting for the ports a guest command needs.
 GUEST_UDEVD_PATH = "usr/local/bin/udevd"
+HOST_UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
 GUEST_UDEVD = r"""#!/bin/sh
 # mptcp-nvme: /dev/virtio-ports/<name> links in place of udev's coldplug.
 mkdir -p /dev/virtio-ports
@@ -229,6 +230,9 @@ def _tree_state(root):
 def ensure(spec=None):
     """The root filesystem to boot: ``host`` for /, a given directory, or the cached build."""
     if spec == "host":
+        if not any(Path(p).exists() for p in HOST_UDEVD) and not shutil.which("udevd"):
+            raise SetupError("--rootfs host needs systemd-udevd on this host: virtme-ng-init "
+                             "finds the guest command's I/O ports through udev's names")
         return Path("/")
     if spec:
         root = Path(spec)

@@ -49,3 +49,12 @@ def test_images_of_two_trees_do_not_collide(tree, tmp_path):
     other = tmp_path / "elsewhere" / tree.name
     shutil.copytree(tree, other)
     assert rootfs.disk_image(tree) != rootfs.disk_image(other)
+
+
+def test_the_host_root_needs_udevd(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(rootfs, "HOST_UDEVD", (str(tmp_path / "systemd-udevd"),))
+    with pytest.raises(rootfs.SetupError, match="--rootfs host needs systemd-udevd"):
+        rootfs.ensure("host")
+    (tmp_path / "systemd-udevd").touch()
+    assert str(rootfs.ensure("host")) == "/"
