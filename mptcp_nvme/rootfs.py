@@ -166,7 +166,7 @@ def build(root):
         "--python-version", version, "--implementation", "cp",
         "--platform", "manylinux2014_x86_64", "--only-binary=:all:", *pins,
     ], "rootfs pip")
-    # Byte-compile in the guest's Python: the guest sees its root read-only (over 9p), so
+    # Byte-compile in the guest's Python: the guest's root is a read-only image, so
     # without .pyc files every boot compiles pytest and pyroute2 again (~20 s under TCG).
     _run_with_progress(["chroot", str(partial), python, "-m", "compileall", "-q", "-j0",
                         f"/usr/local/lib/{python}/dist-packages"], "rootfs compileall")
