@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import tools
+from . import requirements, tools
 from .errors import SetupError, UsageError
 
 KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
@@ -144,14 +144,8 @@ def _run_in(tree, argv):
 
 
 def read_config(path):
-    """{CONFIG_NAME: value} of a .config or fragment; 'n' for '# CONFIG_NAME is not set'."""
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        if match := re.fullmatch(r"(CONFIG_\w+)=(.*)", line.strip()):
-            values[match[1]] = match[2]
-        elif match := re.fullmatch(r"# (CONFIG_\w+) is not set", line.strip()):
-            values[match[1]] = "n"
-    return values
+    """{NAME: value} of a .config or fragment file (requirements.parse_kconfig)."""
+    return requirements.parse_kconfig(Path(path).read_text())
 
 
 def unmet_options(config, fragment_paths):
@@ -161,5 +155,5 @@ def unmet_options(config, fragment_paths):
         for name, want in read_config(path).items():
             have = config.get(name, "n")
             if have != want and not (want == "m" and have == "y"):
-                unmet.append(f"{name}={want} (is {have})")
+                unmet.append(f"CONFIG_{name}={want} (is {have})")
     return unmet

@@ -12,6 +12,7 @@ import gzip
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,11 +37,18 @@ def read_kconfig(release=None):
     if text is None:
         with contextlib.suppress(OSError):
             text = Path(f"/boot/config-{release}").read_text()
+    return parse_kconfig(text or "")
+
+
+def parse_kconfig(text):
+    """{NAME: value} of .config or fragment text, without the CONFIG_ prefix; 'n' for
+    '# CONFIG_NAME is not set'."""
     config = {}
-    for line in (text or "").splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            name, value = line.split("=", 1)
-            config[name.removeprefix("CONFIG_")] = value
+    for line in text.splitlines():
+        if match := re.fullmatch(r"CONFIG_(\w+)=(.*)", line.strip()):
+            config[match[1]] = match[2]
+        elif match := re.fullmatch(r"# CONFIG_(\w+) is not set", line.strip()):
+            config[match[1]] = "n"
     return config
 
 
