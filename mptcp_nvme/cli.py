@@ -1,26 +1,20 @@
 """The ``mptcp-nvme`` command: setup, run, build."""
 
-import argparse
 import datetime
 import sys
 from pathlib import Path
 
 from . import kernel as kernel_mod
 from . import rootfs
-from .errors import SetupError, UsageError
+from .errors import ArgumentParser, UsageError, run_command
 from .nvmet import TRTYPES
 from .plugin import path_count
 from .requirements import IOPOLICIES
-from .topology import load_topology
+from .topology import FAMILIES, load_topology
 from .vm import ACCELS, require_host_tools, resolve_accel
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 SELFTESTS = SOURCE_DIR / "selftests"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def add_vm_options(parser):
@@ -31,9 +25,19 @@ def add_vm_options(parser):
     parser.add_argument("--accel", default="auto", choices=ACCELS)
 
 
+def add_script_options(parser, family=True):
+    if family:
+        parser.add_argument("--family", action="append", choices=FAMILIES,
+                            help="address family of the script scenario: ipv4|ipv6|v4map")
+    parser.add_argument("--host-iface", metavar="IFNAME",
+                        help="script scenario, as the newer mptcp_nvme.sh: --host-iface on "
+                             "every discover and connect, and a check that the queue sockets "
+                             "are bound to it (e.g. ns2eth1)")
+
+
 def build_parser():
-    parser = Parser(prog="mptcp-nvme", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser = ArgumentParser(prog="mptcp-nvme", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     setup = sub.add_parser("setup", help="build the guest rootfs and probe KVM (cached)")
     add_vm_options(setup)
@@ -52,24 +56,34 @@ def build_parser():
     run.add_argument("--ktap-version", type=int, choices=(13, 1), default=13)
     run.add_argument("--expect-all-features", action="store_true",
                      help="a missing kernel feature is a failure, not a SKIP")
+    run.add_argument("--allow-missing", action="append", metavar="REQUIREMENT",
+                     help="with --expect-all-features, these may still SKIP (e.g. tls:mptcp)")
     run.add_argument("--trtype", action="append", choices=TRTYPES, help="repeatable")
     run.add_argument("--paths", action="append", type=path_count, help="1..8, repeatable")
     run.add_argument("--iopolicy", action="append", choices=IOPOLICIES, help="repeatable")
     run.add_argument("--loss", action="store_true", help="netem delay 5ms loss 0.5%% per link")
     run.add_argument("--tls", action="store_true", help="the script scenario over TLS 1.3")
     run.add_argument("--topology", help="topology TOML file (e.g. topologies/asymmetric.toml)")
+    add_script_options(run)
 
     script = sub.add_parser("script", help="mptcp_nvme.sh's scenario with its arguments",
-                            usage="mptcp-nvme script [tcp|mptcp] [1..4] "
+                            usage="mptcp-nvme script [ipv4|ipv6|v4map] [tcp|mptcp] [1..4] "
                                   "[numa|round-robin|queue-depth] [0|1] [tls] [options]")
     add_vm_options(script)
     script.add_argument("script_args", nargs="*", metavar="ARG")
+    add_script_options(script, family=False)
+    script.add_argument("--expect-all-features", action="store_true",
+                        help="a missing kernel feature is a failure, not a SKIP")
     script.add_argument("--results-dir")
 
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
     build.add_argument("--debug", action="store_true", help="add KASAN, kmemleak, lockdep")
     build.add_argument("-j", "--jobs", type=int)
+    build.add_argument("--trim", action="store_true",
+                       help="also kconfigs/trim.config: off what a guest never uses (DRM, "
+                            "sound, USB...), about half the cold build time")
+    build.add_argument("--log", help=f"build output (default: TREE/{kernel_mod.BUILD_LOG})")
     return parser
 
 
@@ -114,12 +128,13 @@ def cmd_run(args):
     if args.topology:
         load_topology(args.topology)                      # bad file: one line, exit 2
         args.topology = str(Path(args.topology).resolve())
-    for option in ("kernel", "modules", "keyword", "topology"):
+    for option in ("kernel", "modules", "keyword", "topology", "host_iface"):
         if getattr(args, option):
-            argv += ["-k" if option == "keyword" else f"--{option}", getattr(args, option)]
-    for option in ("append", "trtype", "paths", "iopolicy"):
+            argv += ["-k" if option == "keyword" else f"--{option.replace('_', '-')}",
+                     getattr(args, option)]
+    for option in ("append", "trtype", "paths", "iopolicy", "allow_missing", "family"):
         for value in getattr(args, option) or ():
-            argv += [f"--{option}", str(value)]
+            argv += [f"--{option.replace('_', '-')}", str(value)]
     for flag in ("expect_all_features", "loss", "tls"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
@@ -145,12 +160,16 @@ SCRIPT_CHOICES = (("trtype", ("tcp", "mptcp"), "mptcp"), ("paths", ("1", "2", "3
 
 
 def script_options(values):
-    """mptcp_nvme.sh's positional arguments, validated as it does, as run options: the
-    fifth, whatever its value, turns TLS on."""
+    """mptcp_nvme.sh's positional arguments, validated as it does, as run options: an
+    address family may come first (the newer script's), the fifth after it, whatever
+    its value, turns TLS on."""
+    values = list(values)
+    family = values.pop(0) if values and values[0] in FAMILIES else "ipv4"
     if len(values) > len(SCRIPT_CHOICES) + 1:
         raise UsageError(f"script: too many arguments: {' '.join(values)} (usage: mptcp-nvme "
-                         "script [tcp|mptcp] [1..4] [numa|round-robin|queue-depth] [0|1] [tls])")
-    chosen = {"tls": len(values) > len(SCRIPT_CHOICES)}
+                         "script [ipv4|ipv6|v4map] [tcp|mptcp] [1..4] "
+                         "[numa|round-robin|queue-depth] [0|1] [tls])")
+    chosen = {"tls": len(values) > len(SCRIPT_CHOICES), "family": family}
     for (name, choices, default), value in zip(SCRIPT_CHOICES, [*values, *[None] * 4]):
         value = default if value is None else value
         if value not in choices:
@@ -162,8 +181,10 @@ def script_options(values):
 def cmd_script(args):
     chosen = script_options(args.script_args)
     run_args = build_parser().parse_args(["run", str(SELFTESTS / "test_script.py")])
-    for option in ("kernel", "modules", "rootfs", "accel", "results_dir"):
+    for option in ("kernel", "modules", "rootfs", "accel", "results_dir", "host_iface",
+                   "expect_all_features"):
         setattr(run_args, option, getattr(args, option))
+    run_args.family = [chosen["family"]]
     run_args.trtype = [chosen["trtype"]]
     run_args.paths = [int(chosen["paths"])]
     run_args.iopolicy = [chosen["iopolicy"]]
@@ -173,22 +194,18 @@ def cmd_script(args):
 
 
 def cmd_build(args):
-    kernel = kernel_mod.build(args.tree, debug=args.debug, jobs=args.jobs)
+    kernel = kernel_mod.build(args.tree, debug=args.debug, jobs=args.jobs, trim=args.trim,
+                              log=args.log)
     print(f"built {kernel.image} ({kernel.release})")
     return 0
 
 
 def main(argv=None):
-    try:
+    def body():
         args = build_parser().parse_args(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build}
         return commands[args.command](args)
-    except (UsageError, SetupError) as err:
-        print(f"mptcp-nvme: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("mptcp-nvme: interrupted", file=sys.stderr)
-        return 130
+    return run_command("mptcp-nvme", body)
 
 
 if __name__ == "__main__":

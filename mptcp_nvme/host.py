@@ -76,10 +76,11 @@ class Controller:
     """A controller as sysfs shows it; ``tls_key`` is None without TLS."""
 
     name: str
-    transport: str
+    transport: str          # sysfs; "tcp" for mptcp controllers of some series revisions
     address: dict
     state: str
     tls_key: str | None
+    queue_count: int | None = None   # admin + I/O queues
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,13 +187,14 @@ class Host:
         adds ``tls`` for)."""
         return shutil.which(self.nvme) is not None and (trtype == "tcp" or not tls)
 
-    def discover(self, trtype, traddr, trsvcid, tls=False):
+    def discover(self, trtype, traddr, trsvcid, tls=False, host_iface=None):
         """The discovery log of the target at traddr:trsvcid, via ``nvme discover``."""
         if not self.nvme_cli_carries(trtype, tls):
             raise SetupError(f"nvme-cli cannot discover over {trtype} with TLS "
                              f"(libnvme adds tls for tcp only) or is not installed")
         argv = [self.nvme, "discover", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
-                *self._host_args(), *(["--tls"] if tls else []), "-o", "json"]
+                *self._host_args(), *(["--host-iface", host_iface] if host_iface else []),
+                *(["--tls"] if tls else []), "-o", "json"]
         return parse_discovery(self._run(argv))
 
     def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, tls_key=None,
@@ -243,15 +245,24 @@ class Host:
         if shutil.which("udevadm"):
             self._run(["udevadm", "settle", f"--timeout={timeout}"], timeout=timeout + 5)
 
+    def nvme_list(self):
+        """``nvme list -o json``: the namespaces the host sees (a diagnostic step)."""
+        try:
+            return json.loads(self._run([self.nvme, "list", "-o", "json"]) or "{}")
+        except ValueError as err:
+            raise SetupError(f"unexpected nvme list output: {err}") from err
+
     def flush(self, device):
         """``nvme flush``: commit the namespace's volatile write cache."""
         self._run([self.nvme, "flush", device])
 
     @contextlib.contextmanager
-    def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0):
+    def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0,
+                  host_iface=None):
         """Connect one controller per target address; always disconnect ``nqn`` on exit."""
         try:
-            controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls)
+            controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls,
+                                             host_iface=host_iface)
                                 for traddr in traddrs)
             yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
         finally:
@@ -289,9 +300,11 @@ class Host:
             except FileNotFoundError:
                 return None
 
+        count = read("queue_count")
         return Controller(name=name, transport=read("transport"),
                           address=parse_address(read("address") or ""),
-                          state=read("state"), tls_key=read("tls_key"))
+                          state=read("state"), tls_key=read("tls_key"),
+                          queue_count=int(count) if count and count.isdigit() else None)
 
     def controllers(self, nqn):
         """Every controller (path) of subsystem ``nqn``."""

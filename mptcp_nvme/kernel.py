@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import requirements, tools
@@ -101,19 +102,23 @@ def install_modules(kernel, rootfs):
 
 
 BOOT_FRAGMENT = KCONFIG_DIR / "vm.config"
+BUILD_LOG = "mptcp-nvme-build.log"      # in the tree, unless build(log=...)
 
 
-def fragments(debug=False):
-    """The kconfig fragments: booting in the VM, the suite's features, debug on request."""
-    names = ["vm.config", "mptcp-nvme.config"] + (["debug.config"] if debug else [])
+def fragments(debug=False, trim=False):
+    """The kconfig fragments: booting in the VM, on request what a guest never uses
+    turned off, the suite's features, debug on request (later ones win)."""
+    names = (["vm.config"] + (["trim.config"] if trim else []) + ["mptcp-nvme.config"]
+             + (["debug.config"] if debug else []))
     return [KCONFIG_DIR / name for name in names]
 
 
-def build(tree, debug=False, jobs=None):
+def build(tree, debug=False, jobs=None, trim=False, log=None):
     """Configure and build a kernel tree with vng and the suite's fragments.
 
     A tree without .config gets vng's default config; an existing .config is kept. Either
-    way the fragments are merged in (make olddefconfig). An option the VM needs to boot
+    way the fragments are merged in (make olddefconfig). Output goes to ``log`` (default
+    BUILD_LOG in the tree), a progress line to stderr every PROGRESS_EVERY seconds. An option the VM needs to boot
     that does not hold afterwards stops the build; a feature option that does not (an
     older tree) is named in a warning, and the selftests that need it will SKIP.
     """
@@ -122,11 +127,12 @@ def build(tree, debug=False, jobs=None):
         raise UsageError(f"build {tree}: not a kernel source tree (no Kconfig)")
     tools.require(["vng", "make", "gcc", "flex", "bison", "bc"], "a kernel build needs "
                   "build-essential flex bison bc libelf-dev libssl-dev, and ./ci/setup")
-    wanted = fragments(debug)
+    wanted = fragments(debug, trim)
+    run = _Logged(tree, Path(log) if log else tree / BUILD_LOG)
     if not (tree / ".config").is_file():
-        _run_in(tree, ["vng", "--kconfig"])
-    _run_in(tree, ["scripts/kconfig/merge_config.sh", "-m", ".config", *map(str, wanted)])
-    _run_in(tree, ["make", "olddefconfig"])
+        run(["vng", "--kconfig"])
+    run(["scripts/kconfig/merge_config.sh", "-m", ".config", *map(str, wanted)])
+    run(["make", "olddefconfig"])
     config = read_config(tree / ".config")
     if unmet := unmet_options(config, [BOOT_FRAGMENT]):
         raise SetupError(f"{tree}/.config lacks {', '.join(unmet)}, which the VM needs to "
@@ -134,13 +140,61 @@ def build(tree, debug=False, jobs=None):
     if unmet := unmet_options(config, [f for f in wanted if f != BOOT_FRAGMENT]):
         print(f"mptcp-nvme build: warning: {tree}/.config lacks {', '.join(unmet)}; "
               "the selftests that need them will SKIP", file=sys.stderr, flush=True)
-    _run_in(tree, ["vng", "--build"] + (["--jobs", str(jobs)] if jobs else []))
+    # --verbose: without it vng runs make quietly, and the log would show no progress
+    run(["vng", "--verbose", "--build"] + (["--jobs", str(jobs)] if jobs else []))
     return locate(str(tree), rootfs="/nonexistent")
 
 
-def _run_in(tree, argv):
-    if subprocess.run(argv, cwd=tree, env=tools.tool_env()).returncode:
-        raise SetupError(f"kernel build in {tree} failed (command: {' '.join(argv)})")
+PROGRESS_EVERY = 30.0
+_ERROR_LINE = re.compile(r"(?:\berror\b|\*\*\*|Error \d|No rule to make target)", re.I)
+_STEP_LINE = re.compile(r"^\s+(CC|LD|AR|AS|CC \[M\]|LD \[M\]|BTF|LINK|OBJCOPY)\s+(\S+)")
+
+
+def first_error(lines):
+    """The line of a build log that says what broke: the first compiler error
+    ('file:line: error: ...'), else the first make/kbuild error line."""
+    lines = list(lines)
+    for pattern in (r":\d+:(\d+:)? (fatal )?error: ", r"\*\*\*|Error \d|No rule to make target",
+                    _ERROR_LINE.pattern):
+        for line in lines:
+            if re.search(pattern, line, re.I):
+                return line.strip()
+    return None
+
+
+class _Logged:
+    """Runs build steps with their output in ``log`` and one progress line on stderr
+    every PROGRESS_EVERY seconds; a failure names its first error line and the log."""
+
+    def __init__(self, tree, log):
+        self.tree, self.log = tree, log
+        self.started = time.monotonic()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+
+    def __call__(self, argv):
+        steps, last, next_report = 0, "", time.monotonic() + PROGRESS_EVERY
+        errors = []
+        with open(self.log, "a", errors="replace") as out:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
+            proc = subprocess.Popen(argv, cwd=self.tree, env=tools.tool_env(), text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    errors="replace")
+            for line in proc.stdout:
+                out.write(line)
+                if match := _STEP_LINE.match(line):
+                    steps, last = steps + 1, match[2]
+                elif _ERROR_LINE.search(line) and len(errors) < 200:
+                    errors.append(line)
+                if time.monotonic() >= next_report:
+                    minutes = (time.monotonic() - self.started) / 60
+                    print(f"build: {minutes:.0f} min, {steps} steps of {argv[0]} {argv[-1]}, "
+                          f"now {last}", file=sys.stderr, flush=True)
+                    next_report += PROGRESS_EVERY
+        if proc.wait():
+            error = first_error(errors) or f"{' '.join(argv)} exited {proc.returncode}"
+            raise SetupError(f"kernel build in {self.tree} failed: {error} (log: {self.log})")
 
 
 def read_config(path):

@@ -6,6 +6,7 @@ or ``--guest-agent`` is given.
 
 import argparse
 import collections
+import fnmatch
 import itertools
 import json
 import os
@@ -40,6 +41,9 @@ def pytest_addoption(parser):
     group.addoption("--results-dir", metavar="DIR", help="console logs, dmesg and artifacts")
     group.addoption("--expect-all-features", action="store_true",
                     help="a missing kernel feature fails the test instead of skipping it")
+    group.addoption("--allow-missing", action="append", default=[], metavar="REQUIREMENT",
+                    help="with --expect-all-features, still SKIP when only these requirements "
+                         "are unmet (fnmatch patterns, e.g. 'tls:mptcp'); repeatable")
     group.addoption("--vm", action="store_true", help="run the selftests in a virtme-ng guest")
     group.addoption("--kernel", help="kernel tree, bzImage or rootfs version (default: newest in rootfs)")
     group.addoption("--modules", help="lib/modules/<release> directory for a bzImage")
@@ -58,12 +62,19 @@ def pytest_addoption(parser):
                     help="multipath iopolicy(ies) (default: each test's matrix)")
     group.addoption("--loss", action="store_true", help="netem delay 5ms loss 0.5%% on every link")
     group.addoption("--tls", action="store_true", help="the script scenario over TLS 1.3")
+    group.addoption("--family", action="append", choices=topology.FAMILIES,
+                    help="address family of the script scenario (newer mptcp_nvme.sh's first "
+                         "argument): ipv4, ipv6 or v4map; repeatable")
+    group.addoption("--host-iface", metavar="IFNAME",
+                    help="the script scenario passes --host-iface IFNAME to every discover "
+                         "and connect and checks that the queue sockets are bound to it")
     group.addoption("--topology", type=topology_file, help="a topology TOML file (topologies/)")
     group.addoption("--guest-agent", action="store_true",
                     help="internal: serve tests to the host from inside the guest")
 
 
-SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "tls", "topology", "expect_all_features")
+SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "tls", "topology", "expect_all_features",
+                 "allow_missing", "family", "host_iface")
 
 
 def path_count(text):
@@ -137,11 +148,17 @@ def features(pytestconfig):
 
 
 def require(config, *requirements):
-    """Skip (or fail with --expect-all-features) naming every unmet requirement."""
-    unmet = [why for why in map(probed(config).unmet, requirements) if why]
+    """Skip naming every unmet requirement; with --expect-all-features fail instead,
+    unless each unmet one matches an --allow-missing pattern."""
+    features = probed(config)
+    unmet = [(requirement, why) for requirement in requirements
+             if (why := features.unmet(requirement))]
     if unmet:
-        message = "missing: " + "; ".join(unmet)
-        if config.getoption("expect_all_features"):
+        message = "missing: " + "; ".join(why for _, why in unmet)
+        allowed = config.getoption("allow_missing") or ()
+        excused = all(any(fnmatch.fnmatchcase(requirement, pattern) for pattern in allowed)
+                      for requirement, _ in unmet)
+        if config.getoption("expect_all_features") and not excused:
             pytest.fail(message + " (--expect-all-features)", pytrace=False)
         pytest.skip(message)
 

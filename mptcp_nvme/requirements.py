@@ -2,7 +2,9 @@
 
 Tests declare requirements as strings, ``@pytest.mark.requires("module:nvmet",
 "kconfig:NVME_TCP_TLS", "tool:tlshd", "trtype:mptcp", "iopolicy:queue-depth",
-"feature:tls")``; every unmet one is named in the SKIP reason.
+"feature:tls", "tls:mptcp")``; every unmet one is named in the SKIP reason.
+``tls:<trtype>`` is TLS on ports of that transport: nvmet must take addr_tsas=tls1.3
+there (the NVMe mptcp transport needs kTLS on MPTCP sockets for it, a further series).
 """
 
 import contextlib
@@ -25,7 +27,9 @@ PROBE_MODULES = ("nvmet", "nvmet_tcp", "nvme_tcp")
 PROBE_TRTYPES = ("tcp", "mptcp")
 IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
 TOOLS = ("nvme", "fio", "keyctl", "tlshd", "iperf3", "losetup", "nsenter")
-KINDS = ("module", "kconfig", "tool", "trtype", "iopolicy", "feature")
+KINDS = ("module", "kconfig", "tool", "trtype", "iopolicy", "feature", "tls")
+# Why TLS is refused on a transport, beyond nvmet's errno.
+TLS_REFUSAL_HINTS = {"mptcp": "no kTLS on MPTCP sockets (needs the MPTCP kTLS series)"}
 
 
 def read_kconfig(release=None):
@@ -76,24 +80,38 @@ def mount_configfs():
 
 
 def probe_trtypes(candidates=PROBE_TRTYPES):
-    """Transports nvmet accepts, tried on a scratch port: {trtype: None or the error}."""
+    """Transports nvmet accepts, and TLS on each, tried on a scratch port:
+    ({trtype: None or why not}, {trtype: None or why no TLS there})."""
     port = NVMET / "ports" / str(random.randint(30000, 39999))
-    verdicts = {}
+    verdicts, tls = {}, {}
     try:
         port.mkdir()
     except OSError as err:
-        return {trtype: f"cannot create an nvmet port: {err.strerror}" for trtype in candidates}
+        why = f"cannot create an nvmet port: {err.strerror}"
+        return dict.fromkeys(candidates, why), dict.fromkeys(candidates, why)
     try:
         for trtype in candidates:
             try:
                 (port / "addr_trtype").write_text(trtype)
                 verdicts[trtype] = None
             except OSError as err:
-                name = errno.errorcode.get(err.errno, str(err.errno))
-                verdicts[trtype] = f"nvmet rejects addr_trtype={trtype} ({name})"
+                verdicts[trtype] = f"nvmet rejects addr_trtype={trtype} ({_errname(err)})"
+                tls[trtype] = f"NVMe transport {trtype} missing"
+                continue
+            try:
+                (port / "addr_tsas").write_text("tls1.3")
+                tls[trtype] = None
+            except OSError as err:
+                hint = TLS_REFUSAL_HINTS.get(trtype)
+                tls[trtype] = (f"nvmet rejects addr_tsas=tls1.3 on a {trtype} port "
+                               f"({_errname(err)})" + (f": {hint}" if hint else ""))
     finally:
         port.rmdir()
-    return verdicts
+    return verdicts, tls
+
+
+def _errname(err):
+    return errno.errorcode.get(err.errno, str(err.errno))
 
 
 def probe_iopolicies():
@@ -132,6 +150,7 @@ class Features:
     modules: dict        # name -> loaded?
     configfs: bool
     trtypes: dict        # trtype -> None (accepted) or why not
+    tls_trtypes: dict    # trtype -> None (TLS ports accepted) or why not
     iopolicies: tuple
     fabrics_options: tuple
     tools: dict          # name -> path or None
@@ -141,15 +160,16 @@ class Features:
         modules = {name: load_module(name) for name in PROBE_MODULES}
         configfs = mount_configfs()
         if modules["nvmet"] and configfs:
-            trtypes = probe_trtypes()
+            trtypes, tls_trtypes = probe_trtypes()
         else:
-            trtypes = {t: "nvmet or configfs unavailable" for t in PROBE_TRTYPES}
+            trtypes = tls_trtypes = dict.fromkeys(PROBE_TRTYPES, "nvmet or configfs unavailable")
         return cls(
             release=platform.release(),
             kconfig=read_kconfig(),
             modules=modules,
             configfs=configfs,
             trtypes=trtypes,
+            tls_trtypes=tls_trtypes,
             iopolicies=probe_iopolicies(),
             fabrics_options=fabrics_options(),
             tools={tool: shutil.which(tool) for tool in TOOLS},
@@ -173,6 +193,9 @@ class Features:
             return None if name in self.iopolicies else f"iopolicy {name} not offered by nvme_core"
         if kind == "feature" and name == "tls":
             return None if "tls" in self.fabrics_options else "/dev/nvme-fabrics has no tls option"
+        if kind == "tls":
+            reason = self.tls_trtypes.get(name, f"TLS on trtype {name} not probed")
+            return None if reason is None else f"TLS over {name}: {reason}"
         raise ValueError(f"unknown requirement {requirement!r} (kinds: {', '.join(KINDS)})")
 
     def summary(self):
@@ -182,7 +205,12 @@ class Features:
         trtypes += f" ({refused})" if refused else ""
         missing_tools = ",".join(t for t, path in self.tools.items() if not path) or "none"
         modules = ",".join(n for n, ok in self.modules.items() if ok) or "none"
+        tls = "no (/dev/nvme-fabrics has no tls option)"
+        if "tls" in self.fabrics_options:
+            tls = ",".join(t for t, why in self.tls_trtypes.items() if why is None) or "none"
+            tls += "".join(f" ({t}: {why})" for t, why in self.tls_trtypes.items()
+                           if why and self.trtypes.get(t) is None)
         return (f"kernel {self.release}: modules {modules}; nvmet trtypes {trtypes}; "
-                f"tls {'yes' if 'tls' in self.fabrics_options else 'no'}; "
+                f"tls {tls}; "
                 f"iopolicies {','.join(self.iopolicies) or 'none'}; "
                 f"kconfig {'yes' if self.kconfig else 'unknown'}; missing tools {missing_tools}")

@@ -29,7 +29,8 @@ from mptcp_nvme.poll import wait_for
 
 TLS_NEEDS = ("kconfig:NVME_TCP_TLS", "kconfig:NVME_TARGET_TCP_TLS", "kconfig:NET_HANDSHAKE",
              "kconfig:TLS", "module:tls", "tool:tlshd", "tool:keyctl", "tool:nvme",
-             "tool:unshare", "feature:tls")
+             "tool:unshare", "feature:tls",
+             "kconfig:NETLINK_DIAG")   # tlshd readiness: its handshake group membership
 NVME_KEYRING = ".nvme"
 # The TLS selftests connect with this host NQN: their PSKs are made for it.
 SUITE_HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b5e7e4a-2f2c-4d8e-9a53-6c1f3e2d7a10"

@@ -10,8 +10,9 @@ A topology file is TOML; only ``[[link]]`` is required, defaults are the script'
     subflows = 8                   # MPTCP limits, 0..8
     add_addr_accepted = 8
     endpoint_flags = ["signal"]    # signal|subflow|backup|fullmesh; [] = no endpoints
+    source_routes = false          # a routing table per link for its source address
 
-    [host]                         # the NVMe host side: "ns2", 8, 8, ["subflow"]
+    [host]                         # the NVMe host side: "ns2", 8, 8, ["subflow"], true
 
     [[link]]                       # veth pair i = 1, 2, ... (at most 8)
     name = "path1"                 # default path<i>
@@ -25,15 +26,22 @@ A topology file is TOML; only ``[[link]]`` is required, defaults are the script'
 
 Interfaces are ns1eth<i> (target) and ns2eth<i> (host); the host has a default route via
 each target address with metric 100 + i (the script's 10$i). v4map links carry IPv4
-addresses that applications use as IPv4-mapped IPv6 (::ffff:10.1.<i>.1). As in the script,
-the host's subflow endpoints join towards the address it connected to: one connection's
-host->target bytes leave by that address's link, target->host bytes spread over all links.
+addresses that applications use as IPv4-mapped IPv6 (::ffff:10.1.<i>.1).
+
+Source routes (on by default on the host side, a deviation from the script): a policy
+rule per link sends whatever has that link's address as its source out of that link
+(table 100 + i, default via the peer's address). The host's subflow endpoints join
+towards the address the connection was made to, 10.1.1.1 for the first path; without
+these rules every such subflow's host->target bytes leave by link 1 (routing looks at
+the destination only), so NVMe writes over MPTCP would not spread while reads do. With
+them, each subflow uses the link of its host address in both directions.
 """
 
 import ipaddress
 import os
 import re
 import secrets
+import socket
 import tomllib
 from collections import namedtuple
 from contextlib import ExitStack, contextmanager
@@ -114,10 +122,11 @@ class Side:
     subflows: int = 8
     add_addr_accepted: int = 8
     endpoint_flags: tuple = ()
+    source_routes: bool = False
 
 
 SCRIPT_TARGET = Side("ns1", endpoint_flags=("signal",))
-SCRIPT_HOST = Side("ns2", endpoint_flags=("subflow",))
+SCRIPT_HOST = Side("ns2", endpoint_flags=("subflow",), source_routes=True)
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,7 @@ _FLAGS = (lambda flags: isinstance(flags, list) and all(f in tuple(ENDPOINT_FLAG
           f"a list of {', '.join(ENDPOINT_FLAGS)}")
 _NAMESPACE = (lambda name: isinstance(name, str) and _NAME.fullmatch(name),
               "1..32 letters, digits, '_', '.', '-'")
+_BOOL = (lambda value: isinstance(value, bool), "true or false")
 
 
 def _topology(data):
@@ -258,7 +268,8 @@ def _side(data, key, default):
                 _value(data, "subflows", prefix, default.subflows, *_LIMIT),
                 _value(data, "add_addr_accepted", prefix, default.add_addr_accepted, *_LIMIT),
                 tuple(dict.fromkeys(_value(data, "endpoint_flags", prefix,
-                                           list(default.endpoint_flags), *_FLAGS))))
+                                           list(default.endpoint_flags), *_FLAGS))),
+                _value(data, "source_routes", prefix, default.source_routes, *_BOOL))
 
 
 def _link(data, index, default_family, previous):
@@ -449,6 +460,9 @@ def build(topology, suffix=None):
                          f"links up and addresses usable in {end.ns.name}")
         _add_default_routes(topology, ends[1])
         for end in ends:
+            if end.side.source_routes:
+                _add_source_routes(topology, end)
+        for end in ends:
             with _step(f"net.mptcp.enabled=1 in {end.ns.name}"):
                 end.ns.sysctl("net.mptcp.enabled", 1)
             for link in topology.links:
@@ -494,6 +508,21 @@ def _add_default_routes(topology, host):
         with _step(f"default route via {gateway} in {host.ns.name}"):
             host.ipr.route("add", dst="::/0" if gateway.version == 6 else "0.0.0.0/0",
                            gateway=str(gateway), priority=link.route_metric)
+
+
+def _add_source_routes(topology, end):
+    """Per link: 'from <this end's address> lookup 100+i', default via the peer there."""
+    for link in topology.links:
+        own, peer = ((link.host_addr, link.target_addr) if end.is_host
+                     else (link.target_addr, link.host_addr))
+        family = socket.AF_INET6 if own.version == 6 else socket.AF_INET
+        table = link.route_metric
+        with _step(f"source route for {own.ip} via {end.ifname(link)} in {end.ns.name}"):
+            end.ipr.route("add", dst="::/0" if own.version == 6 else "0.0.0.0/0",
+                          gateway=str(peer.ip), oif=end.ifindex(end.ifname(link)), table=table,
+                          family=family)
+            end.ipr.rule("add", family=family, src=str(own.ip), src_len=own.max_prefixlen,
+                         table=table, priority=1000 + link.index)
 
 
 def _add_endpoints(topology, end):

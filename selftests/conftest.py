@@ -10,16 +10,45 @@ from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme import host, nvmet, topology
-from mptcp_nvme.plugin import enable_selftest_checks, require, results_dir
+from mptcp_nvme import evidence, host, nvmet, topology
+from mptcp_nvme.plugin import DIAG, enable_selftest_checks, require, results_dir
 from mptcp_nvme.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
 
+# What proving a controller's transport from its sockets needs (evidence.py).
+EVIDENCE_NEEDS = {"tcp": ("kconfig:INET_DIAG",),
+                  "mptcp": ("kconfig:INET_DIAG", "kconfig:INET_MPTCP_DIAG")}
+PROBLEMS = pytest.StashKey[list]()
 
 
 def pytest_configure(config):
     enable_selftest_checks(config)
     config.addinivalue_line("markers", "matrix(**values): default parameter values, e.g. "
                             "matrix(trtype=('tcp', 'mptcp'), paths=(1, 4))")
+    config.addinivalue_line("markers", "mptcp_fallback_expected: MPTcpExt fallback counters "
+                            "do not fail this test")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After the test: the MPTcpExt counters of each of its namespaces go into its
+    diagnostics, and a fallback or checksum error fails it, as does a queue-socket
+    proof (prove_transport) that did not hold. Namespaces are made per test, so the
+    counters are this test's."""
+    problems = item.stash.setdefault(PROBLEMS, [])    # prove_transport may have added
+    try:
+        return (yield)
+    finally:
+        for network in [v for v in item.funcargs.values() if isinstance(v, topology.Network)]:
+            for side, netns in (("target", network.target), ("host", network.host)):
+                with netns.enter():
+                    counters = evidence.mptcp_counters()
+                if shown := evidence.reported({k: v for k, v in counters.items() if v}):
+                    item.user_properties.append(
+                        (DIAG, f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in shown.items())))
+                if not item.get_closest_marker("mptcp_fallback_expected"):
+                    problems += [f"{side}: {p}" for p in evidence.counter_problems(counters)]
+        if problems:
+            raise AssertionError("MPTCP evidence: " + "; ".join(problems))
 
 
 def pytest_generate_tests(metafunc):
@@ -47,8 +76,31 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def trtype(request):
-    require(request.config, *nvmet.REQUIREMENTS, *host.REQUIREMENTS, f"trtype:{request.param}")
+    require(request.config, *nvmet.REQUIREMENTS, *host.REQUIREMENTS, f"trtype:{request.param}",
+            *EVIDENCE_NEEDS[request.param])
     return request.param
+
+
+@pytest.fixture
+def prove_transport(request, network, trtype):
+    """prove(host, nqn): the kernel's sockets under every controller of ``nqn`` are
+    ``trtype`` (mptcp: no fallback, subflows from every host link with an MPTCP
+    endpoint); their description goes into the test's diagnostics, a mismatch fails it
+    (after the test body, so its own results still show)."""
+    links = network.topology.links if network.topology.host.endpoint_flags else ()
+
+    def prove(nvme_host, nqn):
+        try:
+            ctrls = evidence.prove_queues(network.host, nvme_host, nqn, trtype, links)
+        except evidence.TransportProofFailed as err:
+            request.node.stash.setdefault(PROBLEMS, []).append(str(err))
+            ctrls = []
+        for ctrl in ctrls:
+            request.node.user_properties.append((DIAG, evidence.describe(ctrl, network.topology.links)))
+        prove.proven[nqn] = ctrls
+        return ctrls
+    prove.proven = {}
+    return prove
 
 
 @pytest.fixture
@@ -83,11 +135,12 @@ def backing_device():
 @pytest.fixture
 def make_target(network, backing_device, trtype):
     """Factory: an nvmet target on every path of ``network`` (listeners in its target
-    netns); options as nvmet.Target (tls, treq, ...). Torn down after the test."""
+    netns), or on ``addresses``; options as nvmet.Target (tls, treq, ...). Torn down
+    after the test."""
     with ExitStack() as targets:
-        def make(**options):
+        def make(addresses=None, **options):
             links = network.topology.links
-            target = nvmet.Target(backing_device, trtype, network.topology.traddrs,
+            target = nvmet.Target(backing_device, trtype, addresses or network.topology.traddrs,
                                   adrfam=links[0].adrfam, in_target_netns=network.target.enter,
                                   **options)
             return targets.enter_context(target)
@@ -132,7 +185,14 @@ def treq():
 
 
 @pytest.fixture
-def tls_target(psks, tlshd, make_target, subsysnqn, treq):
+def tls_transport(request, trtype):
+    """SKIP before anything is set up when nvmet refuses TLS ports of ``trtype``."""
+    require(request.config, f"tls:{trtype}")
+    return trtype
+
+
+@pytest.fixture
+def tls_target(tls_transport, psks, tlshd, make_target, subsysnqn, treq):
     """The subsystem on every path, ports with addr_tsas=tls1.3."""
     return make_target(nqn=subsysnqn, tls=True, treq=treq)
 
@@ -143,8 +203,10 @@ def tls_host(network):
 
 
 @pytest.fixture
-def connection(nvme_host, target, network):
-    """One controller per path to ``target``; always disconnected afterwards."""
+def connection(nvme_host, target, network, prove_transport):
+    """One controller per path to ``target``, its queue sockets proven to be of the
+    target's trtype; always disconnected afterwards."""
     with nvme_host.connected(target.trtype, network.topology.traddrs, target.trsvcid,
                              target.nqn) as conn:
+        prove_transport(nvme_host, conn.nqn)
         yield conn

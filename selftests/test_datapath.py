@@ -3,7 +3,8 @@ evidence the script never gathered: which links the traffic really used."""
 
 import pytest
 
-from mptcp_nvme import fio, stream, topology
+from mptcp_nvme import evidence, fio, nvmet, stream, topology
+from mptcp_nvme.errors import SetupError
 from mptcp_nvme.plugin import DIAG, require
 
 # Short fio runs keep the matrix affordable under TCG; the script's own scenario
@@ -37,14 +38,37 @@ def test_discover(target, nvme_host, network):
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4))
-def test_connect(connection, nvme_host, network, trtype, paths):
-    """connect one controller per path over {trtype}"""
+def test_connect(connection, nvme_host, network, trtype, paths, prove_transport):
+    """connect one controller per path over {trtype}: every queue's socket is {trtype}"""
     controllers = nvme_host.controllers(connection.nqn)
     assert len(controllers) == paths
     assert {c.state for c in controllers} == {"live"}
-    assert {c.transport for c in controllers} == {trtype}
     assert {c.address["traddr"] for c in controllers} == set(network.topology.traddrs)
     assert connection.device.startswith("/dev/nvme")
+    # The transport from the kernel's sockets, not sysfs 'transport' (some revisions of
+    # the series read "tcp" there for mptcp controllers).
+    proven = prove_transport.proven[connection.nqn]     # by the connection fixture
+    assert len(proven) == paths and {c.transport for c in proven} == {trtype}, proven
+    assert all(len(c.queues) == c.queue_count >= 2 for c in proven), proven
+
+
+@pytest.mark.matrix(trtype=("mptcp",), paths=(1,))
+@pytest.mark.mptcp_fallback_expected
+def test_mptcp_connect_to_tcp_port_is_caught(network, backing_device, trtype, nvme_host):
+    """nvme connect -t mptcp to a tcp-only port: the queues fell back to TCP, and the proof says so"""
+    target = nvmet.Target(backing_device, "tcp", network.topology.traddrs,
+                          in_target_netns=network.target.enter)
+    links = network.topology.links
+    with target:
+        try:
+            with nvme_host.connected("mptcp", network.topology.traddrs, target.trsvcid,
+                                     target.nqn):
+                with pytest.raises(evidence.TransportProofFailed,
+                                   match=r"MPTCP fallback\), not mptcp"):
+                    evidence.prove_queues(network.host, nvme_host, target.nqn, "mptcp", links,
+                                          timeout=3)
+        except SetupError as err:        # a kernel that refuses the fallback is right too
+            assert "connect" in str(err), err
 
 
 @pytest.mark.matrix(trtype=("tcp",), paths=(2,), iopolicy=("numa", "round-robin", "queue-depth"))

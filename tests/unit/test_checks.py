@@ -18,6 +18,7 @@ def features():
         release="7.3.4", kconfig={"NVME_TCP": "m", "NVME_TCP_TLS": "y", "MPTCP": "n"},
         modules={"nvmet": True}, configfs=True,
         trtypes={"tcp": None, "mptcp": "nvmet rejects addr_trtype=mptcp (EINVAL)"},
+        tls_trtypes={"tcp": None, "mptcp": "NVMe transport mptcp missing"},
         iopolicies=("numa", "round-robin"), fabrics_options=("transport", "tls"),
         tools={"nvme": "/usr/sbin/nvme", "tlshd": None})
 
@@ -32,6 +33,8 @@ def features():
     ("iopolicy:round-robin", None),
     ("iopolicy:queue-depth", "iopolicy queue-depth not offered by nvme_core"),
     ("feature:tls", None),
+    ("tls:tcp", None),
+    ("tls:mptcp", "TLS over mptcp: NVMe transport mptcp missing"),
     ("tool:nvme", None),
     ("tool:definitely-not-installed", "tool definitely-not-installed not installed"),
 ])
@@ -47,7 +50,16 @@ def test_unknown_requirement_kind_is_a_bug_in_the_test(features):
 def test_summary_names_refused_transports(features):
     summary = features.summary()
     assert "nvmet trtypes tcp (nvmet rejects addr_trtype=mptcp (EINVAL))" in summary
+    assert "tls tcp;" in summary
     assert "missing tools tlshd" in summary
+
+
+def test_summary_names_tls_refused_on_a_transport_the_kernel_has(features):
+    features.trtypes["mptcp"] = None
+    features.tls_trtypes["mptcp"] = ("nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL): "
+                                     + requirements.TLS_REFUSAL_HINTS["mptcp"])
+    assert features.unmet("tls:mptcp").startswith("TLS over mptcp: nvmet rejects addr_tsas")
+    assert "MPTCP kTLS" in features.summary()
 
 
 def test_problem_patterns():

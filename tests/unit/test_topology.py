@@ -7,6 +7,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -231,9 +232,15 @@ def addresses(ipr):
             and not ipaddress.ip_address(msg.get("address")).is_link_local}
 
 
-def default_routes(ipr, family):
+def default_routes(ipr, family, table=254):
     return {(msg.get("gateway"), msg.get("priority"))
-            for msg in ipr.get_routes(family=family) if msg["dst_len"] == 0}
+            for msg in ipr.get_routes(family=family, table=table) if msg["dst_len"] == 0}
+
+
+def source_rules(ipr, family):
+    """{(source address, table)} of the policy rules that match on a source."""
+    return {(msg.get_attr("FRA_SRC"), msg.get_attr("FRA_TABLE"))
+            for msg in ipr.get_rules(family=family) if msg["src_len"]}
 
 
 def endpoints(ns):
@@ -324,6 +331,13 @@ def test_build_unshaped(missing, family):
             inet = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
             assert default_routes(ipr, inet) == {(str(link.target_addr.ip), 100 + link.index)
                                                  for link in topo.links}
+            assert source_rules(ipr, inet) == {(str(link.host_addr.ip), 100 + link.index)
+                                               for link in topo.links}
+            for link in topo.links:
+                routes = default_routes(ipr, inet, table=100 + link.index)
+                assert {gateway for gateway, _ in routes} == {str(link.target_addr.ip)}
+        with net.target.iproute() as ipr:
+            assert source_rules(ipr, socket.AF_INET6 if family == "ipv6" else socket.AF_INET) == set()
         assert endpoints(net.target) == ((8, 8), {(str(link.target_addr.ip), 1)
                                                    for link in topo.links})
         assert endpoints(net.host) == ((8, 8), {(str(link.host_addr.ip), 2)
@@ -340,6 +354,38 @@ def test_build_unshaped(missing, family):
         assert after[2].tx_bytes - before[2].tx_bytes >= 1 << 16
         assert after[2].rx_bytes > before[2].rx_bytes
     assert gone(net)
+
+
+@pytest.mark.parametrize("family", ("ipv4", "ipv6"))
+def test_source_routes_keep_a_cross_path_connection_on_its_source_link(missing, family):
+    """A host socket bound to link 2's address and connected to link 1's target address
+    (what an MPTCP subflow endpoint does) leaves by link 2, not by link 1."""
+    require(missing, "veth", "MPTCP")
+    topo = with_family(unshaped(load_topology(TOPOLOGY_DIR / "2path.toml")), family)
+    inet = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    with build(topo) as net:
+        first, second = topo.links
+        with net.target.enter():
+            server = socket.socket(inet, socket.SOCK_STREAM)
+        with net.host.enter():
+            client = socket.socket(inet, socket.SOCK_STREAM)
+        with server, client:
+            server.bind((first.traddr, 0))
+            server.listen()
+            client.settimeout(10)
+            client.bind((second.host_traddr, 0))
+            before = net.link_counters()
+            client.connect((first.traddr, server.getsockname()[1]))
+            peer, _ = server.accept()
+            with peer:
+                drain = threading.Thread(target=lambda: [None for _ in iter(lambda: peer.recv(1 << 16), b"")])
+                drain.start()
+                client.sendall(b"w" * (1 << 20))
+                client.shutdown(socket.SHUT_WR)
+                drain.join(timeout=10)
+            after = net.link_counters()
+        sent = {i: after[i].tx_bytes - before[i].tx_bytes for i in after}
+        assert sent[2] > 1 << 20 and sent[1] < 1 << 16, sent
 
 
 def test_build_2path_with_netem(missing):

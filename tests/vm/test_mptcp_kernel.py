@@ -1,0 +1,79 @@
+"""VM integration on the test kernel with the NVMe mptcp transport (the CI stand-in built
+by ./ci/mptcp-kernel; ./ci/test builds it and passes its tree in MPTCP_NVME_TEST_KERNEL).
+
+Every selftest passes there with --expect-all-features, except TLS over mptcp, which SKIPs
+naming the missing MPTCP kTLS support; the script's mptcp scenario shows, for every NVMe
+queue, an MPTCP connection with subflows on all 4 links and no fallback."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from mptcp_nvme import ktap
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.vm
+
+KERNEL = os.environ.get("MPTCP_NVME_TEST_KERNEL")
+needs_kernel = pytest.mark.skipif(
+    not KERNEL, reason="MPTCP_NVME_TEST_KERNEL is not set (./ci/test sets it to the tree "
+                       "that ./ci/mptcp-kernel prints)")
+TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL)"
+
+
+@needs_kernel
+def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
+    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features",
+                     "--allow-missing", "tls:mptcp", REPO / "selftests", timeout=2400)
+    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
+    mptcp = [r for r in run.results if " over mptcp" in r.description or "[mptcp-" in r.description]
+    assert len(mptcp) >= 12, [r.description for r in mptcp]
+    for result in run.results:
+        if result.directive == "SKIP":
+            assert "tls" in result.description.lower() and "mptcp" in result.description, result
+            assert TLS_OVER_MPTCP in result.reason and "MPTCP kTLS" in result.reason, result
+        else:
+            assert result.ok and result.directive is None, result
+    assert re.search(r"^# kernel .*nvmet trtypes tcp,mptcp;", run.stdout, re.M), run.stdout[:2000]
+    assert not any(run.leftovers().values()), run.leftovers()
+
+
+@needs_kernel
+def test_expect_all_features_fails_tls_over_mptcp_unless_allowed(mptcp_nvme):
+    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-k",
+                     "tls_connect_and_fio and mptcp", REPO / "selftests/test_tls.py")
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
+    [result] = run.results
+    assert not result.ok and TLS_OVER_MPTCP in run.stdout, run.stdout
+
+
+@needs_kernel
+def test_script_mptcp_1_spreads_every_queue_over_4_links(mptcp_nvme):
+    run = mptcp_nvme("script", "mptcp", "1", "--kernel", KERNEL, "--expect-all-features")
+    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
+    [queues] = re.findall(r"^# (nvme\d+ -> 10\.1\.1\.1:\d+: .*)$", run.stdout, re.M)
+    counts = re.search(r"(\d+)/(\d+) queue sockets, mptcp, subflows per queue ([\d/]+), "
+                       r"per link path1=\d+ path2=\d+ path3=\d+ path4=\d+$", queues)
+    assert counts and counts[1] == counts[2], queues
+    assert re.search(r"^# MPTcpExt host: .*MPJoinSynAckRx=\d+", run.stdout, re.M), run.stdout
+    assert "Fallback" not in "".join(re.findall(r"^# MPTcpExt .*$", run.stdout, re.M))
+    spread = re.search(r"host->target: path1=(\d+) path2=(\d+) path3=(\d+) path4=(\d+)$",
+                       run.stdout, re.M)
+    sent = [int(n) for n in spread.groups()]
+    assert min(sent) > sum(sent) / 16, f"writes did not spread over the links: {sent}"
+
+
+@needs_kernel
+def test_mptcp_kernel_tree_is_cached_and_named_last(tmp_path):
+    """./ci/mptcp-kernel on a warm cache answers at once with the same tree, last line."""
+    import subprocess
+    import time
+    started = time.monotonic()
+    done = subprocess.run([str(REPO / "ci/mptcp-kernel")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.splitlines()[-1]) == Path(KERNEL)
+    assert time.monotonic() - started < 60, "a warm ./ci/mptcp-kernel rebuilt something"
