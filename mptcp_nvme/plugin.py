@@ -4,7 +4,6 @@ Registered through the ``pytest11`` entry point; inert unless one of ``--ktap``,
 or ``--guest-agent`` is given.
 """
 
-import argparse
 import collections
 import fnmatch
 import itertools
@@ -13,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,91 +20,44 @@ import pytest
 from _pytest.reports import TestReport
 
 from . import kernel as kernel_mod
-from . import health, ktap, rootfs, topology
-from .errors import UsageError
-from .nvmet import TRTYPES
-from .requirements import IOPOLICIES, Features
+from . import health, ktap, options, rootfs
+from .requirements import Features
 from .remote import SOURCE_DIR, GuestAgent, GuestLayout, GuestSession, NotRun, guest_command
-from .vm import VMConfig, VMError, require_host_tools, resolve_accel
+from .vm import VMConfig, VMError, VMTimeout, require_host_tools, resolve_accel
 
 DIAG = "ktap_diag"
 DESCRIPTION = "ktap_description"
 DIRECTIVE = "ktap_directive"
+CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
+ARTIFACT = "artifact"         # a file kept for the test (host path)
+FLAKY = "flaky"               # failed attempts before it passed
 FAILURE_LINES = 60
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("mptcp_nvme", "mptcp-nvme selftests")
+    options.add_pytest_options(group)
     group.addoption("--ktap", metavar="PATH", help="write KTAP to PATH ('-' for stdout)")
-    group.addoption("--ktap-version", type=int, choices=(13, 1), default=13,
-                    help="13: 'TAP version 13' (mptcp_nvme.sh), 1: 'KTAP version 1'")
-    group.addoption("--results-dir", metavar="DIR", help="console logs, dmesg and artifacts")
-    group.addoption("--expect-all-features", action="store_true",
-                    help="a missing kernel feature fails the test instead of skipping it")
-    group.addoption("--allow-missing", action="append", default=[], metavar="REQUIREMENT",
-                    help="with --expect-all-features, still SKIP when only these requirements "
-                         "are unmet (fnmatch patterns, e.g. 'tls:mptcp'); repeatable")
     group.addoption("--vm", action="store_true", help="run the selftests in a virtme-ng guest")
-    group.addoption("--kernel", help="kernel tree, bzImage or rootfs version (default: newest in rootfs)")
-    group.addoption("--modules", help="lib/modules/<release> directory for a bzImage")
-    group.addoption("--rootfs", help="guest root: a built rootfs directory or 'host'")
-    group.addoption("--accel", default="auto", help="auto (probe KVM), kvm or tcg")
-    group.addoption("--cpus", type=int, default=2)
-    group.addoption("--memory", default="2G")
-    group.addoption("--append", action="append", default=[], help="extra kernel command line")
-    group.addoption("--boot-timeout", type=float, default=240.0, help="seconds to reach the agent")
-    group.addoption("--test-timeout", type=float, default=600.0, help="seconds per test in the VM")
-    group.addoption("--trtype", action="append", choices=TRTYPES,
-                    help="NVMe transport(s) to test (default: each test's matrix)")
-    group.addoption("--paths", action="append", type=path_count,
-                    help="number(s) of paths, 1..8 (default: each test's matrix)")
-    group.addoption("--iopolicy", action="append", choices=IOPOLICIES,
-                    help="multipath iopolicy(ies) (default: each test's matrix)")
-    group.addoption("--loss", action="store_true", help="netem delay 5ms loss 0.5%% on every link")
-    group.addoption("--tls", action="store_true", help="the script scenario over TLS 1.3")
-    group.addoption("--family", action="append", choices=topology.FAMILIES,
-                    help="address family of the script scenario (newer mptcp_nvme.sh's first "
-                         "argument): ipv4, ipv6 or v4map; repeatable")
-    group.addoption("--host-iface", metavar="IFNAME",
-                    help="the script scenario passes --host-iface IFNAME to every discover "
-                         "and connect and checks that the queue sockets are bound to it")
-    group.addoption("--topology", type=topology_file, help="a topology TOML file (topologies/)")
     group.addoption("--guest-agent", action="store_true",
                     help="internal: serve tests to the host from inside the guest")
-
-
-SUITE_OPTIONS = ("trtype", "paths", "iopolicy", "loss", "tls", "topology", "expect_all_features",
-                 "allow_missing", "family", "host_iface")
+    group.addoption("--guest-config", metavar="FILE",
+                    help="internal: the run's guest options as JSON (options.guest_config)")
 
 
 def path_count(text):
-    if not text.isdigit() or not 1 <= int(text) <= topology.MAX_LINKS:
-        raise argparse.ArgumentTypeError(f"path count must be 1..{topology.MAX_LINKS}, not {text!r}")
-    return int(text)
+    """--paths as the CLI checks it (options.OPTIONS)."""
+    return options.BY_NAME["paths"].convert(text)
 
 
-def topology_file(text):
-    """A valid topology file, as an absolute path (it is read again in the guest)."""
-    try:
-        topology.load_topology(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return str(Path(text).resolve())
+def guest_config_file(config, folder):
+    """The run's guest options, written where the guest reads them (its results folder)."""
+    path = Path(folder) / GUEST_CONFIG_NAME
+    path.write_text(options.guest_config(options.values(config.option)) + "\n")
+    return path
 
 
-def suite_arguments(config):
-    """The command-line options that shape the suite, to repeat in the guest."""
-    argv = []
-    for name in SUITE_OPTIONS:
-        value = config.getoption(name)
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [item for v in value for item in (flag, str(v))]
-        elif value:
-            argv += [flag, str(value)]
-    return argv
+GUEST_CONFIG_NAME = "guest-config.json"
 
 
 def pytest_configure(config):
@@ -112,6 +65,9 @@ def pytest_configure(config):
                             "e.g. 'module:nvmet', 'kconfig:NVME_TCP_TLS', 'tool:fio', "
                             "'trtype:mptcp', 'iopolicy:round-robin', 'feature:tls'")
     config.addinivalue_line("markers", "timeout(seconds): per-test limit in the VM")
+    if config.getoption("guest_config"):
+        options.apply_guest_config(Path(config.getoption("guest_config")).read_text(),
+                                   config.option, tempfile.mkdtemp(prefix="mptcp-nvme-"))
     if config.getoption("guest_agent"):
         config.pluginmanager.register(GuestAgent(config), "mptcp_nvme_agent")
         enable_selftest_checks(config)
@@ -122,6 +78,14 @@ def pytest_configure(config):
         enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
     if config.getoption("ktap") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")
+        if config.getoption("results_dir") and not config.getoption("guest_agent"):
+            from .results import ResultsJson
+            names = {"diag": DIAG, "description": DESCRIPTION, "crash": CRASH,
+                     "artifact": ARTIFACT, "flaky": FLAKY}
+            folder = results_dir(config)
+            config.pluginmanager.register(
+                ResultsJson(folder / "results.json", folder, summarize, names),
+                "mptcp_nvme_results_json")
 
 
 def enable_selftest_checks(config):
@@ -174,11 +138,16 @@ class SelftestChecks:
     def __init__(self, config):
         self.config = config
         self.kernel_log = None
+        self.kmemleak = None
 
     def pytest_runtest_setup(self, item):
         if self.kernel_log is None:
             self.kernel_log = health.KernelLog()
-            item.user_properties.append((DIAG, probed(self.config).summary()))
+            self.kmemleak = health.Kmemleak()
+            summary = probed(self.config).summary()
+            if not self.kmemleak.available:
+                summary += "; kmemleak not checked (no CONFIG_DEBUG_KMEMLEAK)"
+            item.user_properties.append((DIAG, summary))
         self.kernel_log.new_lines()             # this test's window starts here
         item.stash[self.TEST_LOG] = []
         require(self.config, *[r for mark in item.iter_markers("requires") for r in mark.args])
@@ -190,11 +159,19 @@ class SelftestChecks:
             return report
         lines = self.kernel_log.new_lines()
         item.stash[self.TEST_LOG] += lines
+        if report.when == "teardown" and self.kmemleak.available:
+            if leaks := self.kmemleak.new_leaks():
+                lines = lines + leaks.splitlines()
         bad = health.problems(lines)
         if bad and not report.failed:
+            from . import crash
+            found = crash.extract("\n".join(lines))
             report.outcome = "failed"
-            report.longrepr = (f"kernel log reports problems during {report.when}:\n"
-                               + "\n".join(bad))
+            report.longrepr = "\n\n".join(
+                [f"kernel log reports problems during {report.when}:"]
+                + [c.describe() for c in found]
+                + (["other problem lines:\n" + "\n".join(bad)] if not found else []))
+            report.user_properties += [(CRASH, c.summary()) for c in found]
         if report.failed:
             self._save_artifacts(item, report)
         return report
@@ -296,10 +273,7 @@ class KtapReporter:
             outcome, reason = "error", f"{props[DIRECTIVE]} {reason}".strip()
         if outcome in ("fail", "error", "xpass"):
             text = "\n".join(r.longreprtext for r in reports if r.failed)
-            lines = text.splitlines()
-            if len(lines) > FAILURE_LINES:
-                lines = [f"... ({len(lines) - FAILURE_LINES} lines above in junit.xml)"] + lines[-FAILURE_LINES:]
-            self.writer.diag("\n".join(lines))
+            self.writer.diag("\n".join(failure_window(text.splitlines())))
         time_ms = sum(r.duration for r in reports) * 1000
         self.writer.result(description, outcome, time_ms, reason)
 
@@ -315,6 +289,14 @@ class KtapReporter:
 KTAP_EXIT = pytest.StashKey[int]()
 
 
+def failure_window(lines, head=40, tail=FAILURE_LINES - 40):
+    """A long failure text's head (a crash report starts with kind, headline and
+    fingerprint) and tail (an assertion ends with its message)."""
+    if len(lines) <= head + tail:
+        return lines
+    return [*lines[:head], f"... ({len(lines) - head - tail} lines in junit.xml)", *lines[-tail:]]
+
+
 def summarize(reports):
     """(outcome, reason) of one test from its setup/call/teardown reports."""
     for report in reports:
@@ -325,7 +307,9 @@ def summarize(reports):
             return "skip", reason
     for report in reports:
         if report.failed:
-            if report.when == "call":
+            # a kernel problem found after the test (kmemleak at teardown) is its failure
+            found_by_gate = any(name == CRASH for name, _ in report.user_properties)
+            if report.when == "call" or found_by_gate:
                 return "fail", ""
             return "error", f"{report.when} failed"
     if any(hasattr(r, "wasxfail") for r in reports):
@@ -353,12 +337,14 @@ class VmRunner:
         self.diagnostics_sent = False
         self.header = None
         self.worker = getattr(config, "workerinput", {}).get("workerid", "main")
+        self.kernel = None
 
     def _vm_config(self):
         opt = self.config.getoption
         require_host_tools()
         root = rootfs.ensure(opt("rootfs"))
         kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
+        self.kernel = kernel
         kernel_mod.install_modules(kernel, root)
         image = None if root == Path("/") else rootfs.disk_image(root)
         out = results_dir(self.config) / f"vm-{self.worker}"
@@ -369,12 +355,14 @@ class VmRunner:
                        f"rootfs {root}")
         return VMConfig(
             kernel=kernel, root_image=image, accel=accel, cpus=opt("cpus"), memory=opt("memory"),
-            append=tuple(opt("append")), boot_timeout=opt("boot_timeout"),
+            append=tuple(opt("append") or ()), boot_timeout=opt("boot_timeout"),
             rwdirs={layout.results: str(out.resolve())},
             rodirs={layout.source: str(SOURCE_DIR)} if image else {},
             console_log=out / f"console-{next(self.boots)}.log",
             name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
-            command=guest_command(self.config.args, suite_arguments(self.config), layout),
+            command=guest_command(self.config.args, [
+                "--guest-config", f"{layout.results}/{guest_config_file(self.config, out).name}"],
+                layout),
         )
 
     def _guest(self):
@@ -411,21 +399,29 @@ class VmRunner:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
+        """Run ``item`` in the guest; with --retry-failed N a failed test runs again on a
+        fresh VM, up to N times, unless the kernel crashed (never retried away).
+
+        Not pytest-rerunfailures: it reruns by calling pytest_runtest_protocol's own
+        setup/call/teardown in this process, but here the test runs in the guest and
+        this hook replaces that protocol; a rerun must also boot a fresh VM."""
         ihook = item.ihook
         ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-        started = time.monotonic()
-        try:
-            guest = self._guest()
-            timeout = self._timeout(item)
-            data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
-            reports = [self._report(d) for d in data]
-        except NotRun as err:
-            reports = failure_reports(item, str(err), time.monotonic() - started)
-        except VMError as err:
+        retries = self.config.getoption("retry_failed")
+        earlier = []
+        for attempt in range(retries + 1):
+            reports = self._run_once(item, nextitem)
+            failed = any(r.failed for r in reports)
+            crashed = any(name == CRASH for r in reports for name, _ in r.user_properties)
+            if not failed or crashed or attempt == retries:
+                break
+            earlier.append(first_failure_line(reports))
             if self.session is not None:
-                self.session.close(grace=0)
-            directive = "TIMEOUT" if "timed out" in str(err).splitlines()[0] else None
-            reports = failure_reports(item, str(err), time.monotonic() - started, directive)
+                self.session.close(grace=0)           # the retry gets a fresh VM
+        if earlier and not failed:
+            reports[0].user_properties += [
+                (DIAG, f"flaky: passed on attempt {attempt + 1} of {retries + 1}; failed "
+                       f"before: {' | '.join(earlier)}"), (FLAKY, attempt)]
         if not self.diagnostics_sent and self.header:
             booted = f", booted in {self.session.booted_in:.1f}s" if self.session else ""
             reports[0].user_properties.insert(0, (DIAG, self.header + booted))
@@ -434,6 +430,42 @@ class VmRunner:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
+
+    def _run_once(self, item, nextitem):
+        started = time.monotonic()
+        mark = None
+        try:
+            guest = self._guest()
+            mark = guest.vm.console_mark()
+            timeout = self._timeout(item)
+            data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
+            return [self._report(d) for d in data]
+        except NotRun as err:
+            return failure_reports(item, str(err), time.monotonic() - started)
+        except VMError as err:
+            return self._guest_failure_reports(item, err, mark, time.monotonic() - started)
+
+    def _guest_failure_reports(self, item, err, mark, duration):
+        """The guest died or overran during ``item``: its crash reports (after sysrq w/l
+        for an overrun) instead of a console tail, the console kept as an artifact."""
+        hung = isinstance(err, VMTimeout)
+        session, lines = self.session, []
+        if session is not None and mark is not None:
+            if hung and session.alive and session.sysrq():
+                session.vm.wait_console_quiet()
+            lines = session.vm.console_since(mark)
+        if session is not None:
+            session.close(grace=0)
+        headline = str(err).split("\n--- console tail ---", 1)[0]
+        if mark is None:                  # never booted: the boot error says it all
+            return failure_reports(item, str(err), duration, "TIMEOUT" if hung else None)
+        from . import failures
+        tree = getattr(self.kernel, "tree", None)
+        report = failures.guest_failure(headline, lines, results_dir(self.config) / f"vm-{self.worker}",
+                                        item.nodeid, tree=tree, hung=hung)
+        props = [(CRASH, c.summary()) for c in report.crashes]
+        props += [(ARTIFACT, path) for path in report.artifacts]
+        return failure_reports(item, report.text, duration, "TIMEOUT" if hung else None, props)
 
     def _report(self, data):
         report = self.config.hook.pytest_report_from_serializable(config=self.config, data=data)
@@ -450,9 +482,19 @@ class VmRunner:
             self.session.close()
 
 
-def failure_reports(item, text, duration, directive=None):
+def first_failure_line(reports):
+    """The last line of a failed report's text (the assertion or error), for 'flaky'."""
+    for report in reports:
+        if report.failed:
+            lines = [l for l in report.longreprtext.splitlines() if l.strip()]
+            return lines[-1].strip()[:200] if lines else f"{report.when} failed"
+    return "?"
+
+
+def failure_reports(item, text, duration, directive=None, extra=()):
     """setup/call/teardown reports for a test that the VM could not run."""
-    props = list(item.user_properties) + ([(DIRECTIVE, directive)] if directive else [])
+    props = (list(item.user_properties) + ([(DIRECTIVE, directive)] if directive else [])
+             + list(extra))
     common = dict(nodeid=item.nodeid, location=item.location, keywords={}, sections=[],
                   user_properties=props)
     return [TestReport(outcome="passed", longrepr=None, when="setup", duration=0, **common),

@@ -4,20 +4,25 @@ The host sends one JSON line per test on the guest command's stdin (``run`` with
 test's nodeid and the next one, so module and session fixtures live across tests);
 the guest answers on its stdout with lines tagged ``MARK``: ``ready`` once collected,
 then ``result`` with pytest's own serialized reports. stdout carries nothing else.
+While a test runs, the host may send ``sysrq`` (a test overran): a reader thread in the
+guest writes the keys to /proc/sysrq-trigger at once (w: blocked tasks, l: every CPU's
+backtrace) and answers ``sysrq-done``; the kernel's answer is on the console.
 """
 
 import dataclasses
 import json
 import os
+import queue
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from .rootfs import GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
-from .vm import VM
+from .vm import VM, VMError
 
 MARK = "@@mptcp-nvme@@ "
 # The agent's channel: fds the guest shell dups from the command's stdin and stdout
@@ -44,12 +49,12 @@ class GuestLayout:
         return cls(str(SOURCE_DIR), str(results), sys.executable)
 
 
-def guest_command(test_args, suite_args=(), layout=GuestLayout.on_rootfs()):
-    """The shell command that starts the agent inside the guest."""
+def guest_command(test_args, extra_args=(), layout=GuestLayout.on_rootfs()):
+    """The shell command that starts the agent inside the guest (``extra_args`` are
+    guest paths already, e.g. --guest-config)."""
     argv = [layout.python, "-m", "pytest", "-p", "mptcp_nvme.plugin", "--guest-agent",
             "-p", "no:cacheprovider", "-p", "no:terminal", "--rootdir", layout.source,
-            "--results-dir", layout.results,
-            *(guest_argument(arg, layout.source) for arg in suite_args)]
+            "--results-dir", layout.results, *extra_args]
     argv += [guest_path(arg, layout.source) for arg in test_args]
     return (f"cd {layout.source} && PYTHONPATH={layout.source} "
             f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
@@ -66,11 +71,6 @@ def guest_path(arg, source=GUEST_SOURCE_DIR):
         raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
                          "with the guest") from None
     return f"{source}/{relative}{sep}{rest}"
-
-
-def guest_argument(arg, source=GUEST_SOURCE_DIR):
-    """Absolute paths inside the source tree (a --topology file) as the guest sees them."""
-    return guest_path(arg, source) if str(arg).startswith(str(SOURCE_DIR)) else arg
 
 
 class NotRun(Exception):
@@ -119,6 +119,16 @@ class GuestSession:
             raise NotRun("\n".join([result["error"], *self.collect_errors]))
         return result["reports"]
 
+    def sysrq(self, keys="wl", timeout=15.0):
+        """Ask the guest (whose test overran) to dump blocked tasks and CPU backtraces
+        to the console; True when it confirmed. The console lines follow."""
+        try:
+            self.vm.send_line(json.dumps({"op": "sysrq", "keys": keys}))
+            self._receive("sysrq-done", timeout, "the guest to run sysrq")
+        except VMError:
+            return False
+        return True
+
     @property
     def alive(self):
         return self.vm.alive
@@ -136,10 +146,30 @@ class GuestAgent:
         config.option.tbstyle = "short"      # failure text travels to the host's KTAP
         self.requests = os.fdopen(REQUEST_FD, "r")
         self.channel = os.fdopen(REPLY_FD, "w", buffering=1)
+        self.lock = threading.Lock()
+        self.runs = queue.Queue()             # run requests for the main thread; None: EOF
+        threading.Thread(target=self._read_requests, daemon=True).start()
 
     def send(self, **message):
-        self.channel.write(MARK + json.dumps(message) + "\n")
-        self.channel.flush()
+        with self.lock:
+            self.channel.write(MARK + json.dumps(message) + "\n")
+            self.channel.flush()
+
+    def _read_requests(self):
+        """Requests from the host: runs queue up, sysrq is served at once (the main
+        thread may be stuck in the test that the host wants the backtraces of)."""
+        for line in self.requests:
+            request = json.loads(line)
+            if request.get("op") == "sysrq":
+                with open("/proc/sys/kernel/sysrq", "w") as sysrq:
+                    sysrq.write("1")
+                for key in request.get("keys", "wl"):
+                    with open("/proc/sysrq-trigger", "w") as trigger:
+                        trigger.write(key)
+                self.send(event="sysrq-done")
+            else:
+                self.runs.put(request)
+        self.runs.put(None)
 
     def pytest_runtest_logreport(self, report):
         self.reports.append(report)
@@ -153,8 +183,7 @@ class GuestAgent:
         items = {item.nodeid: item for item in session.items}
         self.send(event="ready", collected=len(items))
         hook = self.config.hook
-        for line in self.requests:
-            request = json.loads(line)
+        for request in iter(self.runs.get, None):
             item = items.get(request["nodeid"])
             self.reports = []
             if item is None:

@@ -32,6 +32,10 @@ class VMError(Exception):
     """The guest died, hung or never came up; the message ends with the console tail."""
 
 
+class VMTimeout(VMError):
+    """The guest did not answer in time (it may still be alive)."""
+
+
 def require_host_tools():
     tools.require(("vng", "qemu-system-x86_64", "modprobe", "depmod", "busybox"),
                   "run ./ci/setup")
@@ -181,6 +185,7 @@ class VM:
         self.proc = None
         self._stdout = queue.Queue()
         self._tail = collections.deque(maxlen=CONSOLE_TAIL_LINES)
+        self._console_lines = []       # everything the console said, for crash extraction
         self._threads = []
         self._console = None
 
@@ -218,6 +223,7 @@ class VM:
 
     def _log(self, line):
         self._tail.append(line)
+        self._console_lines.append(line)
         if self._console:
             self._console.write(line + "\n")
 
@@ -227,6 +233,16 @@ class VM:
 
     def console_tail(self):
         return "\n".join(self._tail)
+
+    def console_mark(self):
+        """A position in the console output, for console_since()."""
+        return len(self._console_lines)
+
+    def console_since(self, mark=0, settle=2.0):
+        """Console lines from ``mark`` on (after letting the console reader catch up)."""
+        for thread in self._threads[1:]:
+            thread.join(timeout=settle if not self.alive else 0)
+        return list(self._console_lines[mark:])
 
     def send_line(self, line):
         try:
@@ -240,17 +256,28 @@ class VM:
         try:
             line = self._stdout.get(timeout=max(timeout, 0))
         except queue.Empty:
-            raise self.error(f"timed out after {timeout:g}s waiting for {what}") from None
+            raise self.error(f"timed out after {timeout:g}s waiting for {what}",
+                             VMTimeout) from None
         if line is None:
             self._stdout.put(None)
             status = self.proc.wait()
             raise self.error(f"guest exited (vng status {status}) while waiting for {what}")
         return line
 
-    def error(self, message):
-        for thread in self._threads[1:]:
-            thread.join(timeout=2.0)   # let the console catch up before quoting it
-        return VMError(f"{message}\n--- console tail ---\n{self.console_tail()}")
+    def error(self, message, kind=VMError):
+        if not self.alive:
+            for thread in self._threads[1:]:
+                thread.join(timeout=2.0)   # let the console catch up before quoting it
+        return kind(f"{message}\n--- console tail ---\n{self.console_tail()}")
+
+    def wait_console_quiet(self, quiet=1.0, timeout=15.0):
+        """Wait until the console has been silent for ``quiet`` seconds (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        seen, since = len(self._console_lines), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.1)
+            if len(self._console_lines) != seen:
+                seen, since = len(self._console_lines), time.monotonic()
 
     def stop(self, grace=30.0):
         """Close the guest's stdin, wait for it to power off, then reap whatever is left."""

@@ -11,6 +11,10 @@ from mptcp_nvme.plugin import DIAG, require
 # (selftests/test_script.py) runs the full 10 s.
 MATRIX_FIO = fio.FioJob(runtime=4)
 MIN_SHARE = 0.10        # every path carries at least this share of the bytes when spread
+# Over MPTCP on links that are not rate-limited the scheduler, not the links, decides the
+# split (under TCG the guest's CPU is the bottleneck): every link must carry a part, not
+# a fair one. ci/bench-datapath measures the aggregation on rate-limited links.
+MIN_SHARE_MPTCP = 0.03
 NUMA_SHARE = 0.80       # numa keeps (nearly) everything on one path
 SOCKET_RATE_MBIT = 50   # per link for the socket test: well below what the guest can push
 AGGREGATE_FACTOR = 2.0  # 4 such links must carry at least twice what one carries
@@ -94,8 +98,9 @@ def test_fio(connection, nvme_host, network, trtype, paths, iopolicy, record_pro
     if trtype == "tcp" and iopolicy == "numa":
         assert max(shares.values()) >= NUMA_SHARE, f"numa spread I/O: {format_shares(shares)}"
     else:
-        assert min(shares.values()) >= MIN_SHARE, (
-            f"a path carried less than {MIN_SHARE:.0%}: {format_shares(shares)}")
+        floor = MIN_SHARE_MPTCP if trtype == "mptcp" else MIN_SHARE
+        assert min(shares.values()) >= floor, (
+            f"a path carried less than {floor:.0%}: {format_shares(shares)}")
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))

@@ -111,10 +111,10 @@ def test_on_the_host_root_the_guest_uses_host_paths_and_this_venv(tmp_path):
 
 def test_guest_command_keeps_the_channel_off_pytest_capture():
     command = remote.guest_command([REPO / "selftests"],
-                                   ["--expect-all-features", "--topology", f"{REPO}/topologies/2path.toml"])
+                                   ["--guest-config", "/mnt/results/guest-config.json"])
     assert command.startswith("cd /mnt/src && PYTHONPATH=/mnt/src PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec python3 -m pytest")
-    assert "--guest-agent" in command and "--expect-all-features" in command
-    assert "--topology /mnt/src/topologies/2path.toml" in command
+    assert "--guest-agent" in command
+    assert "--guest-config /mnt/results/guest-config.json" in command
     assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
 
 

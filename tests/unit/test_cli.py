@@ -84,3 +84,32 @@ def test_build_without_a_compiler(tmp_path):
     code, _, stderr = cli("build", str(tmp_path), env=env)
     assert code == 1
     assert_one_line(stderr, "missing host tool(s): make, gcc, flex, bison, bc (a kernel build")
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], {"family": "ipv4", "trtype": "mptcp", "paths": "1", "iopolicy": "numa", "loss": "0",
+          "tls": False}),
+    (["tcp", "4", "round-robin", "1", "tls"],
+     {"family": "ipv4", "trtype": "tcp", "paths": "4", "iopolicy": "round-robin", "loss": "1",
+      "tls": True}),
+    (["v4map", "mptcp", "2"], {"family": "v4map", "trtype": "mptcp", "paths": "2",
+                               "iopolicy": "numa", "loss": "0", "tls": False}),
+    (["ipv6"], {"family": "ipv6", "trtype": "mptcp", "paths": "1", "iopolicy": "numa",
+                "loss": "0", "tls": False}),
+])
+def test_script_arguments_as_the_newer_script_takes_them(args, expected):
+    from mptcp_nvme.cli import script_options
+    assert script_options(args) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["script", "udp"], "script: bad trtype 'udp': choose one of tcp|mptcp"),
+    (["script", "ipv6", "tcp", "5"], "script: bad paths '5': choose one of 1|2|3|4"),
+    (["script", "ipv4", "tcp", "1", "numa", "0", "tls", "extra"], "script: too many arguments"),
+    (["run", "--family", "ipx"], "invalid choice: 'ipx'"),
+    (["run", "--retry-failed", "x"], "invalid int value: 'x'"),
+])
+def test_bad_script_input_is_one_line(args, expected):
+    code, _, stderr = cli(*args)
+    assert code == 2
+    assert_one_line(stderr, expected)

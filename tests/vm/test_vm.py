@@ -1,5 +1,8 @@
 """VM integration: boot the default kernel in the cached rootfs and run real selftests."""
 
+import json
+import re
+
 import pytest
 
 from mptcp_nvme import ktap
@@ -42,14 +45,27 @@ def test_guest_results_come_back_one_per_test(mptcp_nvme):
     assert any(p.name == "call.txt" for p in artifacts.rglob("*")), "no failure artifact"
 
 
-def test_guest_panic_is_a_failure_with_console_tail(mptcp_nvme):
+def panic_fingerprint(mptcp_nvme):
     run = mptcp_nvme("run", GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     result = run.result("sysrq-c crashes the guest kernel")
     assert not result.ok
-    assert "console tail" in run.stdout
-    assert "Kernel panic" in run.stdout or "sysrq: Trigger a crash" in run.stdout, run.stdout
+    assert "# panic: Kernel panic - not syncing: sysrq triggered crash" in run.stdout, run.stdout
+    assert re.search(r"^#   at\b.*\bsysrq_handle_crash\b", run.stdout, re.M), run.stdout
+    fingerprint = re.search(r"^#   fingerprint (\S+)$", run.stdout, re.M)
+    assert fingerprint, run.stdout
     assert run.seconds < 300, f"panic took {run.seconds:.0f}s to report"
+    results = json.loads((run.results_dir / "results.json").read_text())
+    [test] = results["tests"]
+    assert test["result"] == "fail" and any(fingerprint[1] in c for c in test["crashes"]), test
+    artifacts = [run.results_dir / path for path in test["artifacts"]]
+    assert any(p.name.startswith("crash-") for p in artifacts) and all(p.is_file() for p in artifacts)
+    return fingerprint[1]
+
+
+def test_guest_panic_is_a_failure_with_its_headline_and_fingerprint(mptcp_nvme):
+    """The kernel's own panic line and a fingerprint, the same in two runs."""
+    assert panic_fingerprint(mptcp_nvme) == panic_fingerprint(mptcp_nvme)
 
 
 def test_timeout_reaps_every_qemu_process(mptcp_nvme):
@@ -59,7 +75,32 @@ def test_timeout_reaps_every_qemu_process(mptcp_nvme):
     assert not result.ok and result.directive == "ERROR"
     assert result.reason.startswith("TIMEOUT")
     assert "timed out after 15s waiting for the result of" in run.stdout
+    assert "sysrq w/l before the guest was stopped:" in run.stdout, run.stdout
+    assert re.search(r"sysrq: Show Blocked State", run.stdout), run.stdout
     assert not qemu_processes("mptcp-nvme-"), "qemu left behind after a timeout"
+
+
+def test_retry_failed_reports_a_flaky_pass(mptcp_nvme):
+    run = mptcp_nvme("run", GUEST_CASES / "guest_flaky.py", "--retry-failed", "1")
+    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
+    assert run.result("fails on the first VM, passes on the next").ok
+    assert re.search(r"^# flaky: passed on attempt 2 of 2; failed before: .*first attempt "
+                     r"fails on purpose", run.stdout, re.M), run.stdout
+    [test] = json.loads((run.results_dir / "results.json").read_text())["tests"]
+    assert test["flaky"] and test["result"] == "pass", test
+    assert len(list((run.results_dir / "vm-main").glob("console-*.log"))) == 2
+
+
+def test_results_json_lists_every_test(mptcp_nvme):
+    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
+    results = json.loads((run.results_dir / "results.json").read_text())
+    assert [t["description"] for t in results["tests"]] == [r.description.removeprefix("mptcp_nvme: ")
+                                                            for r in run.results]
+    assert [t["result"] for t in results["tests"]] == [
+        "pass" if r.ok and not r.directive else r.directive.lower() if r.directive else "fail"
+        for r in run.results]
+    skipped = [t for t in results["tests"] if t["result"] == "skip"]
+    assert skipped and "tool no-such-tool not installed" in skipped[0]["reason"]
 
 
 def test_two_vms_side_by_side(mptcp_nvme):

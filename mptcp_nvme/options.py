@@ -1,0 +1,214 @@
+"""Every option of a run, declared once: type, default, choices or range, help, and
+where it appears. The ``mptcp-nvme`` parsers, the pytest options and the JSON handed to
+the guest are generated from OPTIONS (tests/unit/test_options.py proves they agree).
+
+Values are checked here, on the host, before any VM boots: a bad one is a UsageError
+(one line, exit 2). File options are read and validated on the host, and the guest gets
+their content, never a host path it may not see.
+"""
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from .errors import UsageError
+
+FAMILIES = ("ipv4", "ipv6", "v4map")
+TRTYPES = ("tcp", "mptcp")
+IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
+ACCELS = ("auto", "kvm", "tcg")
+MAX_PATHS = 8
+_MEMORY = re.compile(r"[1-9]\d*[MG]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str                      # python name; the flag is --name-with-dashes
+    help: str
+    type: type = str
+    default: object = None
+    choices: tuple | None = None
+    bounds: tuple | None = None    # (low, high) for numbers, high may be None
+    repeat: bool = False           # repeatable: a list
+    flag: bool = False             # store_true
+    commands: tuple = ("run",)     # mptcp-nvme subcommands that take it
+    guest: bool = False            # handed to the guest (shapes the selftests)
+    short: str | None = None
+    metavar: str | None = None
+    check: object = None           # value -> value, raising ValueError with the reason
+
+    @property
+    def flag_name(self):
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, text):
+        """One value from the command line, checked; ArgumentTypeError if bad."""
+        try:
+            value = self.type(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"invalid {self.type.__name__} value: {text!r}") from None
+        if self.choices and value not in self.choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {value!r} (choose from {', '.join(map(str, self.choices))})")
+        if self.bounds:
+            low, high = self.bounds
+            if value < low or (high is not None and value > high):
+                span = f"{low}..{high}" if high is not None else f">= {low}"
+                raise argparse.ArgumentTypeError(f"must be {span}, not {text}")
+        if self.check is not None:
+            try:
+                value = self.check(value)
+            except (ValueError, UsageError) as err:
+                raise argparse.ArgumentTypeError(str(err)) from None
+        return value
+
+    def argparse_kwargs(self):
+        kwargs = {"help": self.help, "dest": self.name}
+        if self.flag:
+            return {**kwargs, "action": "store_true", "default": False}
+        kwargs["type"] = self.convert
+        if self.metavar or self.choices:
+            kwargs["metavar"] = self.metavar or "|".join(map(str, self.choices))
+        if self.repeat:
+            return {**kwargs, "action": "append", "default": None}
+        return {**kwargs, "default": self.default}
+
+
+def _memory(text):
+    if not _MEMORY.fullmatch(text):
+        raise ValueError(f"must be like 2G or 512M, not {text!r}")
+    return text
+
+
+def _topology_file(text):
+    """A valid topology file, as an absolute path (validated here, on the host)."""
+    from .topology import load_topology
+    load_topology(text)
+    return str(Path(text).resolve())
+
+
+VM = ("setup", "run", "script")
+OPTIONS = (
+    # the kernel and the VM
+    Option("kernel", "kernel tree, bzImage, or version installed in the rootfs "
+           "(default: the newest in the rootfs)", commands=VM, metavar="TREE|BZIMAGE|VERSION"),
+    Option("modules", "lib/modules/<release> directory to go with a bzImage", commands=VM,
+           metavar="DIR"),
+    Option("rootfs", "guest root: a directory built by 'setup', or 'host'", commands=VM,
+           metavar="DIR|host"),
+    Option("accel", "auto uses KVM only when a probe boot worked", default="auto",
+           choices=ACCELS, commands=VM),
+    Option("cpus", "guest vCPUs", type=int, default=2, bounds=(1, 64), commands=("run", "script")),
+    Option("memory", "guest memory, e.g. 2G", default="2G", commands=("run", "script"),
+           check=_memory),
+    Option("append", "extra kernel command line (repeatable)", repeat=True,
+           commands=("run", "script"), metavar="ARG"),
+    Option("boot_timeout", "seconds for the guest agent to come up", type=float, default=240.0,
+           bounds=(1, None), commands=("run", "script")),
+    Option("test_timeout", "seconds per test in the VM", type=float, default=600.0,
+           bounds=(1, None), commands=("run", "script")),
+    Option("vms", "VMs side by side (pytest-xdist), tests spread across them", type=int,
+           default=1, bounds=(1, 16), short="-n"),
+    Option("retry_failed", "run a failed test again on a fresh VM, up to N times; one that "
+           "passes then is reported passed and flaky (a crash is not retried)", type=int,
+           default=0, bounds=(0, 10), metavar="N"),
+    # reporting
+    Option("results_dir", "console logs, dmesg, artifacts, junit.xml, results.json "
+           "(default: results/<timestamp>)", commands=("run", "script"), metavar="DIR"),
+    Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
+           type=int, default=13, choices=(13, 1)),
+    # what the selftests check
+    Option("expect_all_features", "a missing kernel feature fails instead of skipping",
+           flag=True, guest=True, commands=("run", "script")),
+    Option("allow_missing", "with --expect-all-features these requirements may still SKIP "
+           "(fnmatch, e.g. tls:mptcp; repeatable)", repeat=True, guest=True,
+           metavar="REQUIREMENT"),
+    Option("trtype", "NVMe transport(s) to test (repeatable)", choices=TRTYPES, repeat=True,
+           guest=True),
+    Option("paths", f"number(s) of paths, 1..{MAX_PATHS} (repeatable)", type=int,
+           bounds=(1, MAX_PATHS), repeat=True, guest=True, metavar="N"),
+    Option("iopolicy", "multipath iopolicy(ies) (repeatable)", choices=IOPOLICIES, repeat=True,
+           guest=True),
+    Option("loss", "netem delay 5ms loss 0.5%% on every link (mptcp_nvme.sh's loss=1)",
+           flag=True, guest=True),
+    Option("tls", "the script scenario over TLS 1.3", flag=True, guest=True),
+    Option("family", "address family of the script scenario (repeatable)", choices=FAMILIES,
+           repeat=True, guest=True),
+    Option("host_iface", "script scenario, as the newer mptcp_nvme.sh: --host-iface on every "
+           "discover and connect, and a check that the queue sockets are bound to it "
+           "(e.g. ns2eth1)", guest=True, commands=("run", "script"), metavar="IFNAME"),
+    Option("topology", "a topology TOML file instead of the script's N-path one (its "
+           "content goes to the guest)", guest=True, metavar="FILE", check=_topology_file),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def add_arguments(parser, command):
+    """The options of ``command`` on an argparse parser."""
+    for option in OPTIONS:
+        if command in option.commands:
+            flags = [option.short, option.flag_name] if option.short else [option.flag_name]
+            parser.add_argument(*flags, **option.argparse_kwargs())
+
+
+def add_pytest_options(group):
+    """Every option on the pytest plugin's option group (the host's pytest and the
+    guest's take the same ones)."""
+    for option in OPTIONS:
+        if option.short:
+            continue            # -n belongs to xdist, -k to pytest
+        group.addoption(option.flag_name, **option.argparse_kwargs())
+
+
+def values(namespace):
+    """{name: value} of every option present on an argparse/pytest namespace."""
+    return {o.name: getattr(namespace, o.name) for o in OPTIONS if hasattr(namespace, o.name)}
+
+
+def to_argv(chosen, only=None):
+    """Command-line arguments that give ``chosen`` ({name: value}); defaults left out."""
+    argv = []
+    for option in OPTIONS:
+        if option.name not in chosen or (only and not only(option)):
+            continue
+        value = chosen[option.name]
+        if value is None or value == option.default or (option.flag and not value):
+            continue
+        flag = option.short or option.flag_name
+        if option.flag:
+            argv.append(flag)
+        elif option.repeat:
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def guest_config(chosen):
+    """The JSON text handed to the guest: the options that shape the selftests, with a
+    file option's content in place of its host path."""
+    data = {o.name: chosen.get(o.name) for o in OPTIONS if o.guest}
+    if data.get("topology"):
+        data["topology"] = Path(data["topology"]).read_text()
+    return json.dumps(data, sort_keys=True)
+
+
+def apply_guest_config(text, namespace, scratch):
+    """Set the guest's pytest options from guest_config() JSON; a file option's content
+    is written under ``scratch`` and the option names that copy."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"guest configuration is not JSON: {err}") from None
+    for name, value in data.items():
+        option = BY_NAME.get(name)
+        if option is None or not option.guest:
+            raise UsageError(f"guest configuration has an unknown option {name!r}")
+        if name == "topology" and value is not None:
+            copy = Path(scratch) / "topology.toml"
+            copy.write_text(value)
+            value = str(copy)
+        setattr(namespace, name, value)
