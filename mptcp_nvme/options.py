@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import UsageError
+from mptcp_nvme.errors import UsageError
 
 FAMILIES = ("ipv4", "ipv6", "v4map")
 TRTYPES = ("tcp", "mptcp")
@@ -84,7 +84,7 @@ def _memory(text):
 
 def _topology_file(text):
     """A valid topology file, as an absolute path (validated here, on the host)."""
-    from .topology import load_topology
+    from mptcp_nvme.guest.topology import load_topology
     load_topology(text)
     return str(Path(text).resolve())
 

@@ -17,7 +17,7 @@ import shlex
 import signal
 import subprocess
 
-from .errors import SetupError
+from mptcp_nvme.errors import SetupError
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -40,34 +40,47 @@ class cmd:
     """Run ``argv`` to completion (or start it, ``background=True``)."""
 
     def __init__(self, argv, *, fail=True, ns=None, timeout=DEFAULT_TIMEOUT, input=None,
-                 log=None, env=None, cwd=None, background=False):
+                 log=None, env=None, cwd=None, background=False, output=None):
         self.argv = [*(ns.argv() if ns is not None else ()), *map(str, argv)]
         self.text = shlex.join(self.argv)
         self.fail, self.timeout, self.log = fail, timeout, log
         self.stdout = self.stderr = None
         self.ret = None
+        self.proc = None
         try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                env=env, cwd=cwd, start_new_session=True)
+            if background:
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL,
+                    stdout=output if output is not None else subprocess.PIPE,
+                    stderr=subprocess.STDOUT if output is not None else subprocess.PIPE,
+                    text=True, errors="replace", env=env, cwd=cwd, start_new_session=True)
+                return
+            done = subprocess.run(self.argv, input=input, capture_output=True, text=True,
+                                  errors="replace", env=env, cwd=cwd, timeout=timeout,
+                                  start_new_session=True)
+        except subprocess.TimeoutExpired as err:
+            self.ret, self.stdout, self.stderr = -9, _text(err.stdout), _text(err.stderr)
+            self._write_log()
+            raise CmdTimeout(self, f"timed out after {timeout:g}s") from None
         except OSError as err:
-            self.ret = 127
-            self.stderr = err.strerror
+            self.ret, self.stdout, self.stderr = 127, "", err.strerror or str(err)
+            self._write_log()
             if fail:
-                raise CmdExitFailure(self, f"cannot start: {err.strerror}") from err
+                raise CmdExitFailure(self, f"cannot start: {err.strerror or err}") from err
             return
-        if not background:
-            self.process(input=input)
+        self.ret, self.stdout, self.stderr = done.returncode, done.stdout or "", done.stderr or ""
+        self._write_log()
+        if fail and self.ret != 0:
+            raise CmdExitFailure(self)
 
-    def process(self, input=None, terminate=False):
-        """Wait for (or with ``terminate``, stop) the command and collect its output."""
-        if self.ret is not None and self.proc is None:
+    def process(self, terminate=False):
+        """Wait for (or with ``terminate``, stop) a background command; its output."""
+        if self.proc is None or self.ret is not None:
             return self
         if terminate:
             self._signal(signal.SIGTERM)
         try:
-            self.stdout, self.stderr = self.proc.communicate(input=input, timeout=self.timeout)
+            self.stdout, self.stderr = self.proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
             self.stdout, self.stderr = self.proc.communicate()
@@ -92,6 +105,24 @@ class cmd:
                 out.write(f"$ {self.text}\n# exit {self.ret}\n{self.stdout or ''}{self.stderr or ''}\n")
 
 
+def _text(data):
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def stream(argv, on_line, *, env=None, cwd=None):
+    """Run ``argv`` with stdout and stderr merged, handing each line to ``on_line``;
+    the exit code (a build: its output is long and wanted as it comes)."""
+    try:
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", env=env, cwd=cwd) as child:
+            for line in child.stdout:
+                on_line(line)
+        return child.returncode
+    except OSError as err:
+        on_line(f"{shlex.join(map(str, argv))}: cannot start: {err.strerror or err}\n")
+        return 127
+
+
 class bkg(cmd):
     """A background command: ``with bkg(argv) as proc:`` ... terminated on exit."""
 
@@ -104,8 +135,7 @@ class bkg(cmd):
         return self
 
     def __exit__(self, *exc):
-        if self.proc is not None and self.ret is None:
-            self.process(terminate=not self.exit_wait)
+        self.process(terminate=not self.exit_wait)
         return False
 
     @property
@@ -113,4 +143,20 @@ class bkg(cmd):
         return self.proc.pid if self.proc is not None else None
 
     def poll(self):
+        """The exit code once it ended, else None."""
         return self.proc.poll() if self.proc is not None else self.ret
+
+    def stop(self, grace=5.0):
+        """SIGTERM to its process group, SIGKILL after ``grace`` seconds; its exit code."""
+        if self.proc is None:
+            return self.ret
+        self._signal(signal.SIGTERM)
+        try:
+            self.ret = self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.ret = self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return self.ret

@@ -9,8 +9,8 @@ topology always has 4 links and ``paths`` is the number of NVMe connections.
 
 import pytest
 
-from mptcp_nvme import fio, stream, topology
-from mptcp_nvme.plugin import DIAG
+from mptcp_nvme.guest import fio, stream, topology
+from mptcp_nvme.guest import DIAG
 
 BENCH_RATE = "30mbit"
 SCRIPT_LINKS = 4

@@ -1,6 +1,6 @@
 """Fixtures of the in-guest selftests: topology, nvmet target, NVMe host, connection.
 
-Requirements and kernel health checks come from mptcp_nvme.plugin (enabled here too, so
+Requirements and kernel health checks come from mptcp_nvme.guest (enabled here too, so
 that a plain ``sudo pytest selftests`` applies them). Parameters: ``trtype``, ``paths``,
 ``iopolicy`` and ``loss`` take their values from the command line (``--trtype``,
 ``--paths``, ``--iopolicy``, ``--loss``) or else from the test's ``matrix`` marker.
@@ -10,9 +10,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme import evidence, host, nvmet, topology
-from mptcp_nvme.plugin import DIAG, enable_selftest_checks, require, results_dir
-from mptcp_nvme.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
+from mptcp_nvme.guest import evidence, nvme_host as host, nvmet, topology
+from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
+from mptcp_nvme.guest.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
 
 # What proving a controller's transport from its sockets needs (evidence.py).
 EVIDENCE_NEEDS = {"tcp": ("kconfig:INET_DIAG",),

@@ -3,9 +3,9 @@ evidence the script never gathered: which links the traffic really used."""
 
 import pytest
 
-from mptcp_nvme import evidence, fio, nvmet, stream, topology
+from mptcp_nvme.guest import evidence, fio, nvmet, stream, topology
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.plugin import DIAG, require
+from mptcp_nvme.guest import DIAG, require
 
 # Short fio runs keep the matrix affordable under TCG; the script's own scenario
 # (selftests/test_script.py) runs the full 10 s.

@@ -14,9 +14,9 @@ import socket
 
 import pytest
 
-from mptcp_nvme import fio, topology
-from mptcp_nvme.plugin import DIAG, require
-from mptcp_nvme.tls import TLS_NEEDS
+from mptcp_nvme.guest import fio, topology
+from mptcp_nvme.guest import DIAG, require
+from mptcp_nvme.guest.tls import TLS_NEEDS
 
 SCRIPT_LINKS = 4
 

@@ -12,7 +12,7 @@ import sys
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY
 
-from mptcp_nvme import evidence
+from mptcp_nvme.guest import evidence
 
 
 def capture(protocol):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import health, remote, requirements
-from mptcp_nvme.requirements import Features
+from mptcp_nvme.guest import health, requirements
+
+from mptcp_nvme.host import session as remote
+from mptcp_nvme.guest.requirements import Features
 
 REPO = Path(__file__).resolve().parents[2]
 

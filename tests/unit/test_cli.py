@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mptcp_nvme import rootfs
+from mptcp_nvme.host import rootfs
 from tests.unit.test_kernel import fake_bzimage
 
 
@@ -22,7 +22,7 @@ def fake_rootfs(tmp_path):
 
 
 def cli(*args, env=None):
-    result = subprocess.run([sys.executable, "-m", "mptcp_nvme.cli", *args],
+    result = subprocess.run([sys.executable, "-m", "mptcp_nvme.host.cli", *args],
                             capture_output=True, text=True, env=env, timeout=60)
     return result.returncode, result.stdout, result.stderr
 
@@ -98,7 +98,7 @@ def test_build_without_a_compiler(tmp_path):
                 "loss": "0", "tls": False}),
 ])
 def test_script_arguments_as_the_newer_script_takes_them(args, expected):
-    from mptcp_nvme.cli import script_options
+    from mptcp_nvme.host.cli import script_options
     assert script_options(args) == expected
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import evidence, topology
-from mptcp_nvme.evidence import SocketRecord
+from mptcp_nvme.guest import evidence, topology
+from mptcp_nvme.guest.evidence import SocketRecord
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LINKS = topology.topology_for_paths(4).links

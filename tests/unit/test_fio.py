@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from mptcp_nvme import fio
+from mptcp_nvme import proc
+from mptcp_nvme.guest import fio
 from mptcp_nvme.errors import SetupError, UsageError
 
 DEVICE = "/dev/nvme2n1"
@@ -248,7 +249,7 @@ class FakeRun:
 
 def test_write_jobs_are_flushed_behind_the_prefix(monkeypatch):
     runs = FakeRun()
-    monkeypatch.setattr(fio.subprocess, "run", runs)
+    monkeypatch.setattr(proc.subprocess, "run", runs)
     results = fio.run_script_sequence(DEVICE, prefix=PREFIX)
     assert list(results) == ["randread", "randwrite"]
     assert runs.calls == [
@@ -262,7 +263,7 @@ def test_a_job_error_raises_with_the_result(monkeypatch):
     stderr = ("verify: bad magic header 0, wanted acca at file /dev/nvme2n1 offset 655360\n"
               "fio: pid=1234, err=84/file:io_u.c:2190, func=io_u_queued_complete, "
               "error=Invalid or incomplete multibyte or wide character\n")
-    monkeypatch.setattr(fio.subprocess, "run",
+    monkeypatch.setattr(proc.subprocess, "run",
                         FakeRun(json.dumps(sample(error=84)), returncode=1, stderr=stderr))
     with pytest.raises(fio.FioFailed, match="error EILSEQ .*bad magic header") as raised:
         fio.run(fio.FioJob().verifying(), DEVICE)
@@ -270,7 +271,7 @@ def test_a_job_error_raises_with_the_result(monkeypatch):
 
 
 def test_no_json_is_a_failure(monkeypatch):
-    monkeypatch.setattr(fio.subprocess, "run",
+    monkeypatch.setattr(proc.subprocess, "run",
                         FakeRun("", returncode=1, stderr="fio: failed to open /dev/nvme9n1"))
     with pytest.raises(fio.FioFailed, match="exit 1, no JSON result: fio: failed to open"):
         fio.run(fio.FioJob(), "/dev/nvme9n1")

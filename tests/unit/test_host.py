@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from mptcp_nvme import host
+from mptcp_nvme import proc
+from mptcp_nvme.guest import nvme_host as host
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import PollTimeout
 
@@ -132,7 +133,7 @@ def nvme_cli(monkeypatch):
     """nvme-cli "installed", its runs recorded (set .answers per test)."""
     commands = FakeCommands()
     monkeypatch.setattr(host.shutil, "which", lambda name: f"/usr/sbin/{name}")
-    monkeypatch.setattr(host.subprocess, "run", commands)
+    monkeypatch.setattr(proc.subprocess, "run", commands)
     return commands
 
 
@@ -241,7 +242,7 @@ def test_the_fabrics_writer_runs_behind_the_prefix(tmp_path, monkeypatch):
         commands.append(argv)
         return subprocess.CompletedProcess(argv, 0, "instance=0,cntlid=1\n", "")
 
-    monkeypatch.setattr(host.subprocess, "run", run)
+    monkeypatch.setattr(proc.subprocess, "run", run)
     nvme = host.Host(PREFIX, fabrics_device="/dev/nvme-fabrics", nvme=NOT_INSTALLED)
     assert nvme.connect("mptcp", "10.1.1.1", 4420, NQN) == "nvme0"
     argv = commands[0]
@@ -340,7 +341,7 @@ def test_connect_tcp_tls_with_a_given_key_argv(nvme_cli, sysfs):
 
 def test_a_failing_command_is_a_setup_error(monkeypatch):
     monkeypatch.setattr(host.shutil, "which", lambda name: f"/usr/sbin/{name}")
-    monkeypatch.setattr(host.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
+    monkeypatch.setattr(proc.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(
         argv, 1, "", "could not add new controller: invalid arguments/configuration\n"))
     with pytest.raises(SetupError, match=r"nvme connect .* failed \(1\): could not add new"):
         host.Host().connect("tcp", "10.1.1.1", 4420, NQN)

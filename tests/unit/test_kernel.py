@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from mptcp_nvme import kernel
+from mptcp_nvme.host import kernel
 from mptcp_nvme.errors import UsageError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import nvmet
+from mptcp_nvme.guest import nvmet
 from mptcp_nvme.errors import SetupError, UsageError
 
 NQN = "nqn.2014-08.org.nvmexpress.tcpdev.4242.7"

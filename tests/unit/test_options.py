@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from _pytest.config.argparsing import Parser
 
-from mptcp_nvme import cli, options, plugin
+from mptcp_nvme.host import cli
+
+from mptcp_nvme import options, plugin
 
 REPO = Path(__file__).resolve().parents[2]
 

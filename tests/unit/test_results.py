@@ -4,11 +4,9 @@ import json
 
 from _pytest.reports import TestReport
 
-from mptcp_nvme import plugin
-from mptcp_nvme.results import ResultsJson
-
-NAMES = {"diag": plugin.DIAG, "description": plugin.DESCRIPTION, "crash": plugin.CRASH,
-         "artifact": plugin.ARTIFACT, "flaky": plugin.FLAKY}
+from mptcp_nvme import channel as plugin
+from mptcp_nvme.host import reporters
+from mptcp_nvme.host.reporters import ResultsJson
 
 
 def reports(nodeid, call_outcome="passed", longrepr=None, props=(), duration=0.5):
@@ -22,7 +20,7 @@ def reports(nodeid, call_outcome="passed", longrepr=None, props=(), duration=0.5
 
 
 def test_every_test_with_result_time_reason_crashes_artifacts_and_flaky(tmp_path):
-    out = ResultsJson(tmp_path / "results.json", tmp_path, plugin.summarize, NAMES)
+    out = ResultsJson(tmp_path / "results.json", tmp_path)
     artifact = tmp_path / "vm-main/artifacts/t/crash-1-panic.txt"
     runs = [reports("a"),
             reports("b", "failed", "boom", [(plugin.CRASH, "panic: Kernel panic (fingerprint f1)"),
@@ -49,7 +47,7 @@ def test_every_test_with_result_time_reason_crashes_artifacts_and_flaky(tmp_path
 
 def test_failure_window_keeps_head_and_tail():
     lines = [f"line {i}" for i in range(200)]
-    window = plugin.failure_window(lines)
+    window = reporters.failure_window(lines)
     assert window[0] == "line 0" and window[-1] == "line 199"
-    assert len(window) == plugin.FAILURE_LINES + 1 and "lines in junit.xml" in window[40]
-    assert plugin.failure_window(lines[:10]) == lines[:10]
+    assert len(window) == reporters.FAILURE_LINES + 1 and "lines in junit.xml" in window[40]
+    assert reporters.failure_window(lines[:10]) == lines[:10]

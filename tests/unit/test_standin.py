@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import kernel, standin
+from mptcp_nvme.host import kernel, standin
 from mptcp_nvme.errors import SetupError
 
 REPO = Path(__file__).resolve().parents[2]

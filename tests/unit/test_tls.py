@@ -13,7 +13,7 @@ import pytest
 from pyroute2.netlink import genlmsg
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from mptcp_nvme import tls
+from mptcp_nvme.guest import tls
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.poll import PollTimeout
 
@@ -348,7 +348,7 @@ def test_tlshd_is_ready_once_registered_and_gone_after(fake_tlshd, nlctrl_notify
         pid = tlshd.process.pid
         assert tls.socket_inodes(pid) & members_or_skip(nlctrl_notify)
         log = tlshd.log_path.read_text()
-    assert tlshd.process.returncode == -15    # SIGTERM
+    assert tlshd.process.ret == -15    # SIGTERM
     assert not tls.group_processes(pid)
     assert "argv: --stderr --config" in log and "keyrings=.nvme" in log
     assert tlshd.log_path.exists()            # kept as an artifact
@@ -357,7 +357,7 @@ def test_tlshd_is_ready_once_registered_and_gone_after(fake_tlshd, nlctrl_notify
 def test_tlshd_that_ignores_sigterm_is_killed(fake_tlshd):
     with fake_tlshd("stubborn", stop_timeout=0.5) as tlshd:
         pass
-    assert tlshd.process.returncode == -9
+    assert tlshd.process.ret == -9
     assert not tls.group_processes(tlshd.process.pid)
 
 

@@ -16,11 +16,11 @@ from pyroute2 import MPTCP, IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from mptcp_nvme import topology
+from mptcp_nvme.guest import topology
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
-from mptcp_nvme.stream import mptcp_subflows
-from mptcp_nvme.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
+from mptcp_nvme.guest.stream import mptcp_subflows
+from mptcp_nvme.guest.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
                                  topology_for_paths)
 
 MINIMAL = '[[link]]\nrate = "1000mbit"\n'

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 from _pytest.reports import TestReport
 
-from mptcp_nvme import plugin, vm
+from mptcp_nvme.host import reporters
+from mptcp_nvme.host import vm
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.kernel import Kernel
+from mptcp_nvme.host.kernel import Kernel
 
 
 def config(**overrides):
@@ -71,4 +72,4 @@ def report(when, outcome, longrepr=None, **extra):
       report("teardown", "passed")], ("xpass", "")),
 ])
 def test_summarize(reports, expected):
-    assert plugin.summarize(reports) == expected
+    assert reporters.summarize(reports) == expected

@@ -48,7 +48,7 @@ def mptcp_nvme(tmp_path):
         results_dir = tmp_path / "results"
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "mptcp_nvme.cli", command, "--results-dir", str(results_dir),
+            [sys.executable, "-m", "mptcp_nvme.host.cli", command, "--results-dir", str(results_dir),
              *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
         return Run(result, results_dir, time.monotonic() - started)
     return run

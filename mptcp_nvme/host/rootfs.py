@@ -12,12 +12,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from . import tools
-from .errors import SetupError, UsageError
+from mptcp_nvme import proc
+from mptcp_nvme.host import tools
+from mptcp_nvme.channel import GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
+from mptcp_nvme.errors import SetupError, UsageError
 
 SUITE = "trixie"
 KERNEL_SUITE = "trixie-backports"
@@ -34,9 +35,6 @@ PACKAGES = (
 )
 # Installed from PyPI at the host's versions, so host and guest pytest speak alike.
 GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
-# Mount points the VM shares into the guest (vng needs them to exist in the root).
-GUEST_SOURCE_DIR = "/mnt/src"
-GUEST_RESULTS_DIR = "/mnt/results"
 MANIFEST_NAME = "etc/mptcp-nvme-rootfs.json"
 SETUP_HINT = "run ./ci/setup or apt-get install mmdebstrap e2fsprogs"
 FORMAT = 3
@@ -123,16 +121,16 @@ def debian_mirror(sources_dirs=("/etc/apt/sources.list.d",), sources_list="/etc/
 
 def _run_with_progress(argv, label):
     """Run a build step, echoing its output to stderr prefixed with ``label``."""
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace") as proc:
-        tail = []
-        for line in proc.stdout:
-            if line.startswith("(Reading database"):
-                continue                     # dpkg's percentage ticks, 20 lines a package
-            print(f"{label}: {line.rstrip()}", file=sys.stderr, flush=True)
-            tail = (tail + [line.rstrip()])[-20:]
-    if proc.returncode:
-        raise SetupError(f"{label} failed (exit {proc.returncode}): {' | '.join(tail[-3:])}")
+    tail = []
+
+    def echo(line):
+        if line.startswith("(Reading database"):
+            return                           # dpkg's percentage ticks, 20 lines a package
+        print(f"{label}: {line.rstrip()}", file=sys.stderr, flush=True)
+        tail.append(line.rstrip())
+        del tail[:-20]
+    if code := proc.stream(argv, echo):
+        raise SetupError(f"{label} failed (exit {code}): {' | '.join(tail[-3:])}")
 
 
 def guest_python(root):

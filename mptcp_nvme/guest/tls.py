@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pyroute2.netlink import genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
+from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.poll import wait_for
 
@@ -42,19 +42,12 @@ TLS_STAT = Path("/proc/thread-self/net/tls_stat")   # the calling thread's netns
 
 
 def _command(argv, timeout=COMMAND_TIMEOUT):
-    """Run ``argv``; its CompletedProcess (text), whatever its exit code."""
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise SetupError(f"{' '.join(argv)}: {err}") from err
+    """Run ``argv``; the proc.cmd, whatever its exit code."""
+    return proc.cmd(argv, fail=False, timeout=timeout)
 
 
 def _checked(argv):
-    done = _command(argv)
-    if done.returncode:
-        output = done.stderr.strip() or done.stdout.strip()
-        raise SetupError(f"{' '.join(argv)} failed ({done.returncode}): {output}")
-    return done.stdout
+    return proc.cmd(argv, timeout=COMMAND_TIMEOUT).stdout
 
 
 # --- tlshd ----------------------------------------------------------------------
@@ -203,12 +196,7 @@ class Tlshd:
             argv = [*self.netns.argv(), *_WITHOUT_NAMESERVER, self.tlshd, "--stderr",
                     "--config", config.name]
             with open(self.log_path, "wb") as log:
-                try:
-                    self.process = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        start_new_session=True)
-                except OSError as err:
-                    raise SetupError(f"{' '.join(argv)}: {err}") from err
+                self.process = proc.bkg(argv, output=log, fail=True)
             stack.callback(self._stop)
             wait_for(lambda: self._registered(group),
                      f"tlshd (pid {self.process.pid}) to join the {HANDSHAKE_FAMILY} "
@@ -222,7 +210,7 @@ class Tlshd:
 
     def _registered(self, group):
         if self.process.poll() is not None:
-            raise SetupError(f"tlshd in {self.netns.name} exited ({self.process.returncode}) "
+            raise SetupError(f"tlshd in {self.netns.name} exited ({self.process.poll()}) "
                              f"before registering; {self.log_path}:\n{self.log_tail()}")
         with self.netns.enter():
             listeners = netlink_group_members(NETLINK_GENERIC, group)
@@ -240,12 +228,7 @@ class Tlshd:
             os.killpg(self.process.pid, signum)
 
     def _stop(self):
-        self._signal_group(signal.SIGTERM)
-        try:
-            self.process.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            self._signal_group(signal.SIGKILL)
-            self.process.wait()
+        self.process.stop(self.stop_timeout)
         if group_processes(self.process.pid):
             self._signal_group(signal.SIGKILL)
         wait_for(lambda: not group_processes(self.process.pid),
@@ -272,7 +255,7 @@ class Keyring:
         possessor only, and .nvme is possessed by tlshd, not by us."""
         for serial in _checked([self.keyctl, "rlist", self.spec]).split():
             described = _command([self.keyctl, "rdescribe", serial])
-            if described.returncode:    # unlinked meanwhile, or not ours to view
+            if described.ret:    # unlinked meanwhile, or not ours to view
                 continue
             kind, _, _, _, name = described.stdout.rstrip("\n").split(";", 4)
             yield int(serial), kind, name

@@ -9,10 +9,9 @@ is decoded to file:line (the tree's scripts/decode_stacktrace.sh) as well.
 
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 
-from . import crash
+from mptcp_nvme import crash, proc
 
 TRACE_LINES = 24          # frames of each crash shown in KTAP (all are in the artifact)
 TAIL_LINES = 30           # console lines shown when no crash report was found
@@ -64,12 +63,11 @@ def decode(block_lines, tree):
     if not (script.is_file() and vmlinux.is_file()):
         return None
     try:
-        done = subprocess.run(["bash", str(script), str(vmlinux), str(tree), str(tree)],
-                              input="\n".join(block_lines) + "\n", capture_output=True,
-                              text=True, timeout=DECODE_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired):
+        done = proc.cmd(["bash", script, vmlinux, tree, tree], input="\n".join(block_lines) + "\n",
+                        timeout=DECODE_TIMEOUT)
+    except proc.CmdExitFailure:
         return None
-    return done.stdout if done.returncode == 0 and done.stdout.strip() else None
+    return done.stdout if done.stdout.strip() else None
 
 
 def guest_failure(headline, console_lines, results, nodeid, tree=None, hung=False):

@@ -4,14 +4,14 @@ import datetime
 import sys
 from pathlib import Path
 
-from . import kernel as kernel_mod
-from . import rootfs
-from . import options
-from .errors import ArgumentParser, UsageError, run_command
-from .options import FAMILIES
-from .vm import require_host_tools, resolve_accel
+from mptcp_nvme.host import kernel as kernel_mod
+from mptcp_nvme.host import rootfs
+from mptcp_nvme import options
+from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
+from mptcp_nvme.options import FAMILIES
+from mptcp_nvme.host.vm import require_host_tools, resolve_accel
 
-SOURCE_DIR = Path(__file__).resolve().parent.parent
+SOURCE_DIR = Path(__file__).resolve().parents[2]
 SELFTESTS = SOURCE_DIR / "selftests"
 
 
@@ -61,7 +61,7 @@ def cmd_setup(args):
 def cmd_run(args):
     import pytest
 
-    from .plugin import KTAP_EXIT
+    from mptcp_nvme.host.reporters import KTAP_EXIT
 
     root = rootfs.ensure(args.rootfs)
     kernel_mod.locate(args.kernel, root, args.modules)      # bad --kernel: fail before pytest

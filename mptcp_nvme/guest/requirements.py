@@ -16,8 +16,9 @@ import platform
 import random
 import re
 import shutil
-import subprocess
 from pathlib import Path
+
+from mptcp_nvme import proc
 
 CONFIGFS = Path("/sys/kernel/config")
 NVMET = CONFIGFS / "nvmet"
@@ -61,7 +62,7 @@ def load_module(name, modules_dir=None):
 
     A built-in module without parameters has no /sys/module entry (CONFIG_TLS=y), so
     modules.builtin of the running kernel decides for those."""
-    subprocess.run(["modprobe", name], capture_output=True)
+    proc.cmd(["modprobe", name], fail=False)
     stem = name.replace("-", "_")
     if Path("/sys/module", stem).exists():
         return True
@@ -75,7 +76,7 @@ def load_module(name, modules_dir=None):
 def mount_configfs():
     """configfs must be mounted for nvmet; True when it is."""
     if not os.path.ismount(CONFIGFS):
-        subprocess.run(["mount", "-t", "configfs", "none", str(CONFIGFS)], capture_output=True)
+        proc.cmd(["mount", "-t", "configfs", "none", str(CONFIGFS)], fail=False)
     return os.path.ismount(CONFIGFS)
 
 

@@ -9,10 +9,10 @@ import dataclasses
 import errno
 import json
 import os
-import subprocess
 
+from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
-from mptcp_nvme.host import Host
+from mptcp_nvme.guest.nvme_host import Host
 
 SCRIPT_SEQUENCE = ("randread", "randwrite")
 _WRITING = ("write", "randwrite", "rw", "readwrite", "randrw", "trimwrite")
@@ -182,21 +182,21 @@ def run(job, filename, prefix=(), flush=True, timeout=None):
     if timeout is None and job.runtime:
         timeout = job.runtime + 120
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise FioFailed(f"{' '.join(argv)}: {err}") from err
+        done = proc.cmd(argv, fail=False, timeout=timeout)
+    except proc.CmdExitFailure as err:          # timed out
+        raise FioFailed(str(err)) from err
     try:
         result = parse(done.stdout)
     except SetupError:
         result = None
-    if done.returncode or result is None or result.error:
+    if done.ret or result is None or result.error:
         if result is None:
-            reason = f"exit {done.returncode}, no JSON result"
+            reason = f"exit {done.ret}, no JSON result"
         elif result.error:
             name = errno.errorcode.get(result.error, result.error)
             reason = f"error {name} ({os.strerror(result.error)})"
         else:
-            reason = f"exit {done.returncode}"
+            reason = f"exit {done.ret}"
         detail = done.stderr.strip().splitlines()[-5:]
         raise FioFailed(f"fio {job.rw} on {filename}: {reason}: {' | '.join(detail)}", result)
     if job.verify and result.read.io_bytes != result.write.io_bytes:

@@ -17,12 +17,12 @@ import errno
 import json
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from mptcp_nvme import requirements
+from mptcp_nvme.guest import requirements
+from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
 
@@ -165,15 +165,10 @@ class Host:
     # --- commands -----------------------------------------------------------
 
     def _run(self, argv, what=None, timeout=CONNECT_TIMEOUT):
-        argv = [*self.prefix, *argv]
-        what = what or " ".join(argv)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise SetupError(f"{what}: {err}") from err
-        if done.returncode:
+        done = proc.cmd([*self.prefix, *argv], fail=False, timeout=timeout)
+        if done.ret:
             output = done.stderr.strip() or done.stdout.strip()
-            raise SetupError(f"{what} failed ({done.returncode}): {output}")
+            raise SetupError(f"{what or done.text} failed ({done.ret}): {output}")
         return done.stdout
 
     def _host_args(self):

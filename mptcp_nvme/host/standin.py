@@ -10,20 +10,22 @@ finish is removed, never reused.
 
 import hashlib
 import shutil
-import subprocess
+import tempfile
 import sys
 import tarfile
 import time
 from pathlib import Path
 
-from . import kernel as kernel_mod
-from .errors import ArgumentParser, SetupError, run_command
-from .rootfs import KERNEL_SUITE, SUITE, cache_dir, debian_mirror
+from mptcp_nvme import proc
+from mptcp_nvme.host import kernel as kernel_mod
+from mptcp_nvme.errors import ArgumentParser, SetupError, run_command
+from mptcp_nvme.host.rootfs import KERNEL_SUITE, SUITE, cache_dir, debian_mirror
 
 SOURCE_PACKAGE = "linux-source-7.3"
-PATCH = Path(__file__).resolve().parent.parent / "ci" / "mptcp-standin.patch"
+PATCH = Path(__file__).resolve().parents[2] / "ci" / "mptcp-standin.patch"
 BUILT_STAMP = ".mptcp-nvme-built"
 LISTS_MAX_AGE = 24 * 3600.0
+APT_TIMEOUT = 600.0
 
 
 class Apt:
@@ -41,8 +43,8 @@ class Apt:
                 "-o", "Debug::NoLocking=1"]
 
     def _run(self, tool, *args):
-        result = subprocess.run([tool, *self.options(), *args], capture_output=True, text=True)
-        if result.returncode:
+        result = proc.cmd([tool, *self.options(), *args], fail=False, timeout=APT_TIMEOUT)
+        if result.ret:
             tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]
             raise SetupError(f"{tool} {' '.join(args)} failed: {' '.join(tail)}")
         return result.stdout
@@ -71,11 +73,11 @@ class Apt:
         folder.mkdir(parents=True, exist_ok=True)
         wanted = folder / f"{package}_{version.replace(':', '%3a')}_all.deb"
         if not wanted.is_file():
-            result = subprocess.run(["apt-get", *self.options(), "download", f"{package}={version}"],
-                                    cwd=folder, capture_output=True, text=True)
-            if result.returncode or not wanted.is_file():
+            result = proc.cmd(["apt-get", *self.options(), "download", f"{package}={version}"],
+                              cwd=folder, fail=False, timeout=APT_TIMEOUT)
+            if result.ret or not wanted.is_file():
                 raise SetupError(f"apt-get download {package}={version} failed: "
-                                 f"{result.stderr.strip().splitlines()[-1:] or result.returncode}")
+                                 f"{result.stderr.strip().splitlines()[-1:] or result.ret}")
         return wanted
 
 
@@ -90,17 +92,14 @@ def cache_key(version, patch=PATCH, fragment_paths=None):
 
 def extract_source(deb, dest):
     """linux-source-X.Y.tar.xz out of the .deb, unpacked into ``dest``; the tree's path."""
-    tarball = f"./usr/src/{SOURCE_PACKAGE}.tar.xz"
+    tarball = f"usr/src/{SOURCE_PACKAGE}.tar.xz"
     dest.mkdir(parents=True, exist_ok=True)
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as deb_tar:
-        with tarfile.open(fileobj=deb_tar.stdout, mode="r|") as outer:
-            for member in outer:
-                if member.name == tarball:
-                    with tarfile.open(fileobj=outer.extractfile(member), mode="r|xz") as inner:
-                        inner.extractall(dest, filter="tar")
-                    break
-            else:
-                raise SetupError(f"{deb}: no {tarball} inside")
+    with tempfile.TemporaryDirectory(dir=dest) as unpacked:
+        proc.cmd(["dpkg-deb", "-x", deb, unpacked], timeout=APT_TIMEOUT)
+        if not (Path(unpacked) / tarball).is_file():
+            raise SetupError(f"{deb}: no {tarball} inside")
+        with tarfile.open(Path(unpacked) / tarball, mode="r:xz") as inner:
+            inner.extractall(dest, filter="tar")
     tree = dest / SOURCE_PACKAGE
     if not (tree / "Kconfig").is_file():
         raise SetupError(f"{deb}: {tarball} did not unpack to {tree}")
@@ -111,11 +110,8 @@ def apply_patch(tree, patch=PATCH, log=None):
     """Apply the stand-in patch; SetupError with patch's first complaint when it fails."""
     for dry in (True, False):
         argv = ["patch", "-p1", "--forward", "--batch", "-i", str(patch)] + (["--dry-run"] if dry else [])
-        result = subprocess.run(argv, cwd=tree, capture_output=True, text=True)
-        if log:
-            with open(log, "a") as out:
-                out.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
-        if result.returncode:
+        result = proc.cmd(argv, cwd=tree, fail=False, log=log)
+        if result.ret:
             lines = [l for l in (result.stdout + result.stderr).splitlines()
                      if "FAILED" in l or "malformed" in l.lower() or "can't find" in l.lower()
                      or "reversed" in l.lower() or "only garbage" in l.lower()]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
-from . import tools
-from .errors import UsageError
-from .rootfs import cache_dir
+from mptcp_nvme.host import tools
+from mptcp_nvme.errors import UsageError
+from mptcp_nvme.host.rootfs import cache_dir
 
 ACCELS = ("auto", "kvm", "tcg")
 KVM_PROBE_TIMEOUT = 40.0

@@ -10,11 +10,11 @@ import contextlib
 import errno
 import os
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
-from mptcp_nvme import requirements
+from mptcp_nvme.guest import requirements
+from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
 
@@ -274,13 +274,7 @@ def _port_ids_in_use(configfs):
 
 
 def _run(argv):
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise SetupError(f"{' '.join(argv)}: {err}") from err
-    if done.returncode:
-        raise SetupError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+    return proc.cmd(argv).stdout
 
 
 def load_modules():

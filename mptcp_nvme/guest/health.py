@@ -2,13 +2,13 @@
 
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
-from . import tls
+from mptcp_nvme import proc
+from mptcp_nvme.guest import tls
 
 # Kernel self-checks (blktests' dmesg gate) and the nvme error patterns of mptcp_nvme.sh.
 PROBLEMS = re.compile("|".join([
@@ -71,8 +71,8 @@ def problems(lines):
 def leftovers():
     """What a finished run must not leave behind: {kind: [names]} (empty lists when clean)."""
     nvmet = Path("/sys/kernel/config/nvmet")
-    loops = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-                           capture_output=True, text=True).stdout.splitlines()
+    loops = proc.cmd(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                     fail=False).stdout.splitlines()
     return {
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
         "nvmet subsystems": _entries(nvmet / "subsystems"),
@@ -101,8 +101,7 @@ class Kmemleak:
     def __init__(self, path=KMEMLEAK):
         self.path = Path(path)
         if not self.path.parent.is_dir() or not os.path.ismount(self.path.parent):
-            subprocess.run(["mount", "-t", "debugfs", "none", str(self.path.parent)],
-                           capture_output=True)
+            proc.cmd(["mount", "-t", "debugfs", "none", str(self.path.parent)], fail=False)
         self.available = self.path.exists()
         if self.available:
             self._write("clear")

@@ -5,7 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import SetupError
+from mptcp_nvme.errors import SetupError
 
 
 def tool_env():

@@ -59,7 +59,7 @@ from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
 
-TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+TOPOLOGY_DIR = Path(__file__).resolve().parents[2] / "topologies"
 FAMILIES = ("ipv4", "ipv6", "v4map")
 MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
 # What a test using this module needs of the kernel and rootfs (plugin.require).

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from .poll import wait_for
+from mptcp_nvme.poll import wait_for
 
 IPPROTO_MPTCP = 262
 SOL_MPTCP = 284

@@ -3,15 +3,17 @@
 import dataclasses
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import requirements, tools
-from .errors import SetupError, UsageError
+from mptcp_nvme.guest import requirements
 
-KCONFIG_DIR = Path(__file__).resolve().parent.parent / "kconfigs"
+from mptcp_nvme import proc
+from mptcp_nvme.host import tools
+from mptcp_nvme.errors import SetupError, UsageError
+
+KCONFIG_DIR = Path(__file__).resolve().parents[2] / "kconfigs"
 BZIMAGE = "arch/x86/boot/bzImage"
 
 
@@ -173,27 +175,26 @@ class _Logged:
         log.write_text("")
 
     def __call__(self, argv):
-        steps, last, next_report = 0, "", time.monotonic() + PROGRESS_EVERY
+        state = {"steps": 0, "last": "", "next": time.monotonic() + PROGRESS_EVERY}
         errors = []
         with open(self.log, "a", errors="replace") as out:
             out.write(f"$ {' '.join(argv)}\n")
             out.flush()
-            proc = subprocess.Popen(argv, cwd=self.tree, env=tools.tool_env(), text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    errors="replace")
-            for line in proc.stdout:
+
+            def on_line(line):
                 out.write(line)
                 if match := _STEP_LINE.match(line):
-                    steps, last = steps + 1, match[2]
+                    state.update(steps=state["steps"] + 1, last=match[2])
                 elif _ERROR_LINE.search(line) and len(errors) < 200:
                     errors.append(line)
-                if time.monotonic() >= next_report:
+                if time.monotonic() >= state["next"]:
                     minutes = (time.monotonic() - self.started) / 60
-                    print(f"build: {minutes:.0f} min, {steps} steps of {argv[0]} {argv[-1]}, "
-                          f"now {last}", file=sys.stderr, flush=True)
-                    next_report += PROGRESS_EVERY
-        if proc.wait():
-            error = first_error(errors) or f"{' '.join(argv)} exited {proc.returncode}"
+                    print(f"build: {minutes:.0f} min, {state['steps']} steps of {argv[0]} "
+                          f"{argv[-1]}, now {state['last']}", file=sys.stderr, flush=True)
+                    state["next"] += PROGRESS_EVERY
+            code = proc.stream(argv, on_line, cwd=self.tree, env=tools.tool_env())
+        if code:
+            error = first_error(errors) or f"{' '.join(argv)} exited {code}"
             raise SetupError(f"kernel build in {self.tree} failed: {error} (log: {self.log})")
 
 

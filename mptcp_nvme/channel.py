@@ -1,0 +1,19 @@
+"""What the host and the guest agree on: the agent's channel and the names of the
+properties that test reports carry from the guest to the host's reporters."""
+
+MARK = "@@mptcp-nvme@@ "
+# The agent's channel: fds the guest shell dups from the command's stdin and stdout
+# before pytest's capture takes fds 0-2 over (fd 1 then goes to stderr).
+REQUEST_FD, REPLY_FD = 3, 4
+# Mount points of the shared folders in the guest (vng needs them to exist in the root).
+GUEST_SOURCE_DIR = "/mnt/src"
+GUEST_RESULTS_DIR = "/mnt/results"
+GUEST_CONFIG_NAME = "guest-config.json"     # options.guest_config(), in the results folder
+
+# user_properties of a test report
+DIAG = "ktap_diag"            # a KTAP diagnostic line
+DESCRIPTION = "ktap_description"
+DIRECTIVE = "ktap_directive"  # TIMEOUT for a test the VM overran
+CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
+ARTIFACT = "artifact"         # a file kept for the test (host path)
+FLAKY = "flaky"               # failed attempts before it passed

@@ -1,0 +1,10 @@
+"""The guest side: what runs next to the kernel under test (in the VM, or natively as
+root). Nothing here imports mptcp_nvme.host. Selftests import their API from here:
+
+    from mptcp_nvme.guest import DIAG, require
+"""
+
+from mptcp_nvme.channel import DIAG
+from mptcp_nvme.guest.checks import enable_selftest_checks, require, results_dir
+
+__all__ = ["DIAG", "enable_selftest_checks", "require", "results_dir"]
