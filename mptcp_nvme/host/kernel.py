@@ -2,7 +2,6 @@
 
 import dataclasses
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,15 +91,10 @@ def locate(spec, rootfs, modules=None):
                      f"installed in the rootfs (installed: {choices})")
 
 
-def install_modules(kernel, rootfs):
-    """Put a bzImage's ``--modules`` into rootfs/lib/modules/<release> for the guest.
-
-    A tree needs nothing: vng shares its modules with the guest itself (.virtme_mods)."""
-    if kernel.modules is None:
-        return
-    target = Path(rootfs, "lib/modules", kernel.release)
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(kernel.modules, target, symlinks=True)
+def image_modules(kernel):
+    """What the guest's root image must add for ``kernel``: a bzImage's ``--modules``
+    as {release: directory}; a tree needs nothing (vng shares its .virtme_mods)."""
+    return {kernel.release: kernel.modules} if kernel.modules is not None else {}
 
 
 BOOT_FRAGMENT = KCONFIG_DIR / "vm.config"

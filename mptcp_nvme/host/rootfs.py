@@ -6,6 +6,7 @@ manifest changes. The Python packages get the exact versions the host runs.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -13,6 +14,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from mptcp_nvme import proc
@@ -181,34 +183,63 @@ def build(root):
     return root
 
 
-def disk_image(root):
-    """A read-only ext4 image of the directory ``root``, for the guest's virtio-blk root.
+@contextlib.contextmanager
+def cache_lock(name):
+    """An exclusive lock on a file in the cache directory: two runs (or xdist workers)
+    never build the same cached artefact at once; the second waits, then finds it."""
+    with open(cache_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
-    Rebuilt (a few seconds) when any entry of ``root`` is newer than the image, e.g. after
-    a kernel's modules were installed into it. Under TCG a 9p export of the directory
-    doubles the guest's Python start-up: every lookup and read is a round trip to qemu.
+
+def disk_image(root, modules=None):
+    """A read-only ext4 image of the directory ``root``, for the guest's virtio-blk root;
+    with ``modules`` ({release: lib/modules/<release> directory of a bzImage}), a separate
+    image per kernel that also holds them. ``root`` itself is never written.
+
+    Rebuilt (a few seconds) when any entry of ``root`` (or of the modules) is newer than
+    the image. Under TCG a 9p export of the directory doubles the guest's Python start-up:
+    every lookup and read is a round trip to qemu.
     """
     tools.require(["mkfs.ext4"], SETUP_HINT)
     root = Path(root).resolve()
-    path_key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
-    image = cache_dir() / f"{root.name}-{path_key}.ext4"
+    modules = {release: Path(path).resolve() for release, path in (modules or {}).items()}
+    key = hashlib.sha256(json.dumps([str(root), {r: str(p) for r, p in modules.items()}],
+                                    sort_keys=True).encode()).hexdigest()[:8]
+    image = cache_dir() / f"{root.name}-{key}.ext4"
     stamp = image.with_name(image.name + ".json")
-    newest, blocks, entries = _tree_state(root)
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        if image.is_file() and json.loads(stamp.read_text())["newest"] >= newest:
-            return image
-    print(f"rootfs: writing {image} from {root}", file=sys.stderr, flush=True)
-    partial = image.with_name(f"{image.name}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as file:
-            file.truncate(blocks * 512 * 5 // 4 + (256 << 20))
-        _run_with_progress(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-L", "mptcp-nvme",
-                            "-N", str(entries * 3 // 2 + 4096), "-d", str(root), str(partial)],
-                           "rootfs image")
-        os.replace(partial, image)
-    finally:
-        partial.unlink(missing_ok=True)
-    stamp.write_text(json.dumps({"root": str(root), "newest": newest}) + "\n")
+    with cache_lock(image.name):
+        states = [_tree_state(root), *(_tree_state(path) for path in modules.values())]
+        newest = max(state[0] for state in states)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if image.is_file() and json.loads(stamp.read_text())["newest"] >= newest:
+                return image
+        print(f"rootfs: writing {image} from {root}"
+              + "".join(f" + modules {release}" for release in modules), file=sys.stderr, flush=True)
+        blocks, entries = sum(s[1] for s in states), sum(s[2] for s in states)
+        partial = image.with_name(f"{image.name}.{os.getpid()}.partial")
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="image-") as staging:
+            source = root
+            if modules:            # hard links of the root plus the modules: root untouched
+                source = Path(staging) / "root"
+                proc.cmd(["cp", "-al", root, source], timeout=600)
+                for release, path in modules.items():
+                    target = source / "lib/modules" / release
+                    shutil.rmtree(target, ignore_errors=True)
+                    shutil.copytree(path, target, symlinks=True)
+            try:
+                with open(partial, "wb") as file:
+                    file.truncate(blocks * 512 * 5 // 4 + (256 << 20))
+                _run_with_progress(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-L",
+                                    "mptcp-nvme", "-N", str(entries * 3 // 2 + 4096), "-d",
+                                    str(source), str(partial)], "rootfs image")
+                os.replace(partial, image)
+            finally:
+                partial.unlink(missing_ok=True)
+        stamp.write_text(json.dumps({"root": str(root), "newest": newest}) + "\n")
     return image
 
 
@@ -239,7 +270,8 @@ def ensure(spec=None):
                              f"(no {MANIFEST_NAME}); run 'mptcp-nvme setup'")
         return root
     root = default_path()
-    if not is_complete(root):
-        print(f"rootfs: building {root} (Debian {SUITE}, once)", file=sys.stderr, flush=True)
-        build(root)
+    with cache_lock(root.name):
+        if not is_complete(root):
+            print(f"rootfs: building {root} (Debian {SUITE}, once)", file=sys.stderr, flush=True)
+            build(root)
     return root

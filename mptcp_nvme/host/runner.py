@@ -22,6 +22,23 @@ def results_dir(config):
     return path
 
 
+PREPARED = pytest.StashKey[tuple]()
+
+
+def prepare(config):
+    """The shared inputs of every VM of this run, made once (before any VM boots, on
+    the xdist controller too) and only read afterwards: (rootfs, kernel, root image)."""
+    if PREPARED not in config.stash:
+        opt = config.getoption
+        require_host_tools()
+        root = rootfs.ensure(opt("rootfs"))
+        kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
+        image = None if root == Path("/") else rootfs.disk_image(
+            root, kernel_mod.image_modules(kernel))
+        config.stash[PREPARED] = (root, kernel, image)
+    return config.stash[PREPARED]
+
+
 def guest_config_file(config, folder):
     """The run's guest options, written where the guest reads them (its results folder)."""
     path = Path(folder) / GUEST_CONFIG_NAME
@@ -47,12 +64,8 @@ class VmRunner:
 
     def _vm_config(self):
         opt = self.config.getoption
-        require_host_tools()
-        root = rootfs.ensure(opt("rootfs"))
-        kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
+        root, kernel, image = prepare(self.config)
         self.kernel = kernel
-        kernel_mod.install_modules(kernel, root)
-        image = None if root == Path("/") else rootfs.disk_image(root)
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
         layout = GuestLayout.on_rootfs() if image else GuestLayout.on_host_root(out.resolve())

@@ -96,13 +96,27 @@ def test_modules_are_not_installed_into_the_host_root(tmp_path):
         kernel.locate(str(image), "/", str(tmp_path))
 
 
-def test_bzimage_modules_land_in_the_rootfs(rootfs, tmp_path):
+def test_bzimage_modules_go_to_a_per_kernel_image_not_into_the_rootfs(rootfs, tmp_path, monkeypatch):
+    """The shared rootfs is never written: a bzImage's modules are added to a separate
+    image of that kernel (ext4, read back with debugfs)."""
+    import shutil
+    import subprocess
+    from mptcp_nvme.host import rootfs as rootfs_mod
+    if not shutil.which("mkfs.ext4") or not shutil.which("debugfs"):
+        pytest.skip("needs e2fsprogs (mkfs.ext4, debugfs)")
+    monkeypatch.setenv("MPTCP_NVME_CACHE", str(tmp_path / "cache"))
     image = fake_bzimage(tmp_path / "bzImage", "7.4.0")
     mods = tmp_path / "lib/modules/7.4.0"
     (mods / "kernel").mkdir(parents=True)
     (mods / "modules.dep").write_text("kernel/nvme.ko:\n")
-    kernel.install_modules(kernel.locate(str(image), rootfs, str(mods)), rootfs)
-    assert (rootfs / "lib/modules/7.4.0/modules.dep").read_text() == "kernel/nvme.ko:\n"
+    before = sorted(p.relative_to(rootfs) for p in rootfs.rglob("*"))
+    found = kernel.locate(str(image), rootfs, str(mods))
+    disk = rootfs_mod.disk_image(rootfs, kernel.image_modules(found))
+    assert sorted(p.relative_to(rootfs) for p in rootfs.rglob("*")) == before
+    listed = subprocess.run(["debugfs", "-R", "cat /lib/modules/7.4.0/modules.dep", str(disk)],
+                            capture_output=True, text=True)
+    assert listed.stdout == "kernel/nvme.ko:\n", listed.stderr
+    assert disk != rootfs_mod.disk_image(rootfs)          # the plain image is another one
 
 
 def test_bad_modules_directory(rootfs, tmp_path):

@@ -112,3 +112,23 @@ def test_two_vms_side_by_side(mptcp_nvme):
     assert run.stdout.count("# vm gw") == 2
     assert run.result("nvmet, nvmet-tcp and nvme-tcp load").ok
     assert not run.result("a failing assertion travels back").ok
+
+
+def test_two_runs_at_once_on_a_cold_cache_both_pass(tmp_path):
+    """Two mptcp-nvme runs started together on an empty cache: one builds the rootfs and
+    its image while the other waits on the cache lock; neither writes what the other
+    boots from."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MPTCP_NVME_CACHE=str(tmp_path / "cache"))
+    runs = [subprocess.Popen([sys.executable, "-m", "mptcp_nvme.host.cli", "run",
+                              "--results-dir", str(tmp_path / f"results-{i}"),
+                              str(REPO / "selftests/test_modules.py")],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for i in (1, 2)]
+    outputs = [run.communicate(timeout=1200) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs):
+        assert run.returncode == ktap.EXIT_PASS, stdout + stderr
+        assert "ok 1 - mptcp_nvme: nvmet, nvmet-tcp and nvme-tcp load" in stdout
+    assert sum("rootfs: building" in stderr for _, stderr in outputs) == 1, outputs
