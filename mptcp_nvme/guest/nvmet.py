@@ -16,7 +16,6 @@ from pathlib import Path
 from mptcp_nvme.guest import requirements
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
-from mptcp_nvme.poll import wait_for
 
 CONFIGFS_ROOT = requirements.CONFIGFS
 # What a test using this module needs of the kernel and rootfs (plugin.require).
@@ -320,25 +319,3 @@ class LoopDevice(_Resource):
             os.close(fd)
         self.path = _run(["losetup", "--find", "--show", backing]).strip()
         stack.callback(_run, ["losetup", "--detach", self.path])
-
-
-class NullBlk(_Resource):
-    """/dev/nullb0 from a freshly loaded null_blk, unloaded on exit.
-
-    Data is discarded unless ``memory_backed``: verify jobs need it.
-    """
-
-    path = "/dev/nullb0"
-
-    def __init__(self, size_gb=1, memory_backed=False, timeout=10.0):
-        self.size_gb = size_gb
-        self.memory_backed = memory_backed
-        self.timeout = timeout
-
-    def _setup(self, stack):
-        if Path("/sys/module/null_blk").exists():
-            raise SetupError("null_blk is already loaded: its parameters cannot be set")
-        _run(["modprobe", "null_blk", "nr_devices=1", f"gb={self.size_gb}",
-              f"memory_backed={int(self.memory_backed)}"])
-        stack.callback(_run, ["modprobe", "-r", "null_blk"])
-        wait_for(lambda: os.path.exists(self.path), f"{self.path} to appear", self.timeout)

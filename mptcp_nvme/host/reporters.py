@@ -33,6 +33,7 @@ class KtapReporter:
         if not is_xdist_controller(session.config):
             self.writer.plan(len(session.items))
 
+    @pytest.hookimpl(optionalhook=True)       # an xdist hook: absent without xdist
     def pytest_xdist_node_collection_finished(self, node, ids):
         if self.writer.planned is None:
             self.writer.plan(len(ids))
@@ -69,6 +70,10 @@ class KtapReporter:
                                                  pytest.ExitCode.INTERRUPTED):
             code = ktap.EXIT_FAIL
         session.config.stash[KTAP_EXIT] = code
+
+    def pytest_unconfigure(self, config):
+        if self.stream is not sys.stdout:
+            self.stream.close()
 
 
 KTAP_EXIT = pytest.StashKey[int]()
