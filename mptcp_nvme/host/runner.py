@@ -158,6 +158,8 @@ class VmRunner:
             mark = guest.vm.console_mark()
             timeout = self._timeout(item)
             data = guest.run(item.nodeid, nextitem.nodeid if nextitem else None, timeout)
+            if guest.vm.fatal:           # the test survived an Oops; the next gets a fresh VM
+                guest.close(grace=0)
             return [self._report(d) for d in data]
         except NotRun as err:
             return failure_reports(item, str(err), time.monotonic() - started)

@@ -105,6 +105,7 @@ class GuestSession:
     def run(self, nodeid, next_nodeid, timeout):
         """Serialized reports of one test; VMError if the guest dies or overruns, NotRun
         (with the guest's collection errors) if it did not collect the test."""
+        self.vm.fatal = None     # a fatal console line counts for the test it happens in
         self.vm.send_line(json.dumps({"op": "run", "nodeid": nodeid, "next": next_nodeid}))
         result = self._receive("result", timeout, f"the result of {nodeid}")
         if result.get("error"):

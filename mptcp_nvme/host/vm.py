@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,17 @@ class VMError(Exception):
 
 class VMTimeout(VMError):
     """The guest did not answer in time (it may still be alive)."""
+
+
+class GuestCrashed(VMError):
+    """The guest kernel reported a fatal error (an Oops kills the task it hit, which may
+    be the guest agent) and the awaited answer did not follow."""
+
+
+# Console lines after which a task, or the whole kernel, is dead: no answer may come.
+FATAL = re.compile(r"Kernel panic - not syncing|kernel BUG at |Oops: |BUG: unable to handle|"
+                   r"general protection fault")
+FATAL_GRACE = 10.0       # seconds the guest still gets to answer after such a line
 
 
 def require_host_tools():
@@ -186,6 +198,7 @@ class VM:
         self._stdout = queue.Queue()
         self._tail = collections.deque(maxlen=CONSOLE_TAIL_LINES)
         self._console_lines = []       # everything the console said, for crash extraction
+        self.fatal = None              # (monotonic time, line) of the first fatal line
         self._threads = []
         self._console = None
 
@@ -224,6 +237,8 @@ class VM:
     def _log(self, line):
         self._tail.append(line)
         self._console_lines.append(line)
+        if self.fatal is None and FATAL.search(line):
+            self.fatal = (time.monotonic(), line)
         if self._console:
             self._console.write(line + "\n")
 
@@ -252,12 +267,22 @@ class VM:
             raise self.error(f"cannot write to the guest ({err})") from None
 
     def read_line(self, timeout, what):
-        """The next stdout line of the guest command; VMError on timeout or guest exit."""
-        try:
-            line = self._stdout.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            raise self.error(f"timed out after {timeout:g}s waiting for {what}",
-                             VMTimeout) from None
+        """The next stdout line of the guest command; VMError on timeout or guest exit,
+        GuestCrashed when the kernel reported a fatal error FATAL_GRACE seconds ago."""
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._stdout.get(timeout=max(min(left, 1.0), 0))
+                break
+            except queue.Empty:
+                if self.fatal and time.monotonic() - self.fatal[0] > FATAL_GRACE:
+                    raise self.error(f"the guest kernel reported '{self.fatal[1].strip()}' and "
+                                     f"{what} did not follow within {FATAL_GRACE:g}s",
+                                     GuestCrashed) from None
+                if left <= 0:
+                    raise self.error(f"timed out after {timeout:g}s waiting for {what}",
+                                     VMTimeout) from None
         if line is None:
             self._stdout.put(None)
             status = self.proc.wait()
