@@ -41,9 +41,10 @@ HEADLINES = [(kind, re.compile(pattern)) for kind, pattern in (
     ("kasan", r"BUG: KASAN: "),
     ("kfence", r"BUG: KFENCE: "),
     ("ubsan", r"UBSAN: \S"),
-    ("lockdep", r"WARNING: (possible .*(locking|dependency|inversion)|inconsistent lock state|"
-                r"suspicious RCU usage|bad unlock balance|.*lock.* (held|freed)|.*lock order)|"
-                r"BUG: (held lock freed|MAX_LOCKDEP)"),
+    ("lockdep", r"WARNING: (possible (circular|recursive) locking|inconsistent lock state|"
+                r"possible irq lock inversion|\w+-safe -> \w+-unsafe lock order|suspicious RCU|"
+                r"bad unlock balance|lock held when returning|held lock freed|[Nn]ested lock was "
+                r"not taken|bad contention)|BUG: (held lock freed|MAX_LOCKDEP)"),
     ("rcu_stall", r"(rcu: )?INFO: rcu_\w+ (self-)?detected (expedited )?stall"),
     ("hung_task", r"INFO: task .+:\d+ blocked for more than \d+ seconds"),
     ("kmemleak", r"unreferenced object 0x[0-9a-f]+ \(size \d+\):"),
@@ -59,31 +60,38 @@ ENDS_AT_TRACE = ("lockdep", "rcu_stall", "hung_task", "kmemleak")   # no end mar
 STAMP = re.compile(r"\[\s*\d+\.\d{6}\](\[\s*[CT]\d+\])? ?")         # [   12.345678][ T123]
 LEVEL = re.compile(r"^(<\d+>|\d+,\d+,\d+,[^;]*;|\w+\s*:\s*\w+\s*: |"  # <4>, /dev/kmsg, dmesg -x
                    r"\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\] )")      # dmesg -T
-FRAME = re.compile(r"(?:\[<[0-9a-f]+>\]\s*)?(\?\s+)?([A-Za-z_][\w.$]*)\+(0x[0-9a-f]+/0x[0-9a-f]+)"
-                   r"(?:\s+\[([\w-]+)[^\]]*\])?(?:\s+\([A-Z]\))?$")
+FRAME = re.compile(r"(?:\[<[0-9a-f]+>\]\s*)?(\?\s+)?"             # [<address>] ? (unreliable)
+                   r"([A-Za-z_][\w.$]*)\+(0x[0-9a-f]+/0x[0-9a-f]+)"  # func+0x12/0x34
+                   r"(?:\s+\[([\w-]+)[^\]]*\])?"                      # [module buildid]
+                   r"(?:\s+\S+:\d+(?::\d+)?)?(?:\s+\([A-Z]\))?$")     # file:line (decoded), (P)
 TRACE_HEADER = re.compile(r"(Call [Tt]race|backtrace( \(crc \w+\))?):$")
-TRACE_NOISE = re.compile(r"</?(TASK|IRQ|NMI|SOFTIRQ|EOI)>$|Code: |[A-Z][A-Z0-9]{1,7}:\s")
+TRACE_NOISE = re.compile(r"</?(TASK|IRQ|NMI|SOFTIRQ|EOI)>$|Code: |[A-Z][A-Z0-9]{1,7}:\s|"
+                         r"[A-Za-z_][\w.$]* \S+:\d+(:\d+)? \[inline\]$")    # registers, inlined
 AT = re.compile(r"\b(?:in|at) (?:\S+:\d+ )?([A-Za-z_][\w.$]*)\+0x")    # in a headline
 RIP = re.compile(r"(?:RIP: [0-9a-f]{4}:|pc : |EIP: )(?:\[<[0-9a-f]+>\] )?([A-Za-z_][\w.$]*)\+0x")
-WHO = [re.compile(p) for p in (
-    r"^CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: \d+ Comm: (?P<task>.+?)(?: (?:Not tainted|Tainted:).*)?$",
-    r", CPU#(?P<cpu>\d+): (?P<task>.+)/\d+$",                          # WARNING headline (6.x+)
+WHO = [re.compile(p) for p in (        # task names are short: bounded, never quadratic
+    r"^CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: \d+ Comm: (?P<task>.{1,64}?)"
+    r"(?: (?:Not tainted|Tainted:).*)?$",
+    r", CPU#(?P<cpu>\d+): (?P<task>.{1,64})/\d+$",                     # WARNING headline (6.x+)
     r"^WARNING: CPU: (?P<cpu>\d+) PID",
-    r"^INFO: task (?P<task>.+):\d+ blocked",
-    r"\bby task (?P<task>.+?)/\d+",
-    r'^comm "(?P<task>.*)", pid \d+',
-    r"CPU#(?P<cpu>\d+) stuck for \d+s! \[(?P<task>.+):\d+\]")]
-MACHINERY = re.compile(
-    r"(__)?dump_stack\w*|show_stack|v?panic|nmi_panic|__warn\w*|warn_slowpath\w*|report_bug|"
-    r"handle_bug|exc_invalid_op|asm_exc_\w+|do_error_trap|do_trap|print_report|__?kasan_\w+|"
-    r"__asan_\w+|kfence_\w+|ubsan_\w+|__ubsan_handle_\w+|__might_\w+|print_\w*bug\w*|"
-    r"check_noncircular|check_prev_add|validate_chain|check_irq_usage|mark_lock\w*|"
-    r"__?lock_acquire|__?lock_release|lockdep_\w+|_raw_\w+|__?mutex_lock\w*|__schedule|"
-    r"schedule\w*|io_schedule\w*|rcu_dump_cpu_stacks|print_cpu_stall\w*")
-ALLOCATOR = re.compile(
-    r"__?kmalloc\w*|kmalloc_trace\w*|__?kmem_cache_alloc\w*|k[vz]?[mz]?alloc\w*|krealloc\w*|"
-    r"kmemdup\w*|kstrdup\w*|__?alloc_pages\w*|__?vmalloc\w*|pcpu_alloc\w*|__?slab_\w+|"
-    r"kmemleak_\w+|__?do_kmalloc\w*|alloc_slab\w*")
+    r"^INFO: task (?P<task>.{1,64}):\d+ blocked",
+    r"^task:(?P<task>\S{1,64})\s+state:",
+    r"\bby task (?P<task>\S{1,64}?)/\d+",
+    r'^comm "(?P<task>.{0,64})", pid \d+',
+    r"CPU#(?P<cpu>\d+) stuck for \d+s! \[(?P<task>.{1,64}):\d+\]")]
+MACHINERY = (                           # leading frames of the reporting code itself
+    r"_*dump_stack\w*|show_stack|v?panic|nmi_panic|check_panic_on_warn|__warn\w*|"
+    r"warn_slowpath\w*|report_bug|handle_bug|exc_invalid_op|asm_exc_\w+|do_error_trap|do_trap|"
+    r"print_report|end_report|_*kasan_\w+|__asan_\w+|kfence_\w+|_*ubsan_\w+|__might_\w+|"
+    r"print_\w*bug\w*|check_noncircular|check_prev_add|validate_chain|check_irq_usage|mark_lock\w*|"
+    r"_*lock_acquire|_*lock_release|lockdep_\w+|_raw_\w+|_*mutex_lock\w*|_*schedule\w*|"
+    r"io_schedule\w*|preempt_schedule\w*|rcu_dump_cpu_stacks|print_cpu_stall\w*")
+ALLOCATOR = (                           # ... and of kmemleak's allocation backtraces
+    r"_*kmalloc\w*|_*kmem_cache_alloc\w*|k[vz]?[mz]?alloc\w*|krealloc\w*|kmemdup\w*|"
+    r"kstrdup\w*|_*alloc_pages\w*|_*vmalloc\w*|pcpu_alloc\w*|_*slab_\w+|kmemleak_\w+|"
+    r"_*do_kmalloc\w*|alloc_slab\w*")
+SKIP = {kind: re.compile(f"(?:{MACHINERY}|{ALLOCATOR})$" if kind == "kmemleak"
+                         else f"(?:{MACHINERY})$") for kind in KINDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,23 +101,26 @@ class Crash:
     function: str | None        # where: RIP/pc, a WARNING's "at func", else first frame
     task: str | None            # Comm
     cpu: int | None
-    trace: tuple                # "func+0x12/0x34 [module]", "? " frames dropped
+    trace: tuple[str, ...]      # "func+0x12/0x34 [module]", "? " frames dropped
     fingerprint: str            # kind:frame<-frame<-... (see the module's docstring)
-    lines: tuple                # the block as logged, time stamps kept
+    lines: tuple[str, ...]      # the block as logged, time stamps kept
 
     def summary(self):
         where = f" in {self.function}" if self.function else ""
         return f"{self.kind}: {self.headline}{where} (fingerprint {self.fingerprint})"
 
-    def describe(self):
-        """Several lines: summary's parts, then the call trace."""
+    def describe(self, frames=24):
+        """Several lines: kind and headline, where and who, fingerprint, then the first
+        ``frames`` frames of the call trace (all of them are in ``trace``)."""
         who = ", ".join(([f"task {self.task}"] if self.task else [])
                         + ([f"CPU {self.cpu}"] if self.cpu is not None else []))
         text = [f"{self.kind}: {self.headline}",
                 f"  at {self.function or '?'}" + (f" ({who})" if who else ""),
                 f"  fingerprint {self.fingerprint}"]
         if self.trace:
-            text += ["  Call Trace:"] + [f"    {frame}" for frame in self.trace]
+            text += ["  Call Trace:"] + [f"    {frame}" for frame in self.trace[:frames]]
+        if len(self.trace) > frames:
+            text.append(f"    ... {len(self.trace) - frames} more frames")
         return "\n".join(text)
 
 
@@ -137,8 +148,7 @@ def _name(frame):
 
 def _top(kind, names):
     """``names`` from the first one that is not the reporting machinery's own."""
-    skip = re.compile(f"(?:{MACHINERY.pattern}|{ALLOCATOR.pattern})$" if kind == "kmemleak"
-                      else f"(?:{MACHINERY.pattern})$")
+    skip = SKIP.get(kind, SKIP["bug"])
     start = next((i for i, name in enumerate(names) if not skip.match(name)), 0)
     return names[start:]
 
@@ -198,8 +208,9 @@ def _parse(kind, lines, texts, previous):
 class _Block:
     kind: str
     first: int                  # index of the headline in the log's lines
-    lines: list
-    texts: list                 # the lines' messages, prefixes stripped
+    lines: list                 # as logged
+    texts: list                 # the kernel's messages among them, prefixes stripped
+    stamped: bool               # time-stamped headline: unstamped lines are user space's
     in_trace: bool = False      # a trace header was seen
     framed: bool = False        # ... and a frame after it
 
@@ -214,14 +225,17 @@ def _blocks(lines):
         if kind and stamped_log and not stamped and kind != "kmemleak":
             kind = None                 # user space on the console, not the kernel
         if kind == "oops" and current and current.kind in ("bug", "oops") \
-                and OOPS_MARK.match(text) and not current.framed and not any(
+                and OOPS_MARK.match(text) and not any(
                     t.startswith("CPU: ") or FRAME.match(t) for t in current.texts):
             kind = None                 # "Oops: ..." under its "BUG: ..." headline
         if kind:
-            current = _Block(kind, index, [line], [text])
+            current = _Block(kind, index, [line], [text], stamped)
             blocks.append(current)
             continue
         if current is None:
+            continue
+        if current.stamped and not stamped:
+            current.lines.append(line)  # user space writing to the console meanwhile
             continue
         if current.kind in ENDS_AT_TRACE and current.framed and not (
                 FRAME.match(text) or TRACE_NOISE.match(text)):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from mptcp_nvme import crash, proc
 
-TRACE_LINES = 24          # frames of each crash shown in KTAP (all are in the artifact)
 TAIL_LINES = 30           # console lines shown when no crash report was found
 SYSRQ_LINES = 40          # lines of sysrq w/l output shown for a hang
 DECODE_TIMEOUT = 120
@@ -28,24 +27,6 @@ class GuestFailure:
 
 def artifact_dir(results, nodeid):
     return Path(results) / "artifacts" / re.sub(r"[^\w.-]+", "_", nodeid)
-
-
-def describe_crash(found):
-    """The lines a developer needs first: kind, headline, where, who, fingerprint, trace."""
-    where = f" in {found.function}" if found.function else ""
-    who = ", ".join(part for part in (
-        f"task {found.task}" if found.task else "",
-        f"CPU {found.cpu}" if found.cpu is not None else "") if part)
-    lines = [f"{found.kind}: {found.headline}",
-             f"  at{where or ' ?'}{f' ({who})' if who else ''}",
-             f"  fingerprint {found.fingerprint}"]
-    frames = list(found.trace)
-    if frames:
-        lines.append("  Call Trace:")
-        lines += [f"    {frame}" for frame in frames[:TRACE_LINES]]
-        if len(frames) > TRACE_LINES:
-            lines.append(f"    ... {len(frames) - TRACE_LINES} more frames in the artifact")
-    return "\n".join(lines)
 
 
 def sysrq_excerpt(lines):
@@ -80,7 +61,7 @@ def guest_failure(headline, console_lines, results, nodeid, tree=None, hung=Fals
     written[0].write_text("\n".join(console_lines) + "\n")
     parts = [headline]
     for number, block in enumerate(found, start=1):
-        parts.append(describe_crash(block))
+        parts.append(block.describe())
         path = folder / f"crash-{number}-{block.kind}.txt"
         text = "\n".join(block.lines) + "\n"
         decoded = decode(block.lines, tree) if tree else None

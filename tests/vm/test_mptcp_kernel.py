@@ -77,3 +77,28 @@ def test_mptcp_kernel_tree_is_cached_and_named_last(tmp_path):
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.splitlines()[-1]) == Path(KERNEL)
     assert time.monotonic() - started < 60, "a warm ./ci/mptcp-kernel rebuilt something"
+
+
+@needs_kernel
+@pytest.mark.parametrize("case, kind, headline, function", [
+    ("warning", "warning", r"WARNING: drivers/misc/lkdtm/bugs.c:\d+ at lkdtm_WARNING", "lkdtm_WARNING"),
+    ("bug", "bug", r"kernel BUG at drivers/misc/lkdtm/bugs.c:\d+!", "lkdtm_BUG"),
+])
+def test_lkdtm_crash_is_reported_with_kind_headline_function_fingerprint(mptcp_nvme, case, kind,
+                                                                         headline, function):
+    """A WARNING and a BUG provoked through lkdtm (the test kernel has CONFIG_LKDTM):
+    the failed test's KTAP starts with the kind, the kernel's headline, the function and
+    a fingerprint; results.json carries the fingerprint."""
+    from .conftest import GUEST_CASES
+    run = mptcp_nvme("run", "--kernel", KERNEL, "-k", case, GUEST_CASES / "guest_lkdtm.py",
+                     "--test-timeout", "120", timeout=600)
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
+    [result] = run.results
+    assert not result.ok
+    assert re.search(rf"^# {kind}: {headline}", run.stdout, re.M), run.stdout
+    assert re.search(rf"^#   at {function}\b", run.stdout, re.M), run.stdout
+    fingerprint = re.search(rf"^#   fingerprint ({kind}:{function}\S*)$", run.stdout, re.M)
+    assert fingerprint, run.stdout
+    [test] = __import__("json").loads((run.results_dir / "results.json").read_text())["tests"]
+    assert any(fingerprint[1] in crash for crash in test["crashes"]), test
+    assert run.seconds < 300, f"the {case} took {run.seconds:.0f}s to report"
