@@ -20,15 +20,8 @@ SOCKET_RATE_MBIT = 50   # per link for the socket test: well below what the gues
 AGGREGATE_FACTOR = 2.0  # 4 such links must carry at least twice what one carries
 
 
-def link_shares(before, after):
-    moved = {i: (after[i].rx_bytes - before[i].rx_bytes) + (after[i].tx_bytes - before[i].tx_bytes)
-             for i in after}
-    total = sum(moved.values()) or 1
-    return {i: count / total for i, count in moved.items()}
-
-
 def format_shares(shares):
-    return " ".join(f"path{i}={share:.0%}" for i, share in sorted(shares.items()))
+    return " ".join(f"{name}={share:.0%}" for name, share in shares.items())
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4))
@@ -88,7 +81,7 @@ def test_fio(connection, nvme_host, network, trtype, paths, iopolicy, record_pro
     nvme_host.set_iopolicy(connection.nqn, iopolicy)
     before = network.link_counters()
     results = fio.run_script_sequence(connection.device, MATRIX_FIO, network.host.argv())
-    shares = link_shares(before, network.link_counters())
+    shares = network.link_bytes_since(before).shares()
     read, write = results["randread"].read, results["randwrite"].write
     record_property(DIAG, f"READ {read.mib_per_s:.1f} MiB/s, WRITE {write.mib_per_s:.1f} MiB/s, "
                           f"bytes per path: {format_shares(shares)}")

@@ -73,11 +73,8 @@ def test_script(request, trtype, network, paths, iopolicy, record_property, prov
         assert nvme_host.iopolicy(target.nqn) == iopolicy
         before = network.link_counters()
         results = fio.run_script_sequence(connection.device, prefix=network.host.argv())
-        after = network.link_counters()
+        moved = network.link_bytes_since(before)
     read, write = results["randread"].read, results["randwrite"].write
     record_property(DIAG, f"READ: bw={read.mib_per_s:.1f}MiB/s WRITE: bw={write.mib_per_s:.1f}MiB/s")
-    rx = " ".join(f"{link.name}={after[link.index].rx_bytes - before[link.index].rx_bytes}"
-                  for link in network.topology.links)
-    tx = " ".join(f"{link.name}={after[link.index].tx_bytes - before[link.index].tx_bytes}"
-                  for link in network.topology.links)
-    record_property(DIAG, f"bytes per link, target->host: {rx}; host->target: {tx}")
+    record_property(DIAG, f"bytes per link, target->host: {moved.format('rx', shares=False)}; "
+                          f"host->target: {moved.format('tx', shares=False)}")

@@ -133,9 +133,7 @@ def test_tls_multipath_fio(tls_host, tls_target, network, psks, iopolicy):
         tls_host.set_iopolicy(conn.nqn, iopolicy)
         before = network.link_counters()
         fio.run_script_sequence(conn.device, SHORT_FIO)
-        after = network.link_counters()
-    moved = {index: after[index].rx_bytes - before[index].rx_bytes
-             + after[index].tx_bytes - before[index].tx_bytes for index in after}
+        moved = network.link_bytes_since(before).of()
     even_share = sum(moved.values()) / len(moved)
     assert all(count >= even_share / 4 for count in moved.values()), (
         f"bytes per path during fio: {moved}")

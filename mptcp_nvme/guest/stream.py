@@ -27,7 +27,7 @@ class StreamResult:
     seconds: float
     received: int
     subflows: int            # additional subflows the host's MPTCP socket joined
-    link_bytes: dict         # link index -> bytes its host interface received
+    moved: object            # topology.LinkBytes during the measured interval
     mpjoin: dict             # MPTcpExt MPJoin* counters of the host namespace
 
     @property
@@ -36,8 +36,8 @@ class StreamResult:
 
     @property
     def link_shares(self):
-        total = sum(self.link_bytes.values()) or 1
-        return {index: count / total for index, count in self.link_bytes.items()}
+        """{link name: share of the bytes the host received} (the stream's direction)."""
+        return self.moved.shares("rx")
 
 
 def mptcp_subflows(sock):
@@ -96,13 +96,13 @@ def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201
         received, started = 0, time.monotonic()
         while (elapsed := time.monotonic() - started) < seconds:
             received += _drain(receiver)
-        after = network.link_counters()
+        moved = network.link_bytes_since(before)
         with network.host.enter():
             joins = {k: v - joins_before.get(k, 0) for k, v in mpjoin_counters().items()}
         subflows = mptcp_subflows(receiver) if protocol == "mptcp" else 0
     return StreamResult(
         protocol=protocol, seconds=elapsed, received=received, subflows=subflows,
-        link_bytes={i: after[i].rx_bytes - before[i].rx_bytes for i in after}, mpjoin=joins)
+        moved=moved, mpjoin=joins)
 
 
 def _drain(sock):

@@ -319,6 +319,39 @@ def _address(data, key, prefix, family, default):
 LinkCounters = namedtuple("LinkCounters", "tx_bytes rx_bytes")
 
 
+@dataclass(frozen=True)
+class LinkBytes:
+    """The one definition of "bytes per link": what each link carried between two
+    Network.link_counters() snapshots, counted on its host-side interface. ``rx`` is
+    target->host (NVMe reads), ``tx`` host->target (writes); keys are link names."""
+
+    rx: dict
+    tx: dict
+
+    @classmethod
+    def between(cls, links, before, after):
+        return cls({l.name: after[l.index].rx_bytes - before[l.index].rx_bytes for l in links},
+                   {l.name: after[l.index].tx_bytes - before[l.index].tx_bytes for l in links})
+
+    def of(self, direction="both"):
+        """{link name: bytes} in ``direction``: "rx", "tx" or "both"."""
+        if direction == "both":
+            return {name: self.rx[name] + self.tx[name] for name in self.rx}
+        return dict(self.rx if direction == "rx" else self.tx)
+
+    def shares(self, direction="both"):
+        """{link name: fraction of all the bytes in ``direction``}."""
+        moved = self.of(direction)
+        total = sum(moved.values()) or 1
+        return {name: count / total for name, count in moved.items()}
+
+    def format(self, direction="both", shares=True):
+        """'path1=25% path2=25% ...' (or byte counts)."""
+        values = self.shares(direction) if shares else self.of(direction)
+        return " ".join(f"{name}={value:.0%}" if shares else f"{name}={value}"
+                        for name, value in values.items())
+
+
 class Netns:
     """A named network namespace, /run/netns/NAME."""
 
@@ -412,6 +445,10 @@ class Network:
                 _apply_netem(ipr, ns, ifname, netem)
         self.netem[link_index] = netem
         return netem
+
+    def link_bytes_since(self, before):
+        """LinkBytes from the ``before`` snapshot (link_counters()) to now."""
+        return LinkBytes.between(self.topology.links, before, self.link_counters())
 
     def link_counters(self):
         """{link index: byte counters of its host-side interface}."""

@@ -444,3 +444,15 @@ def test_build_without_netem_fails_cleanly(missing):
     assert "CONFIG_NET_SCH_NETEM" in str(raised.value)
     assert raised.value.__cause__.code == errno.ENOENT
     assert not os.path.exists(f"/run/netns/ns1-{os.getpid()}-nonetem")
+
+
+def test_link_bytes_is_the_one_per_link_accounting():
+    links = topology.topology_for_paths(2).links
+    C = topology.LinkCounters
+    moved = topology.LinkBytes.between(links, {1: C(100, 1000), 2: C(0, 0)},
+                                       {1: C(400, 1600), 2: C(100, 1800)})
+    assert moved.rx == {"path1": 600, "path2": 1800} and moved.tx == {"path1": 300, "path2": 100}
+    assert moved.of() == {"path1": 900, "path2": 1900}
+    assert moved.shares("rx") == {"path1": 0.25, "path2": 0.75}
+    assert moved.format("rx") == "path1=25% path2=75%"
+    assert moved.format("tx", shares=False) == "path1=300 path2=100"
