@@ -13,7 +13,9 @@ from mptcp_nvme.channel import ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CO
 from mptcp_nvme.host import rootfs
 from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host.session import SOURCE_DIR, GuestLayout, GuestSession, NotRun, guest_command
-from mptcp_nvme.host.vm import VMConfig, VMError, VMTimeout, require_host_tools, resolve_accel
+from mptcp_nvme.errors import SetupError, UsageError
+from mptcp_nvme.host.vm import (BootFailed, VMConfig, VMError, VMTimeout, require_host_tools,
+                                resolve_accel)
 
 
 def results_dir(config):
@@ -85,8 +87,11 @@ class VmRunner:
         )
 
     def _guest(self):
+        """The running guest, booted when needed. A boot that fails (VMError) or cannot
+        be set up (SetupError) is BootFailed for this and every later test; any other
+        exception is a bug in this code and keeps its traceback."""
         if self.boot_error:
-            raise VMError(f"not run: the VM failed to boot earlier ({self.boot_error})")
+            raise BootFailed(f"not run: the VM failed to boot earlier ({self.boot_error})")
         if self.session is None or not self.session.alive:
             if self.session is not None:
                 self.session.close(grace=0)
@@ -94,9 +99,9 @@ class VmRunner:
             self.diagnostics_sent = False
             try:
                 self.session = self._boot()
-            except Exception as err:
+            except (VMError, SetupError, UsageError) as err:
                 self.boot_error = str(err).splitlines()[0]
-                raise VMError(f"VM boot failed: {err}") from None
+                raise BootFailed(f"VM boot failed: {err}") from None
         return self.session
 
     def _boot(self):

@@ -33,6 +33,10 @@ class VMError(Exception):
     """The guest died, hung or never came up; the message ends with the console tail."""
 
 
+class BootFailed(VMError):
+    """The guest never got as far as its agent being ready (or could not be set up)."""
+
+
 class VMTimeout(VMError):
     """The guest did not answer in time (it may still be alive)."""
 

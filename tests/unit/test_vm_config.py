@@ -73,3 +73,26 @@ def report(when, outcome, longrepr=None, **extra):
 ])
 def test_summarize(reports, expected):
     assert reporters.summarize(reports) == expected
+
+
+class _Config:
+    workerinput = {"workerid": "gw0"}
+
+    def getoption(self, name):
+        return None
+
+
+def test_a_boot_failure_is_typed_and_a_host_bug_keeps_its_traceback(monkeypatch):
+    from mptcp_nvme.host import runner
+    from mptcp_nvme.host.vm import BootFailed, VMError
+
+    vm_runner = runner.VmRunner(_Config())
+    monkeypatch.setattr(vm_runner, "_boot", lambda: (_ for _ in ()).throw(VMError("no agent")))
+    with pytest.raises(BootFailed, match="VM boot failed: no agent"):
+        vm_runner._guest()
+    with pytest.raises(BootFailed, match="failed to boot earlier"):
+        vm_runner._guest()
+    buggy = runner.VmRunner(_Config())
+    monkeypatch.setattr(buggy, "_boot", lambda: {}["a bug in the host code"])
+    with pytest.raises(KeyError):
+        buggy._guest()
