@@ -52,7 +52,7 @@ def test_connect(connection, nvme_host, network, trtype, paths, prove_transport)
 @pytest.mark.matrix(trtype=("mptcp",), paths=(1,))
 @pytest.mark.mptcp_fallback_expected
 def test_mptcp_connect_to_tcp_port_is_caught(network, backing_device, trtype, nvme_host):
-    """nvme connect -t mptcp to a tcp-only port: the queues fell back to TCP, and the proof says so"""
+    """connect over mptcp to a tcp-only port: the queues fell back to TCP, and the proof says so"""
     target = nvmet.Target(backing_device, "tcp", network.topology.traddrs,
                           in_target_netns=network.target.enter)
     links = network.topology.links
