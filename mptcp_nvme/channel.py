@@ -1,5 +1,9 @@
-"""What the host and the guest agree on: the agent's channel and the names of the
-properties that test reports carry from the guest to the host's reporters."""
+"""What the host and the guest agree on: the agent's channel, the names of the
+properties that test reports carry from the guest to the host's reporters, and where
+results and a test's artifacts are written."""
+
+import re
+from pathlib import Path
 
 MARK = "@@mptcp-nvme@@ "
 # The agent's channel: fds the guest shell dups from the command's stdin and stdout
@@ -17,3 +21,15 @@ DIRECTIVE = "ktap_directive"  # TIMEOUT for a test the VM overran
 CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
 ARTIFACT = "artifact"         # a file kept for the test (host path)
 FLAKY = "flaky"               # failed attempts before it passed
+
+
+def results_dir(config):
+    """The run's (or, in a guest, the VM's) results folder, made when missing."""
+    path = Path(config.getoption("results_dir") or "results")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_dir(results, nodeid):
+    """The folder of one test's artifacts under ``results``."""
+    return Path(results) / "artifacts" / re.sub(r"[^\w.-]+", "_", nodeid)

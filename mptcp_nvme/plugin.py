@@ -12,7 +12,8 @@ import pytest
 
 from mptcp_nvme import options
 from mptcp_nvme.channel import DESCRIPTION
-from mptcp_nvme.guest.checks import enable_selftest_checks, results_dir
+from mptcp_nvme.channel import results_dir
+from mptcp_nvme.guest.checks import enable_selftest_checks
 from mptcp_nvme.guest.checks import features  # noqa: F401 -- a fixture of this plugin
 
 

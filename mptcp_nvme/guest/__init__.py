@@ -4,7 +4,7 @@ root). Nothing here imports mptcp_nvme.host. Selftests import their API from her
     from mptcp_nvme.guest import DIAG, require
 """
 
-from mptcp_nvme.channel import DIAG
-from mptcp_nvme.guest.checks import enable_selftest_checks, require, results_dir
+from mptcp_nvme.channel import DIAG, results_dir
+from mptcp_nvme.guest.checks import enable_selftest_checks, require
 
 __all__ = ["DIAG", "enable_selftest_checks", "require", "results_dir"]

@@ -3,14 +3,12 @@ artifacts of failed tests, and the run's leftovers check."""
 
 import fnmatch
 import json
-import re
 import sys
-from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import proc
-from mptcp_nvme.channel import CRASH, DIAG
+from mptcp_nvme import crash, proc
+from mptcp_nvme.channel import CRASH, DIAG, artifact_dir, results_dir
 from mptcp_nvme.guest import health
 from mptcp_nvme.guest.requirements import Features
 
@@ -91,7 +89,6 @@ class SelftestChecks:
                 lines = lines + leaks.splitlines()
         bad = health.problems(lines)
         if bad and not report.failed:
-            from mptcp_nvme import crash
             found = crash.extract("\n".join(lines))
             report.outcome = "failed"
             report.longrepr = "\n\n".join(
@@ -104,7 +101,7 @@ class SelftestChecks:
         return report
 
     def _save_artifacts(self, item, report):
-        folder = results_dir(self.config) / "artifacts" / re.sub(r"[^\w.-]+", "_", item.nodeid)
+        folder = artifact_dir(results_dir(self.config), item.nodeid)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "dmesg.txt").write_text("\n".join(item.stash[self.TEST_LOG]) + "\n")
         (folder / f"{report.when}.txt").write_text(report.longreprtext + "\n" + "".join(
@@ -120,8 +117,3 @@ class SelftestChecks:
             if any(left.values()):
                 print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
 
-
-def results_dir(config):
-    path = Path(config.getoption("results_dir") or "results")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+from mptcp_nvme.guest.evidence import counter_delta, mptcp_counters
 from mptcp_nvme.poll import wait_for
 
 IPPROTO_MPTCP = 262
@@ -45,21 +46,6 @@ def mptcp_subflows(sock):
     return sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)[0]
 
 
-def mpjoin_counters():
-    """MPTcpExt MPJoin* counters of the calling thread's network namespace."""
-    with open("/proc/thread-self/net/netstat") as netstat:
-        lines = netstat.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
-        if names.startswith("MPTcpExt:"):
-            pairs = zip(names.split()[1:], values.split()[1:])
-            return {name: int(value) for name, value in pairs if name.startswith("MPJoin")}
-    return {}
-
-
-def nonzero(counters):
-    return {name: value for name, value in counters.items() if value}
-
-
 def _family(address):
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -85,7 +71,7 @@ def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201
         cleanup.callback(sender.join, 10)
         cleanup.callback(stop.set)
         with network.host.enter():
-            joins_before = mpjoin_counters()
+            counters_before = mptcp_counters()
             receiver = cleanup.enter_context(socket.socket(family, socket.SOCK_STREAM, proto))
             receiver.settimeout(30)
             receiver.connect((address, port))
@@ -98,7 +84,9 @@ def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201
             received += _drain(receiver)
         moved = network.link_bytes_since(before)
         with network.host.enter():
-            joins = {k: v - joins_before.get(k, 0) for k, v in mpjoin_counters().items()}
+            joins = {name: delta for name, delta in
+                     counter_delta(counters_before, mptcp_counters()).items()
+                     if name.startswith("MPJoin")}
         subflows = mptcp_subflows(receiver) if protocol == "mptcp" else 0
     return StreamResult(
         protocol=protocol, seconds=elapsed, received=received, subflows=subflows,

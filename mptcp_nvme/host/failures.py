@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from mptcp_nvme import crash, proc
+from mptcp_nvme.channel import artifact_dir
 
 TAIL_LINES = 30           # console lines shown when no crash report was found
 SYSRQ_LINES = 40          # lines of sysrq w/l output shown for a hang
@@ -23,10 +24,6 @@ class GuestFailure:
     text: str                           # the failure text (KTAP diagnostic, JUnit message)
     crashes: list                       # crash.Crash
     artifacts: list                     # paths written
-
-
-def artifact_dir(results, nodeid):
-    return Path(results) / "artifacts" / re.sub(r"[^\w.-]+", "_", nodeid)
 
 
 def sysrq_excerpt(lines):

@@ -9,19 +9,14 @@ import pytest
 from _pytest.reports import TestReport
 
 from mptcp_nvme import options
-from mptcp_nvme.channel import ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME
-from mptcp_nvme.host import rootfs
+from mptcp_nvme.channel import (ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME,
+                                results_dir)
+from mptcp_nvme.host import failures, rootfs
 from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host.session import SOURCE_DIR, GuestLayout, GuestSession, NotRun, guest_command
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.host.vm import (BootFailed, VMConfig, VMError, VMTimeout, require_host_tools,
                                 resolve_accel)
-
-
-def results_dir(config):
-    path = Path(config.getoption("results_dir") or "results")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 PREPARED = pytest.StashKey[tuple]()
@@ -185,7 +180,6 @@ class VmRunner:
         headline = str(err).split("\n--- console tail ---", 1)[0]
         if mark is None:                  # never booted: the boot error says it all
             return failure_reports(item, str(err), duration, "TIMEOUT" if hung else None)
-        from mptcp_nvme.host import failures      # imports the crash parser
         tree = getattr(self.kernel, "tree", None)
         report = failures.guest_failure(headline, lines, results_dir(self.config) / f"vm-{self.worker}",
                                         item.nodeid, tree=tree, hung=hung)
