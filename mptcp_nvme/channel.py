@@ -21,6 +21,7 @@ DIRECTIVE = "ktap_directive"  # TIMEOUT for a test the VM overran
 CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
 ARTIFACT = "artifact"         # a file kept for the test (host path)
 FLAKY = "flaky"               # failed attempts before it passed
+MATRIX = "matrix"             # a matrix cell's measurement: JSON {"read_mib", "write_mib"}
 
 
 def results_dir(config):

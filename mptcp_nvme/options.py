@@ -89,7 +89,18 @@ def _topology_file(text):
     return str(Path(text).resolve())
 
 
-VM = ("setup", "run", "script")
+def _rate(text):
+    """A netem rate like 30mbit (checked by the topology's own parser)."""
+    from mptcp_nvme.guest.topology import Netem
+    try:
+        Netem.parse(rate=text)
+    except ValueError as err:
+        raise ValueError(f"bad rate {text!r}: {err}") from None
+    return text
+
+
+RUNS = ("run", "script", "matrix")        # the commands that boot VMs and run selftests
+VM = ("setup", *RUNS)
 OPTIONS = (
     # the kernel and the VM
     Option("kernel", "kernel tree, bzImage, or version installed in the rootfs "
@@ -100,47 +111,67 @@ OPTIONS = (
            metavar="DIR|host"),
     Option("accel", "auto uses KVM only when a probe boot worked", default="auto",
            choices=ACCELS, commands=VM),
-    Option("cpus", "guest vCPUs", type=int, default=2, bounds=(1, 64), commands=("run", "script")),
-    Option("memory", "guest memory, e.g. 2G", default="2G", commands=("run", "script"),
+    Option("cpus", "guest vCPUs", type=int, default=2, bounds=(1, 64), commands=RUNS),
+    Option("memory", "guest memory, e.g. 2G", default="2G", commands=RUNS,
            check=_memory),
     Option("append", "extra kernel command line (repeatable)", repeat=True,
-           commands=("run", "script"), metavar="ARG"),
+           commands=RUNS, metavar="ARG"),
     Option("boot_timeout", "seconds for the guest agent to come up", type=float, default=240.0,
-           bounds=(1, None), commands=("run", "script")),
+           bounds=(1, None), commands=RUNS),
     Option("test_timeout", "seconds per test in the VM", type=float, default=600.0,
-           bounds=(1, None), commands=("run", "script")),
+           bounds=(1, None), commands=RUNS),
     Option("vms", "VMs side by side (pytest-xdist), tests spread across them", type=int,
-           default=1, bounds=(1, 16), short="-n"),
+           default=1, bounds=(1, 16), short="-n", commands=("run", "matrix")),
     Option("retry_failed", "run a failed test again on a fresh VM, up to N times; one that "
            "passes then is reported passed and flaky (a crash is not retried)", type=int,
            default=0, bounds=(0, 10), metavar="N"),
     # reporting
     Option("results_dir", "console logs, dmesg, artifacts, junit.xml, results.json "
-           "(default: results/<timestamp>)", commands=("run", "script"), metavar="DIR"),
+           "(default: results/<timestamp>)", commands=RUNS, metavar="DIR"),
     Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
            type=int, default=13, choices=(13, 1)),
     # what the selftests check
     Option("expect_all_features", "a missing kernel feature fails instead of skipping",
-           flag=True, guest=True, commands=("run", "script")),
+           flag=True, guest=True, commands=RUNS),
     Option("allow_missing", "with --expect-all-features these requirements may still SKIP "
            "(fnmatch, e.g. tls:mptcp; repeatable)", repeat=True, guest=True,
            metavar="REQUIREMENT"),
     Option("trtype", "NVMe transport(s) to test (repeatable)", choices=TRTYPES, repeat=True,
-           guest=True),
+           guest=True, commands=("run", "matrix")),
     Option("paths", f"number(s) of paths, 1..{MAX_PATHS} (repeatable)", type=int,
-           bounds=(1, MAX_PATHS), repeat=True, guest=True, metavar="N"),
-    Option("iopolicy", "multipath iopolicy(ies) (repeatable)", choices=IOPOLICIES, repeat=True,
-           guest=True),
-    Option("loss", "netem delay 5ms loss 0.5%% on every link (mptcp_nvme.sh's loss=1)",
-           flag=True, guest=True),
-    Option("tls", "the script scenario over TLS 1.3", flag=True, guest=True),
+           bounds=(1, MAX_PATHS), repeat=True, guest=True, metavar="N",
+           commands=("run", "matrix")),
+    Option("iopolicy", "multipath iopolicy(ies) (repeatable; the matrix's default: every "
+           "one the kernel offers)", choices=IOPOLICIES, repeat=True, guest=True,
+           commands=("run", "matrix")),
+    Option("loss", "mptcp_nvme.sh's loss argument(s): 0 none, 1 netem delay and loss on every "
+           "link (5ms 0.5%% at the script's 1000mbit, scaled with --rate; repeatable)",
+           type=int, choices=(0, 1), repeat=True, guest=True, commands=("run", "matrix")),
+    Option("rate", "netem rate of every link of the script's topology, e.g. 30mbit (default "
+           "1000mbit as mptcp_nvme.sh; the matrix's 30mbit)", guest=True, commands=RUNS,
+           check=_rate, metavar="RATE"),
+    Option("runtime", "seconds of each fio job of the script scenario (mptcp_nvme.sh: 10)",
+           type=int, default=10, bounds=(1, 3600), guest=True, commands=RUNS),
+    Option("repeat", "matrix: runs of every cell (median and spread reported)", type=int,
+           default=3, bounds=(1, 100), guest=True, commands=("matrix",)),
+    Option("tls", "the script scenario over TLS 1.3", flag=True, guest=True,
+           commands=("run", "matrix")),
     Option("family", "address family of the script scenario (repeatable)", choices=FAMILIES,
            repeat=True, guest=True),
     Option("host_iface", "script scenario, as the newer mptcp_nvme.sh: --host-iface on every "
            "discover and connect, and a check that the queue sockets are bound to it "
            "(e.g. ns2eth1)", guest=True, commands=("run", "script"), metavar="IFNAME"),
     Option("topology", "a topology TOML file instead of the script's N-path one (its "
-           "content goes to the guest)", guest=True, metavar="FILE", check=_topology_file),
+           "content goes to the guest)", guest=True, metavar="FILE", check=_topology_file,
+           commands=("run", "matrix")),
+    # the matrix's own
+    Option("resume", "matrix: continue in this results folder, skipping the cells "
+           "matrix.json has already measured", commands=("matrix",), metavar="DIR"),
+    Option("baseline_kernel", "matrix: run the same cells on this kernel too and compare",
+           commands=("matrix",), metavar="TREE|BZIMAGE|VERSION"),
+    Option("calibrate", "matrix: runs of the bare calibration cell (the same fio job from a "
+           "plain shell, per transport) beside the framework's; 0: none", type=int,
+           default=1, bounds=(0, 100), commands=("matrix",), metavar="N"),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -157,9 +188,14 @@ def add_pytest_options(group):
     """Every option on the pytest plugin's option group (the host's pytest and the
     guest's take the same ones)."""
     for option in OPTIONS:
-        if option.short:
-            continue            # -n belongs to xdist, -k to pytest
-        group.addoption(option.flag_name, **option.argparse_kwargs())
+        if for_pytest(option) and not option.short:      # -n is xdist's own, -k pytest's
+            group.addoption(option.flag_name, **option.argparse_kwargs())
+
+
+def for_pytest(option):
+    """Whether pytest (host and guest) takes ``option``: not the matrix's orchestration
+    (resume, baseline...), which never reaches a test."""
+    return option.guest or "run" in option.commands or "script" in option.commands
 
 
 def values(namespace):

@@ -10,14 +10,19 @@ from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme.guest import evidence, nvme_host as host, nvmet, topology
+from mptcp_nvme.guest import nvme_host as host, nvmet
 from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
 from mptcp_nvme.guest.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
+
+# evidence and topology are imported in the functions that use them: they import
+# pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
+# a run whose tests build no network should not wait for it before its first result.
 
 # What proving a controller's transport from its sockets needs (evidence.py).
 EVIDENCE_NEEDS = {"tcp": ("kconfig:INET_DIAG",),
                   "mptcp": ("kconfig:INET_DIAG", "kconfig:INET_MPTCP_DIAG")}
 PROBLEMS = pytest.StashKey[list]()
+NETWORKS = pytest.StashKey[list]()
 
 
 def pytest_configure(config):
@@ -38,7 +43,8 @@ def pytest_runtest_call(item):
     try:
         return (yield)
     finally:
-        for network in [v for v in item.funcargs.values() if isinstance(v, topology.Network)]:
+        for network in item.stash.get(NETWORKS, []):
+            from mptcp_nvme.guest import evidence
             for side, netns in (("target", network.target), ("host", network.host)):
                 with netns.enter():
                     counters = evidence.mptcp_counters()
@@ -59,11 +65,15 @@ def pytest_generate_tests(metafunc):
         "trtype": metafunc.config.getoption("trtype"),
         "paths": metafunc.config.getoption("paths"),
         "iopolicy": metafunc.config.getoption("iopolicy"),
-        "loss": [True] if metafunc.config.getoption("loss") else None,
+        "loss": [bool(v) for v in metafunc.config.getoption("loss") or ()] or None,
     }
     topology_file = metafunc.config.getoption("topology")
     if topology_file:
-        chosen["paths"] = [len(topology.load_topology(topology_file).links)]
+        # The file's links say how many paths and whether loss applies, whatever --loss.
+        from mptcp_nvme.guest import topology
+        links = topology.load_topology(topology_file).links
+        chosen["paths"] = [len(links)]
+        chosen["loss"] = [any(link.netem.loss_pct or link.netem.delay_us for link in links)]
     for name in ("trtype", "paths", "iopolicy", "loss"):
         if name in metafunc.fixturenames:
             values = chosen[name] or defaults.get(name) or {"loss": (False,)}.get(name)
@@ -87,6 +97,7 @@ def prove_transport(request, network, trtype):
     ``trtype`` (mptcp: no fallback, subflows from every host link with an MPTCP
     endpoint); their description goes into the test's diagnostics, a mismatch fails it
     (after the test body, so its own results still show)."""
+    from mptcp_nvme.guest import evidence
     links = network.topology.links if network.topology.host.endpoint_flags else ()
 
     def prove(nvme_host, nqn):
@@ -111,18 +122,33 @@ def iopolicy(request):
 
 @pytest.fixture
 def topo(request, paths, loss):
-    """The topology under test: --topology FILE, else the script's for ``paths``."""
+    """The topology under test: --topology FILE, else the script's for ``paths`` (at
+    --rate, its loss profile scaled to it)."""
+    from mptcp_nvme.guest import topology
     topology_file = request.config.getoption("topology")
     if topology_file:
         return topology.load_topology(topology_file)
-    return topology.topology_for_paths(paths, loss=loss)
+    rate = request.config.getoption("rate") or topology.SCRIPT_RATE
+    return topology.topology_for_paths(paths, loss=loss, rate=rate)
 
 
 @pytest.fixture
-def network(request, topo):
-    require(request.config, *topology.REQUIREMENTS)
-    with topology.build(topo) as built:
-        yield built
+def make_network(request):
+    """build(topo): ``topo`` built in new namespaces, torn down after the test; the
+    MPTcpExt counters of every network built here are checked after the test."""
+    from mptcp_nvme.guest import topology
+    with ExitStack() as networks:
+        def build(topo):
+            require(request.config, *topology.REQUIREMENTS)
+            built = networks.enter_context(topology.build(topo))
+            request.node.stash.setdefault(NETWORKS, []).append(built)
+            return built
+        yield build
+
+
+@pytest.fixture
+def network(make_network, topo):
+    return make_network(topo)
 
 
 @pytest.fixture

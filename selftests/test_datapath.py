@@ -5,7 +5,7 @@ import pytest
 
 from mptcp_nvme.guest import evidence, fio, nvmet, stream, topology
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import DIAG, require
+from mptcp_nvme.guest import DIAG
 
 # Short fio runs keep the matrix affordable under TCG; the script's own scenario
 # (selftests/test_script.py) runs the full 10 s.
@@ -106,13 +106,10 @@ def test_fio_verify(connection, network, record_property):
 
 
 @pytest.fixture
-def rate_limited_network(request, topo):
+def rate_limited_network(make_network, topo):
     """``topo`` with every link at SOCKET_RATE_MBIT: links, not the guest's CPU, limit
     the stream, so spreading over the paths shows in the throughput."""
-    limited = topology.with_rate(topo, f"{SOCKET_RATE_MBIT}mbit")
-    require(request.config, *topology.REQUIREMENTS)
-    with topology.build(limited) as built:
-        yield built
+    return make_network(topology.with_rate(topo, f"{SOCKET_RATE_MBIT}mbit"))
 
 
 @pytest.mark.matrix(paths=(1, 4))

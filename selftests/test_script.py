@@ -27,9 +27,11 @@ def family(request):
 
 
 @pytest.fixture
-def topo(paths, loss, family):
-    """The script's 4 links whatever ``paths`` is (it sets the connections)."""
-    return topology.topology_for_paths(max(SCRIPT_LINKS, paths), loss=loss, family=family)
+def topo(request, paths, loss, family):
+    """The script's 4 links whatever ``paths`` is (it sets the connections), at --rate."""
+    rate = request.config.getoption("rate") or topology.SCRIPT_RATE
+    return topology.topology_for_paths(max(SCRIPT_LINKS, paths), loss=loss, family=family,
+                                       rate=rate)
 
 
 @pytest.fixture
@@ -72,7 +74,8 @@ def test_script(request, trtype, network, paths, iopolicy, record_property, prov
         nvme_host.set_iopolicy(target.nqn, iopolicy)
         assert nvme_host.iopolicy(target.nqn) == iopolicy
         before = network.link_counters()
-        results = fio.run_script_sequence(connection.device, prefix=network.host.argv())
+        job = fio.FioJob(runtime=request.config.getoption("runtime"))
+        results = fio.run_script_sequence(connection.device, job, prefix=network.host.argv())
         moved = network.link_bytes_since(before)
     read, write = results["randread"].read, results["randwrite"].write
     record_property(DIAG, f"READ: bw={read.mib_per_s:.1f}MiB/s WRITE: bw={write.mib_per_s:.1f}MiB/s")

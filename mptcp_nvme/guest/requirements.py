@@ -48,21 +48,30 @@ def read_kconfig(release=None):
 def parse_kconfig(text):
     """{NAME: value} of .config or fragment text, without the CONFIG_ prefix; 'n' for
     '# CONFIG_NAME is not set'."""
-    config = {}
-    for line in text.splitlines():
-        if match := re.fullmatch(r"CONFIG_(\w+)=(.*)", line.strip()):
-            config[match[1]] = match[2]
-        elif match := re.fullmatch(r"# CONFIG_(\w+) is not set", line.strip()):
-            config[match[1]] = "n"
-    return config
+    # One regex pass over the text, in its order: a .config has ~10000 lines.
+    return {set_name or unset_name: value if set_name else "n"
+            for set_name, value, unset_name in _OPTION.findall(text)}
+
+
+_OPTION = re.compile(r"^[ \t]*(?:CONFIG_(\w+)=(.*?)|# CONFIG_(\w+) is not set)[ \t]*$", re.M)
+
+
+def load_modules(names, modules_dir=None):
+    """{name: load_module(name)} with one modprobe for all of them (each one more
+    process costs a tenth of a second under TCG); a name that failed is retried alone."""
+    proc.cmd(["modprobe", "-a", *names], fail=False)
+    return {name: _loaded(name, modules_dir) or load_module(name, modules_dir) for name in names}
 
 
 def load_module(name, modules_dir=None):
-    """modprobe; True when the module is loaded or built in afterwards.
-
-    A built-in module without parameters has no /sys/module entry (CONFIG_TLS=y), so
-    modules.builtin of the running kernel decides for those."""
+    """modprobe; True when the module is loaded or built in afterwards."""
     proc.cmd(["modprobe", name], fail=False)
+    return _loaded(name, modules_dir)
+
+
+def _loaded(name, modules_dir=None):
+    """A built-in module without parameters has no /sys/module entry (CONFIG_TLS=y), so
+    modules.builtin of the running kernel decides for those."""
     stem = name.replace("-", "_")
     if Path("/sys/module", stem).exists():
         return True
@@ -158,7 +167,7 @@ class Features:
 
     @classmethod
     def probe(cls):
-        modules = {name: load_module(name) for name in PROBE_MODULES}
+        modules = load_modules(PROBE_MODULES)
         configfs = mount_configfs()
         if modules["nvmet"] and configfs:
             trtypes, tls_trtypes = probe_trtypes()

@@ -19,9 +19,6 @@ import tempfile
 from pathlib import Path
 
 import psutil
-from pyroute2.netlink import genlmsg
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError
@@ -70,6 +67,11 @@ _WITHOUT_NAMESERVER = ["unshare", "--mount", "--propagation", "private", "sh", "
 
 def handshake_group():
     """Id of the kernel handshake family's "tlshd" multicast group."""
+    # Imported here: the run's leftovers check (health.py) needs this module, not pyroute2.
+    from pyroute2.netlink import genlmsg
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+
     with GenericNetlinkSocket() as genl:
         try:
             genl.bind(HANDSHAKE_FAMILY, genlmsg)

@@ -171,20 +171,47 @@ def default_addresses(index, family):
     return tuple(ipaddress.ip_interface(pattern.format(host)) for host in (1, 2))
 
 
-def topology_for_paths(paths, loss=False, family="ipv4"):
-    """mptcp_nvme.sh's topology with ``paths`` veth pairs (its loss=1 adds delay and loss)."""
+def loss_profile(rate_bit):
+    """netem (delay, loss) of the script's loss=1 on links of ``rate_bit``, and why.
+
+    The script's 5 ms and 0.5 % are for 1000mbit links: there one TCP flow's loss-limited
+    rate, MSS/RTT * 1.22/sqrt(p) (Mathis et al.), is ~20 Mbit/s, 2 % of the link, so
+    loss caps NVMe/TCP far below the link rate. On slower links the same profile caps
+    nothing (at 30mbit a flow's limit is still 20 Mbit/s). The delay is scaled by
+    1000mbit / rate, loss kept, which keeps that limit at 2 % of the link rate.
+    """
+    seed_rate = Netem.parse(rate=SCRIPT_RATE).rate_bit
+    seed = Netem.parse(delay=SCRIPT_DELAY, loss=SCRIPT_LOSS)
+    delay_us = round(seed.delay_us * seed_rate / rate_bit)
+    flow_limit = _flow_limit_bit(2 * delay_us, seed.loss_pct)
+    note = (f"loss=1 at {rate_bit / 1e6:g}mbit: delay {delay_us / 1000:g}ms loss "
+            f"{seed.loss_pct:g}% (the script's {SCRIPT_DELAY} {SCRIPT_LOSS} at {SCRIPT_RATE}, "
+            f"delay scaled by {seed_rate / rate_bit:g}: one TCP flow's loss-limited rate "
+            f"{flow_limit / 1e6:.2g} Mbit/s, {100 * flow_limit / rate_bit:.2g}% of a link)")
+    return Netem(rate_bit=rate_bit, delay_us=delay_us, loss_pct=seed.loss_pct), note
+
+
+def _flow_limit_bit(rtt_us, loss_pct, mss=1448):
+    """Mathis et al.: MSS/RTT * 1.22/sqrt(p), bit/s."""
+    return mss * 8 / (rtt_us / 1e6) * 1.22 / (loss_pct / 100) ** 0.5
+
+
+def topology_for_paths(paths, loss=False, family="ipv4", rate=SCRIPT_RATE):
+    """mptcp_nvme.sh's topology with ``paths`` veth pairs at ``rate`` (its loss=1 adds
+    delay and loss, scaled to the rate: loss_profile)."""
     if type(paths) is not int or not 1 <= paths <= MAX_LINKS:
         raise UsageError(f"paths: must be 1..{MAX_LINKS}, not {paths!r}")
     if family not in FAMILIES:
         raise UsageError(f"family: must be one of {', '.join(FAMILIES)}, not {family!r}")
-    shaping = {"rate": SCRIPT_RATE}
+    netem = Netem.parse(rate=rate)
     if loss:
-        shaping |= {"delay": SCRIPT_DELAY, "loss": SCRIPT_LOSS}
-    netem = Netem.parse(**shaping)
+        netem, _ = loss_profile(netem.rate_bit)
     links = tuple(Link(i, f"path{i}", family, *default_addresses(i, family), netem)
                   for i in range(1, paths + 1))
     pairs = "veth pair" if paths == 1 else "veth pairs"
-    described = " ".join(f"{key} {value}" for key, value in shaping.items())
+    described = f"rate {rate}"
+    if loss:
+        described += f" delay {netem.delay_us / 1000:g}ms loss {netem.loss_pct:g}%"
     return Topology(f"mptcp_nvme.sh: {paths} {pairs} ({family}), netem {described}",
                     SCRIPT_TARGET, SCRIPT_HOST, links)
 

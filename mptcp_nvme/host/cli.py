@@ -5,14 +5,13 @@ import sys
 from pathlib import Path
 
 from mptcp_nvme.host import kernel as kernel_mod
-from mptcp_nvme.host import rootfs
+from mptcp_nvme.host import rootfs, suite
 from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
 from mptcp_nvme.options import FAMILIES
 from mptcp_nvme.host.vm import require_host_tools, resolve_accel
 
-SOURCE_DIR = Path(__file__).resolve().parents[2]
-SELFTESTS = SOURCE_DIR / "selftests"
+SOURCE_DIR, SELFTESTS = suite.SOURCE_DIR, suite.SELFTESTS
 
 
 def build_parser():
@@ -33,6 +32,11 @@ def build_parser():
                                   "[numa|round-robin|queue-depth] [0|1] [tls] [options]")
     script.add_argument("script_args", nargs="*", metavar="ARG")
     options.add_arguments(script, "script")
+
+    matrix = sub.add_parser("matrix", help="the seed's results table: the script scenario "
+                            "for every trtype x paths x iopolicy x loss, repeated; medians, "
+                            "matrix.json/.md/.png, optionally against a baseline kernel")
+    options.add_arguments(matrix, "matrix")
 
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
@@ -59,38 +63,19 @@ def cmd_setup(args):
 
 
 def cmd_run(args):
-    import pytest
-
-    from mptcp_nvme.host.reporters import KTAP_EXIT
-
     root = rootfs.ensure(args.rootfs)
     kernel_mod.locate(args.kernel, root, args.modules)      # bad --kernel: fail before pytest
-    tests = [str(Path(t).resolve()) if "::" not in t else t for t in args.tests] or [str(SELFTESTS)]
-    for test in tests:
-        path = Path(test.partition("::")[0]).resolve()
-        if not path.exists():
-            raise UsageError(f"{test}: no such selftest file or directory")
-        if SOURCE_DIR not in (path, *path.parents):
-            raise UsageError(f"{test}: selftests must be inside {SOURCE_DIR} (shared with the guest)")
+    tests = suite.test_paths(args.tests)
     require_host_tools()
     results = Path(args.results_dir or SOURCE_DIR / "results" /
                    datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     results.mkdir(parents=True, exist_ok=True)
     chosen = options.values(args)
-    chosen.update(results_dir=str(results), rootfs="host" if root == Path("/") else str(root))
-    argv = ["--vm", "--ktap", "-", "-p", "no:terminal", "-p", "no:cacheprovider",
-            "--rootdir", str(SOURCE_DIR), "--junitxml", str(results / "junit.xml"),
-            *options.to_argv(chosen), *(["-k", args.keyword] if args.keyword else [])]
+    chosen.update(rootfs="host" if root == Path("/") else str(root))
     print(f"results: {results}", file=sys.stderr)
-    config_holder = {}
-
-    class Capture:
-        def pytest_unconfigure(self, config):
-            config_holder["code"] = config.stash.get(KTAP_EXIT, None)
-
-    status = pytest.main(argv + tests, plugins=[Capture()])
-    code = config_holder.get("code")
+    status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
     if code is None:
+        import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1
     return code
 
@@ -129,9 +114,14 @@ def cmd_script(args):
     run_args.trtype = [chosen["trtype"]]
     run_args.paths = [int(chosen["paths"])]
     run_args.iopolicy = [chosen["iopolicy"]]
-    run_args.loss = chosen["loss"] == "1"
+    run_args.loss = [int(chosen["loss"])]
     run_args.tls = chosen["tls"]
     return cmd_run(run_args)
+
+
+def cmd_matrix(args):
+    from mptcp_nvme.host.matrix import run_matrix
+    return run_matrix(args)
 
 
 def cmd_build(args):
@@ -144,7 +134,8 @@ def cmd_build(args):
 def main(argv=None):
     def body():
         args = build_parser().parse_args(argv)
-        commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build}
+        commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
+                    "matrix": cmd_matrix}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)
 

@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -216,7 +217,7 @@ class VM:
         argv = vng_argv(self.cfg)
         if self.cfg.console_log:
             self._console = open(self.cfg.console_log, "a", buffering=1, errors="replace")
-            self._console.write(f"# {' '.join(argv)}\n")
+            self._console.write(f"# {shlex.join(argv)}\n")
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=tools.tool_env(), start_new_session=True)

@@ -105,8 +105,8 @@ def test_guest_paths_map_into_the_shared_source_tree():
 def test_on_the_host_root_the_guest_uses_host_paths_and_this_venv(tmp_path):
     layout = remote.GuestLayout.on_host_root(tmp_path)
     command = remote.guest_command([REPO / "selftests"], (), layout)
-    assert command.startswith(f"cd {REPO} && PYTHONPATH={REPO} PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
-                              f"exec {sys.executable} -m pytest")
+    assert command.startswith(f"cd {REPO} && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+                              f"exec {sys.executable} -P {REPO}/mptcp_nvme/guest/launch.py")
     assert f"--results-dir {tmp_path}" in command
     assert command.endswith(f"{REPO}/selftests 3<&0 4>&1 1>&2")
 
@@ -114,10 +114,19 @@ def test_on_the_host_root_the_guest_uses_host_paths_and_this_venv(tmp_path):
 def test_guest_command_keeps_the_channel_off_pytest_capture():
     command = remote.guest_command([REPO / "selftests"],
                                    ["--guest-config", "/mnt/results/guest-config.json"])
-    assert command.startswith("cd /mnt/src && PYTHONPATH=/mnt/src PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec python3 -m pytest")
-    assert "--guest-agent" in command
+    assert command.startswith("cd /mnt/src && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+                              "exec python3 -P /mnt/src/mptcp_nvme/guest/launch.py")
     assert "--guest-config /mnt/results/guest-config.json" in command
     assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
+
+
+def test_the_guest_gets_test_files_not_node_ids():
+    """The command travels on the kernel command line: 60 node ids overflowed it."""
+    nodeids = [f"{REPO}/selftests/bench_matrix.py::test_cell[r{r}-tcp-4path-numa-loss0]"
+               for r in range(60)] + [f"{REPO}/selftests/test_modules.py::test_x"]
+    command = remote.guest_command(nodeids)
+    assert command.count("/mnt/src/selftests/bench_matrix.py") == 1 and "::" not in command
+    assert "/mnt/src/selftests/test_modules.py" in command and len(command) < 400
 
 
 def test_a_built_in_module_without_sysfs_entry_counts_as_loaded(tmp_path):

@@ -2,6 +2,7 @@
 selftests import only the guest API."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,19 @@ def test_only_the_runner_and_the_vm_launcher_start_processes():
     starters = sorted(str(p.relative_to(REPO)) for p in (REPO / "mptcp_nvme").rglob("*.py")
                       if any(module == "subprocess" for module, _ in imported(p)))
     assert starters == ["mptcp_nvme/host/vm.py", "mptcp_nvme/proc.py"], starters
+
+
+def test_the_guest_starts_without_pyroute2():
+    """What the guest imports before its first test (plugin, agent, the selftests'
+    conftest and a test module that builds no network) leaves pyroute2 out: under TCG
+    its import takes as long as pytest's own (ci/bench-boot)."""
+    from mptcp_nvme import proc
+
+    script = ("import importlib.util, sys\n"
+              f"sys.path.append({str(REPO)!r})\n"
+              "import mptcp_nvme.plugin, mptcp_nvme.guest.agent\n"
+              "for name in ('conftest', 'test_modules'):\n"
+              f"    spec = importlib.util.spec_from_file_location(name, {str(REPO)!r} + f'/selftests/{{name}}.py')\n"
+              "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2'))\n")
+    assert proc.cmd([sys.executable, "-P", "-c", script]).stdout.strip() == "[]"

@@ -1,0 +1,47 @@
+"""Running selftests through pytest with the VM runner (plugin.py --vm): the checks on
+the test paths, the pytest command line built from the run options, and the KTAP exit
+code. Used by 'mptcp-nvme run', 'script' and 'matrix'."""
+
+from pathlib import Path
+
+from mptcp_nvme import options
+from mptcp_nvme.errors import UsageError
+
+SOURCE_DIR = Path(__file__).resolve().parents[2]
+SELFTESTS = SOURCE_DIR / "selftests"
+
+
+def test_paths(tests):
+    """The selftest files or node ids, absolute; UsageError for one that does not exist
+    or lies outside the source tree (the guest sees only the tree)."""
+    paths = [str(Path(t).resolve()) if "::" not in t else t for t in tests] or [str(SELFTESTS)]
+    for test in paths:
+        path = Path(test.partition("::")[0]).resolve()
+        if not path.exists():
+            raise UsageError(f"{test}: no such selftest file or directory")
+        if SOURCE_DIR not in (path, *path.parents):
+            raise UsageError(f"{test}: selftests must be inside {SOURCE_DIR} (shared with the guest)")
+    return paths
+
+
+def pytest_argv(chosen, results, ktap="-", keyword=None):
+    """pytest's arguments for a VM run of ``chosen`` options into ``results``."""
+    return ["--vm", "--ktap", str(ktap), "-p", "no:terminal", "-p", "no:cacheprovider",
+            "--rootdir", str(SOURCE_DIR), "--junitxml", str(Path(results) / "junit.xml"),
+            *options.to_argv({**chosen, "results_dir": str(results)}, only=options.for_pytest),
+            *(["-k", keyword] if keyword else [])]
+
+
+def run(argv, plugins=()):
+    """pytest.main; (pytest's exit status, the KTAP exit code or None when none was set)."""
+    import pytest
+
+    from mptcp_nvme.host.reporters import KTAP_EXIT
+    holder = {}
+
+    class Capture:
+        def pytest_unconfigure(self, config):
+            holder["code"] = config.stash.get(KTAP_EXIT, None)
+
+    status = pytest.main(argv, plugins=[Capture(), *plugins])
+    return status, holder.get("code")
