@@ -171,24 +171,34 @@ def default_addresses(index, family):
     return tuple(ipaddress.ip_interface(pattern.format(host)) for host in (1, 2))
 
 
-def loss_profile(rate_bit):
+# The seed's loss effect: tcp 4 round-robin kept 106 of its 456 MiB/s under loss=1.
+SEED_LOSS_SHARE = 106 / 456
+
+
+def loss_profile(rate_bit, flows=2):
     """netem (delay, loss) of the script's loss=1 on links of ``rate_bit``, and why.
 
-    The script's 5 ms and 0.5 % are for 1000mbit links: there one TCP flow's loss-limited
-    rate, MSS/RTT * 1.22/sqrt(p) (Mathis et al.), is ~20 Mbit/s, 2 % of the link, so
-    loss caps NVMe/TCP far below the link rate. On slower links the same profile caps
-    nothing (at 30mbit a flow's limit is still 20 Mbit/s). The delay is scaled by
-    1000mbit / rate, loss kept, which keeps that limit at 2 % of the link rate.
+    At the script's 1000mbit: its own 5 ms and 0.5 %. On slower links the same profile
+    caps nothing (one TCP flow's loss-limited rate, MSS/RTT * 1.22/sqrt(p) after Mathis
+    et al., is ~20 Mbit/s: two thirds of a 30mbit link). Scaled: loss kept, and a delay
+    at which the ``flows`` TCP connections of one NVMe/TCP controller (its I/O queues, one
+    per guest CPU) together reach the share of their link that tcp round-robin kept under
+    loss in the seed (106 of 456 MiB/s, SEED_LOSS_SHARE).
     """
-    seed_rate = Netem.parse(rate=SCRIPT_RATE).rate_bit
-    seed = Netem.parse(delay=SCRIPT_DELAY, loss=SCRIPT_LOSS)
-    delay_us = round(seed.delay_us * seed_rate / rate_bit)
-    flow_limit = _flow_limit_bit(2 * delay_us, seed.loss_pct)
-    note = (f"loss=1 at {rate_bit / 1e6:g}mbit: delay {delay_us / 1000:g}ms loss "
-            f"{seed.loss_pct:g}% (the script's {SCRIPT_DELAY} {SCRIPT_LOSS} at {SCRIPT_RATE}, "
-            f"delay scaled by {seed_rate / rate_bit:g}: one TCP flow's loss-limited rate "
-            f"{flow_limit / 1e6:.2g} Mbit/s, {100 * flow_limit / rate_bit:.2g}% of a link)")
-    return Netem(rate_bit=rate_bit, delay_us=delay_us, loss_pct=seed.loss_pct), note
+    script = Netem.parse(rate=SCRIPT_RATE, delay=SCRIPT_DELAY, loss=SCRIPT_LOSS)
+    if rate_bit == script.rate_bit:
+        delay_us = script.delay_us
+    else:
+        target = SEED_LOSS_SHARE * rate_bit / flows          # bit/s per flow
+        rtt_s = _flow_limit_bit(10**6, script.loss_pct) / target
+        delay_us = round(rtt_s * 10**6 / 2)                  # netem on both ends
+    limit = flows * _flow_limit_bit(2 * delay_us, script.loss_pct)
+    note = (f"loss=1 at {rate_bit / 1e6:g}mbit: delay {delay_us / 1000:.3g}ms loss "
+            f"{script.loss_pct:g}% on both ends (the script's {SCRIPT_DELAY} {SCRIPT_LOSS} are "
+            f"for {SCRIPT_RATE}): {flows} TCP flows' loss-limited rate {limit / 1e6:.3g} Mbit/s, "
+            f"{100 * limit / rate_bit:.0f}% of a link (the seed's tcp round-robin kept "
+            f"{100 * SEED_LOSS_SHARE:.0f}% under loss)")
+    return Netem(rate_bit=rate_bit, delay_us=delay_us, loss_pct=script.loss_pct), note
 
 
 def _flow_limit_bit(rtt_us, loss_pct, mss=1448):
@@ -196,22 +206,23 @@ def _flow_limit_bit(rtt_us, loss_pct, mss=1448):
     return mss * 8 / (rtt_us / 1e6) * 1.22 / (loss_pct / 100) ** 0.5
 
 
-def topology_for_paths(paths, loss=False, family="ipv4", rate=SCRIPT_RATE):
+def topology_for_paths(paths, loss=False, family="ipv4", rate=SCRIPT_RATE, flows=None):
     """mptcp_nvme.sh's topology with ``paths`` veth pairs at ``rate`` (its loss=1 adds
-    delay and loss, scaled to the rate: loss_profile)."""
+    delay and loss, scaled to the rate for ``flows`` I/O queues per controller, by
+    default one per CPU: loss_profile)."""
     if type(paths) is not int or not 1 <= paths <= MAX_LINKS:
         raise UsageError(f"paths: must be 1..{MAX_LINKS}, not {paths!r}")
     if family not in FAMILIES:
         raise UsageError(f"family: must be one of {', '.join(FAMILIES)}, not {family!r}")
     netem = Netem.parse(rate=rate)
     if loss:
-        netem, _ = loss_profile(netem.rate_bit)
+        netem, _ = loss_profile(netem.rate_bit, flows or os.cpu_count())
     links = tuple(Link(i, f"path{i}", family, *default_addresses(i, family), netem)
                   for i in range(1, paths + 1))
     pairs = "veth pair" if paths == 1 else "veth pairs"
     described = f"rate {rate}"
     if loss:
-        described += f" delay {netem.delay_us / 1000:g}ms loss {netem.loss_pct:g}%"
+        described += f" delay {netem.delay_us / 1000:.3g}ms loss {netem.loss_pct:g}%"
     return Topology(f"mptcp_nvme.sh: {paths} {pairs} ({family}), netem {described}",
                     SCRIPT_TARGET, SCRIPT_HOST, links)
 

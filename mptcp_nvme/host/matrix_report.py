@@ -1,0 +1,372 @@
+"""Host side: the summary of a ``mptcp-nvme matrix`` run (rows, matrix.md, matrix.png),
+rendered from its matrix.json.
+
+matrix.py runs the cells and writes matrix.json; this module only reads it (a reporter
+never drives the run), so the report can be redrawn from a finished or resumed run
+without a VM. The table has the seed table's shape and puts the seed's ratios next to
+the measured ones: the links here are not the seed's 1000 Mbit/s, so the ratios are
+what should match, not the MiB/s.
+"""
+
+import dataclasses
+import json
+import math
+import statistics
+from pathlib import Path
+
+from mptcp_nvme.errors import UsageError
+
+VERSION = 1
+BASELINE = "baseline"             # the kernel every other kernel is compared with
+CALIBRATION_MIN = 0.95            # framework ÷ bare below this: the framework itself costs throughput
+KINDS = ("fabric", "bare", "raw")
+IOPOLICIES = ("numa", "round-robin", "queue-depth")
+TRTYPES = ("tcp", "mptcp")
+IDENTITY = ("kernel", "kind", "trtype", "paths", "iopolicy", "loss", "tls")
+REQUIRED = {"settings": ("rate_mbit", "runtime_s", "repeat"),
+            "cell": IDENTITY + ("label", "links", "usable_links", "link_rate_mbit", "runs"),
+            "run": ("status", "read_mib", "write_mib")}
+NONE = "—"
+
+# (trtype, paths, iopolicy, loss) -> (READ MiB/s, WRITE MiB/s or None): 4 links at
+# 1000 Mbit/s, from the series' thread. It has no loss-1 tcp numa row.
+SEED = {
+    ("tcp", 4, "numa", 0): (114, 114), ("mptcp", 4, "numa", 0): (445, 443),
+    ("tcp", 4, "round-robin", 0): (456, 455), ("mptcp", 4, "round-robin", 0): (446, 445),
+    ("tcp", 4, "queue-depth", 0): (456, 455), ("mptcp", 4, "queue-depth", 0): (446, 445),
+    ("tcp", 4, "round-robin", 1): (106, 98.5), ("mptcp", 4, "round-robin", 1): (426, None),
+    ("tcp", 4, "queue-depth", 1): (168, 128), ("mptcp", 4, "queue-depth", 1): (425, 414),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table: a cell of a non-baseline kernel, its repeats reduced
+    (medians and (min, max) spreads in MiB/s, over the passed repeats) and its ratios."""
+    kernel: str
+    kind: str                           # fabric, bare or raw
+    label: str
+    trtype: str | None
+    paths: int | None
+    iopolicy: str | None
+    loss: int
+    tls: bool
+    runs: int                           # repeats recorded
+    n: int                              # repeats passed
+    status: str                         # "ok" (≥1 passed), else "failed" or "skipped"
+    reason: str | None                  # the first failed (else skipped) repeat's reason
+    read: float | None
+    write: float | None
+    read_spread: tuple | None
+    write_spread: tuple | None
+    efficiency: float | None            # READ ÷ capacity of the usable links
+    ratio_tcp_numa: float | None
+    ratio_vs_tcp: float | None          # mptcp cells only
+    seed_ratio_tcp_numa: float | None
+    seed_ratio_vs_tcp: float | None
+    calib_read: float | None            # fabric ÷ bare
+    calib_write: float | None
+    base_read: float | None             # the baseline kernel's same cell
+    base_write: float | None
+    base_read_spread: tuple | None
+    base_write_spread: tuple | None
+    delta_read: float | None            # (main - baseline) ÷ baseline
+    verdict: str | None                 # "regression", "improvement" or "within noise"
+
+    @property
+    def calibration(self):
+        """The worse of READ and WRITE calibration; None without a bare cell."""
+        values = [v for v in (self.calib_read, self.calib_write) if v is not None]
+        return min(values) if values else None
+
+
+def mib_per_s(mbit):
+    return mbit * 1e6 / 8 / 2**20
+
+
+def load(path):
+    """matrix.json as a dict; UsageError (one line, naming the file) when it is unusable."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: not JSON ({err})") from None
+    problem = _problem(doc)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
+    return doc
+
+
+def _problem(doc):
+    """What makes ``doc`` unusable, or None."""
+    if not isinstance(doc, dict):
+        return "not a matrix.json object"
+    if doc.get("version") != VERSION:
+        return f"matrix.json version {doc.get('version')!r}, this mptcp-nvme reads version {VERSION}"
+    missing = [key for key in ("created", "settings", "kernels", "cells") if key not in doc]
+    if missing:
+        return f"lacks {', '.join(map(repr, missing))}"
+    if not (isinstance(doc["kernels"], dict) and isinstance(doc["cells"], list)):
+        return "'kernels' must be an object and 'cells' a list"
+    checks, seen = [("settings", doc["settings"], "settings")], {}
+    for index, cell in enumerate(doc["cells"]):
+        checks.append((f"cells[{index}]", cell, "cell"))
+        if isinstance(cell, dict) and isinstance(cell.get("runs"), list):
+            checks += [(f"cells[{index}].runs[{i}]", run, "run") for i, run in enumerate(cell["runs"])]
+    for where, value, kind in checks:
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+        missing = [key for key in REQUIRED[kind] if key not in value]
+        if missing:
+            return f"{where} lacks {', '.join(map(repr, missing))}"
+        if kind != "cell":
+            continue
+        if not isinstance(value["runs"], list):
+            return f"{where}.runs is not a list"
+        if value["kind"] not in KINDS:
+            return f"{where} has kind {value['kind']!r}, not one of {', '.join(KINDS)}"
+        if value["kernel"] not in doc["kernels"]:
+            return f"{where} names kernel {value['kernel']!r}, absent from 'kernels'"
+        if seen.setdefault(_key(value), where) != where:
+            return f"{where} is the same cell as {seen[_key(value)]}"
+    return None
+
+
+def _key(cell, **changes):
+    return tuple(changes[f] if f in changes else cell[f] for f in IDENTITY)
+
+
+def measure(cell):
+    """The cell's repeats as Row fields: runs, n, status, reason, medians and spreads."""
+    runs = cell["runs"]
+    passed = [run for run in runs if run["status"] == "passed"]
+    others = [run for run in runs if run["status"] != "passed"]
+    failed = [run for run in others if run["status"] != "skipped"]
+    fields = {"runs": len(runs), "n": len(passed),
+              "status": "ok" if passed else "failed" if failed else "skipped",
+              "reason": (failed or others)[0].get("reason") if others else None}
+    if not runs:
+        fields["reason"] = "no repeat recorded"
+    for name in ("read", "write"):
+        values = [run[f"{name}_mib"] for run in passed if run.get(f"{name}_mib") is not None]
+        fields[name] = statistics.median(values) if values else None
+        fields[f"{name}_spread"] = (min(values), max(values)) if values else None
+    return fields
+
+
+def capacity(cell):
+    """MiB/s of the links the cell can use: all of them for mptcp, else ``usable_links``."""
+    rates = cell["link_rate_mbit"] or []
+    if cell["trtype"] != "mptcp":
+        rates = rates[:cell["usable_links"] or 0]
+    return mib_per_s(sum(rates)) if rates else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _seed_read(trtype, paths, iopolicy, loss):
+    return (SEED.get((trtype, paths, iopolicy, loss)) or (None,))[0]
+
+
+def _width(spread):
+    return spread[1] - spread[0] if spread else 0
+
+
+def compare(main, base):
+    """(relative READ change, verdict) of two measure()s: a regression or improvement
+    only when the change exceeds the larger min–max spread of the two."""
+    if not base or main["read"] is None or not base["read"]:
+        return None, None
+    change = main["read"] - base["read"]
+    if abs(change) <= max(_width(main["read_spread"]), _width(base["read_spread"])):
+        return change / base["read"], "within noise"
+    return change / base["read"], "regression" if change < 0 else "improvement"
+
+
+def summarize(doc):
+    """One Row per cell of every non-baseline kernel, in the seed table's order."""
+    measured = {_key(cell): measure(cell) for cell in doc["cells"]}
+
+    def other(cell, **changes):           # another cell's measure(), {} when absent
+        return measured.get(_key(cell, **changes), {})
+
+    rows = []
+    for cell in (c for c in doc["cells"] if c["kernel"] != BASELINE):
+        own, kind, trtype = measured[_key(cell)], cell["kind"], cell["trtype"]
+        numa = other(cell, trtype="tcp", iopolicy="numa") if kind != "raw" else {}
+        tcp = other(cell, trtype="tcp") if trtype == "mptcp" else {}
+        bare = other(cell, kind="bare") if kind == "fabric" else {}
+        base = other(cell, kernel=BASELINE)
+        paths, iopolicy, loss = cell["paths"], cell["iopolicy"], cell["loss"]
+        seed = _seed_read(trtype, paths, iopolicy, loss) if kind != "raw" else None
+        delta, verdict = compare(own, base)
+        rows.append(Row(
+            **{f: cell[f] for f in IDENTITY}, label=cell["label"], **own,
+            efficiency=_ratio(own["read"], capacity(cell)) if kind != "raw" else None,
+            ratio_tcp_numa=_ratio(own["read"], numa.get("read")),
+            ratio_vs_tcp=_ratio(own["read"], tcp.get("read")),
+            seed_ratio_tcp_numa=_ratio(seed, _seed_read("tcp", paths, "numa", loss)),
+            seed_ratio_vs_tcp=_ratio(seed, _seed_read("tcp", paths, iopolicy, loss))
+            if trtype == "mptcp" else None,
+            calib_read=_ratio(own["read"], bare.get("read")),
+            calib_write=_ratio(own["write"], bare.get("write")),
+            **{f"base_{f}": base.get(f) for f in ("read", "write", "read_spread", "write_spread")},
+            delta_read=delta, verdict=verdict))
+    return sorted(rows, key=order)
+
+
+def _rank(value, known):
+    return (known.index(value), "") if value in known else (len(known), str(value))
+
+
+def order(row):
+    """Fabric, bare, raw; then loss, iopolicy (numa, round-robin, queue-depth, others),
+    paths and tls, tcp before mptcp: each mptcp cell right after its tcp cell."""
+    return (KINDS.index(row.kind), row.kernel, row.loss or 0, _rank(row.iopolicy, IOPOLICIES),
+            row.paths or 0, bool(row.tls), _rank(row.trtype, TRTYPES), row.label)
+
+
+def _num(value):
+    return NONE if value is None else f"{value:.2f}"
+
+
+def _span(median, spread):
+    if median is None:
+        return NONE
+    if not spread or spread[0] == spread[1]:
+        return f"{median:.1f}"
+    return f"{median:.1f} ({spread[0]:.1f}–{spread[1]:.1f})"
+
+
+def _name(row, several_kernels):
+    return f"{row.kernel}: {row.label}" if several_kernels else row.label
+
+
+def _run_column(row, several_kernels):
+    name = _name(row, several_kernels)
+    reason = " ".join(str(row.reason or "").split()).replace("|", "\\|")
+    if row.status != "ok":
+        return f"{name} — **{row.status}**: {reason or 'no reason given'}"
+    return f"{name} ({row.n}/{row.runs} passed: {reason})" if row.n < row.runs else name
+
+
+def title(doc):
+    kernels = doc["kernels"]
+    main = ", ".join(info.get("release", name) for name, info in kernels.items() if name != BASELINE)
+    base = f" vs baseline {kernels[BASELINE].get('release', BASELINE)}" if BASELINE in kernels else ""
+    return f"# mptcp-nvme matrix: {main}{base} ({str(doc.get('created', ''))[:10]})"
+
+
+def settings_line(doc):
+    s, loss = doc["settings"], doc["settings"].get("loss") or {}
+    text = f"{s['rate_mbit']:g} Mbit/s per link, fio {s['runtime_s']} s per job, {s['repeat']} repeats"
+    parts = [f"{loss['delay_ms']} ms delay" if loss.get("delay_ms") is not None else "",
+             f"{loss['loss_pct']} % loss" if loss.get("loss_pct") is not None else "",
+             loss.get("note") or ""]
+    if any(parts):
+        text += "; loss cells: " + ", ".join(p for p in parts if p)
+    return text + (f"; topology {s['topology']}" if s.get("topology") else "") + "."
+
+
+LEGEND = [
+    "- run: the script's arguments (trtype paths iopolicy loss); bare: the same fio job from a "
+    "plain shell; raw: fio on the backing device, no fabric.",
+    "- READ/WRITE: median over the passed repeats (min–max).",
+    "- eff.: READ ÷ (usable links × link rate): mptcp uses all links, tcp numa 1, tcp with "
+    "another iopolicy `paths`.",
+    "- ÷ tcp numa: READ ÷ READ of tcp numa with the same paths and loss; mptcp ÷ tcp: READ ÷ "
+    "READ of tcp with the same iopolicy. seed: the same ratio in the seed table (4 links at "
+    "1000 Mbit/s): the ratios should match, not the MiB/s.",
+    f"- calib.: framework ÷ bare (the worse of READ and WRITE); the framework must reach "
+    f"≥ {CALIBRATION_MIN}, bold below.",
+]
+BASELINE_LEGEND = ("- Δ READ: (main − baseline) ÷ baseline; a regression or improvement only "
+                   "when the change exceeds the larger min–max spread of the two.")
+
+
+def markdown(doc, rows):
+    """matrix.md: title, settings, the table in the seed table's shape, a legend."""
+    with_base = BASELINE in doc["kernels"]
+    several = len({row.kernel for row in rows}) > 1
+    head = ["run", "READ MiB/s", "WRITE MiB/s", "eff.", "÷ tcp numa", "seed", "mptcp ÷ tcp",
+            "seed", "calib."] + (["baseline READ", "Δ READ"] if with_base else [])
+    lines = [title(doc), "", settings_line(doc), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        calib = _num(row.calibration)
+        if row.calibration is not None and row.calibration < CALIBRATION_MIN:
+            calib = f"**{calib}**"
+        cols = [_run_column(row, several), _span(row.read, row.read_spread),
+                _span(row.write, row.write_spread), _num(row.efficiency),
+                _num(row.ratio_tcp_numa), _num(row.seed_ratio_tcp_numa), _num(row.ratio_vs_tcp),
+                _num(row.seed_ratio_vs_tcp), calib]
+        if with_base:
+            delta = NONE if row.delta_read is None else f"{row.delta_read:+.1%} {row.verdict}"
+            cols += [_span(row.base_read, row.base_read_spread), delta]
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines + [""] + LEGEND + ([BASELINE_LEGEND] if with_base else [])) + "\n"
+
+
+def chart(doc, rows, path):
+    """matrix.png: READ/WRITE medians per fabric and raw cell with min–max error bars,
+    baseline bars hatched, the widest topology's capacity dashed. The y axis fits the
+    fabric cells: a faster raw device is cut off and labelled with its value."""
+    from matplotlib.figure import Figure     # only the chart needs matplotlib
+
+    shown = [row for row in rows if row.kind in ("fabric", "raw")]
+    series = [("READ", "read", "tab:blue", None), ("WRITE", "write", "tab:orange", None)]
+    if BASELINE in doc["kernels"]:
+        series += [("baseline READ", "base_read", "lightsteelblue", "//"),
+                   ("baseline WRITE", "base_write", "navajowhite", "//")]
+    links = max((c["link_rate_mbit"] or [] for c in doc["cells"] if c["kernel"] != BASELINE),
+                key=len, default=[])
+    highs = [spread[1] for row in shown if row.kind == "fabric" for _, field, _, _ in series
+             if (spread := getattr(row, f"{field}_spread"))]
+    top = 1.15 * max(highs + [mib_per_s(sum(links))]) if highs or links else None
+    fig = Figure(figsize=(max(8, 0.9 * len(shown)), 5))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for index, (name, field, color, hatch) in enumerate(series):
+        xs = [g + (index - (len(series) - 1) / 2) * width for g in range(len(shown))]
+        heights = [math.nan if getattr(row, field) is None else getattr(row, field) for row in shown]
+        spreads = [getattr(row, f"{field}_spread") or (math.nan, math.nan) for row in shown]
+        errors = [[h - lo for h, (lo, _) in zip(heights, spreads)],
+                  [hi - h for h, (_, hi) in zip(heights, spreads)]]
+        ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name, color=color,
+               hatch=hatch, edgecolor="grey" if hatch else None)
+        for x, height in zip(xs, heights):
+            if top and height > top:
+                ax.text(x, top, f"{height:.0f} ", rotation=90, ha="center", va="top",
+                        fontsize=7, color="white")
+    for g, row in enumerate(shown):
+        if row.status != "ok":
+            ax.text(g, 0, row.status, rotation=90, ha="center", va="bottom", fontsize=8)
+    if links:
+        rate = f"{links[0]:g} Mbit/s" if len(set(links)) == 1 else "rate"
+        ax.axhline(mib_per_s(sum(links)), linestyle="--", color="grey",
+                   label=f"{len(links)} links × {rate}")
+    several = len({row.kernel for row in shown}) > 1
+    ax.set_xticks(range(len(shown)), [_name(row, several) for row in shown],
+                  rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, max(len(shown), 1) - 0.5)
+    if top:
+        ax.set_ylim(0, top)
+    ax.set_ylabel("MiB/s")
+    ax.set_title(f"{title(doc).lstrip('# ')}, {doc['settings']['rate_mbit']:g} Mbit/s per link")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    return path
+
+
+def write_outputs(doc, folder):
+    """matrix.md and matrix.png in ``folder`` (next to matrix.json): their paths."""
+    folder = Path(folder)
+    rows = summarize(doc)
+    md_path, png_path = folder / "matrix.md", folder / "matrix.png"
+    md_path.write_text(markdown(doc, rows))
+    chart(doc, rows, png_path)
+    return md_path, png_path
