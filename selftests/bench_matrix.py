@@ -40,11 +40,11 @@ def job(request):
 
 @pytest.fixture
 def topo(request, paths, loss):
-    """The script's 4 links (or --topology's) whatever ``paths`` is."""
+    """The script's 4 links whatever ``paths`` is, or --topology's scaled to --rate."""
     topology_file = request.config.getoption("topology")
-    if topology_file:
-        return topology.load_topology(topology_file)
     rate = request.config.getoption("rate") or topology.SCRIPT_RATE
+    if topology_file:
+        return topology.scaled_to(topology.load_topology(topology_file), rate)
     return topology.topology_for_paths(max(SCRIPT_LINKS, paths), loss=loss, rate=rate)
 
 

@@ -234,6 +234,18 @@ def with_rate(topology, rate):
     return replace(topology, links=links, description=f"{topology.description}, {rate} per link")
 
 
+def scaled_to(topology, rate):
+    """``topology`` with its fastest link at ``rate`` and the others in proportion (the
+    matrix keeps a file's asymmetry where TCG can carry it); unshaped links get ``rate``."""
+    top = Netem.parse(rate=rate).rate_bit
+    fastest = max((link.netem.rate_bit for link in topology.links), default=0) or top
+    links = tuple(replace(link, netem=replace(
+        link.netem, rate_bit=round((link.netem.rate_bit or fastest) * top / fastest)))
+        for link in topology.links)
+    return replace(topology, links=links,
+                   description=f"{topology.description}, scaled to {rate} for the fastest link")
+
+
 def load_topology(path):
     """Parse and validate a topology file; bad input raises a one-line UsageError."""
     try:

@@ -14,7 +14,7 @@ from tests.unit.test_cli import assert_one_line, cli
 
 def args(**changes):
     base = dict(trtype=None, paths=None, iopolicy=None, loss=None, rate=None, runtime=10, cpus=2,
-                repeat=3, tls=False, topology=None, calibrate=1, resume=None)
+                repeat=3, tls=False, topology=None, calibrate=1, resume=None, append=None)
     return argparse.Namespace(**{**base, **changes})
 
 
@@ -98,7 +98,7 @@ def test_resume_skips_what_was_measured_and_retries_what_failed():
 def test_a_topology_files_cells_are_labelled_with_it_and_use_its_rates():
     path = str(topology.TOPOLOGY_DIR / "asymmetric.toml")
     rates, usable = matrix.cell_links("mptcp", 4, "numa", path, "30mbit")
-    assert sum(rates) == 3 * rates[0] + rates[-1] and rates[-1] == rates[0] / 2
+    assert rates == [30.0, 30.0, 30.0, 15.0]        # the file's 1000/500mbit, scaled
     assert usable == 4
     params = {"trtype": "tcp", "paths": 4, "iopolicy": "numa", "loss": False}
     assert matrix.label("fabric", params, False, path) == "tcp 4 numa 0 (asymmetric.toml)"
@@ -119,3 +119,9 @@ def test_loss_is_scaled_to_the_link_rate():
     lossy = topology.topology_for_paths(4, loss=True, rate="30mbit", flows=2)
     assert all(link.netem == slow for link in lossy.links)
     assert "delay 28.7" in lossy.description
+
+
+def test_the_io_timeout_is_scaled_with_the_rate_unless_given():
+    assert matrix.io_timeout(None, "30mbit") == ["nvme_core.io_timeout=1000"]
+    assert matrix.io_timeout(None, "1000mbit") == ["nvme_core.io_timeout=30"]
+    assert matrix.io_timeout(["nvme_core.io_timeout=60"], "30mbit") == []

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vm
 def test_a_two_cell_matrix_writes_its_table_chart_and_json(mptcp_nvme):
     run = mptcp_nvme("matrix", "--trtype", "tcp", "--paths", "2", "--iopolicy", "numa",
                      "--iopolicy", "round-robin", "--loss", "0", "--repeat", "1",
-                     "--runtime", "3", "--calibrate", "1")
+                     "--runtime", "2", "--calibrate", "1")
     assert run.code == 0, run.stdout + run.stderr[-3000:]
     folder = run.results_dir
     doc = matrix_report.load(folder / "matrix.json")
@@ -32,7 +32,7 @@ def test_a_two_cell_matrix_writes_its_table_chart_and_json(mptcp_nvme):
 
     again = mptcp_nvme("matrix", "--resume", folder, "--trtype", "tcp", "--paths", "2",
                        "--iopolicy", "numa", "--iopolicy", "round-robin", "--loss", "0",
-                       "--repeat", "1", "--runtime", "3", "--calibrate", "1")
+                       "--repeat", "1", "--runtime", "2", "--calibrate", "1")
     assert again.code == 0, again.stderr[-3000:]
     assert "run/s" not in again.stderr          # nothing was left to run: no progress bar
     assert json.loads((folder / "matrix.json").read_text())["cells"] == doc["cells"]
