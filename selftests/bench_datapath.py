@@ -13,14 +13,13 @@ from mptcp_nvme.guest import fio, stream, topology
 from mptcp_nvme.guest import DIAG
 
 BENCH_RATE = "30mbit"
-SCRIPT_LINKS = 4
 RUNS = (1, 2, 3)
 JOB = fio.FioJob(runtime=8, iodepth=64)
 
 
 @pytest.fixture
 def topo(paths):
-    return topology.with_rate(topology.topology_for_paths(max(paths, SCRIPT_LINKS)), BENCH_RATE)
+    return topology.script_topology(paths, rate=BENCH_RATE)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4), iopolicy=("numa",))

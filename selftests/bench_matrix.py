@@ -23,7 +23,6 @@ from mptcp_nvme.channel import MATRIX
 from mptcp_nvme.guest import DIAG, fio, require, topology
 from mptcp_nvme.guest.tls import TLS_NEEDS
 
-SCRIPT_LINKS = 4
 BARE_CELL = Path(__file__).with_name("bare_cell.sh")
 
 
@@ -42,10 +41,11 @@ def job(request):
 def topo(request, paths, loss):
     """The script's 4 links whatever ``paths`` is, or --topology's scaled to --rate."""
     topology_file = request.config.getoption("topology")
-    rate = request.config.getoption("rate") or topology.SCRIPT_RATE
+    rate = request.config.getoption("rate")
     if topology_file:
-        return topology.scaled_to(topology.load_topology(topology_file), rate)
-    return topology.topology_for_paths(max(SCRIPT_LINKS, paths), loss=loss, rate=rate)
+        return topology.scaled_to(topology.load_topology(topology_file),
+                                  rate or topology.SCRIPT_RATE)
+    return topology.script_topology(paths, loss=loss, rate=rate)
 
 
 def record(record_property, results):
@@ -88,9 +88,7 @@ def test_bare(request, trtype, paths, iopolicy, loss, repeat, job, record_proper
             "tool:tc", "tool:losetup")
     if request.config.getoption("topology") or request.config.getoption("tls"):
         pytest.skip("the bare calibration cell is the script's own topology, without TLS")
-    links = topology.topology_for_paths(
-        max(SCRIPT_LINKS, paths), loss=loss,
-        rate=request.config.getoption("rate") or topology.SCRIPT_RATE).links
+    links = topology.script_topology(paths, loss=loss, rate=request.config.getoption("rate")).links
     netem = links[0].netem
     fio_argv = [arg.replace("=randread", "=@RW@") for arg in job.argv("@DEV@")]
     with tempfile.TemporaryDirectory(prefix="bare-cell-") as out:

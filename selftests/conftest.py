@@ -128,8 +128,7 @@ def topo(request, paths, loss):
     topology_file = request.config.getoption("topology")
     if topology_file:
         return topology.load_topology(topology_file)
-    rate = request.config.getoption("rate") or topology.SCRIPT_RATE
-    return topology.topology_for_paths(paths, loss=loss, rate=rate)
+    return topology.topology_for_paths(paths, loss=loss, rate=request.config.getoption("rate"))
 
 
 @pytest.fixture

@@ -18,8 +18,6 @@ from mptcp_nvme.guest import fio, topology
 from mptcp_nvme.guest import DIAG, require
 from mptcp_nvme.guest.tls import TLS_NEEDS
 
-SCRIPT_LINKS = 4
-
 
 @pytest.fixture
 def family(request):
@@ -29,9 +27,8 @@ def family(request):
 @pytest.fixture
 def topo(request, paths, loss, family):
     """The script's 4 links whatever ``paths`` is (it sets the connections), at --rate."""
-    rate = request.config.getoption("rate") or topology.SCRIPT_RATE
-    return topology.topology_for_paths(max(SCRIPT_LINKS, paths), loss=loss, family=family,
-                                       rate=rate)
+    return topology.script_topology(paths, loss=loss, family=family,
+                                    rate=request.config.getoption("rate"))
 
 
 @pytest.fixture

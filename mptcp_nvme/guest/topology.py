@@ -66,6 +66,7 @@ MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
 REQUIREMENTS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
 ENDPOINT_FLAGS = {"signal": 1, "subflow": 2, "backup": 4, "fullmesh": 8}
 SCRIPT_RATE, SCRIPT_DELAY, SCRIPT_LOSS = "1000mbit", "5ms", "0.5%"
+SCRIPT_LINKS = 4   # mptcp_nvme.sh always builds 4 links; its path argument sets the connections
 
 _NAME = re.compile(r"\w[\w.-]{0,31}", re.ASCII)
 _NUMBER_UNIT = re.compile(r"(\d+(?:\.\d+)?)([a-z%]+)")
@@ -206,10 +207,17 @@ def _flow_limit_bit(rtt_us, loss_pct, mss=1448):
     return mss * 8 / (rtt_us / 1e6) * 1.22 / (loss_pct / 100) ** 0.5
 
 
-def topology_for_paths(paths, loss=False, family="ipv4", rate=SCRIPT_RATE, flows=None):
-    """mptcp_nvme.sh's topology with ``paths`` veth pairs at ``rate`` (its loss=1 adds
-    delay and loss, scaled to the rate for ``flows`` I/O queues per controller, by
-    default one per CPU: loss_profile)."""
+def script_topology(paths, loss=False, family="ipv4", rate=None, flows=None):
+    """mptcp_nvme.sh's topology for its ``path`` argument: SCRIPT_LINKS links whatever
+    ``paths`` is (more when it asks for more); options as topology_for_paths."""
+    return topology_for_paths(max(SCRIPT_LINKS, paths), loss, family, rate, flows)
+
+
+def topology_for_paths(paths, loss=False, family="ipv4", rate=None, flows=None):
+    """mptcp_nvme.sh's topology with ``paths`` veth pairs at ``rate`` (None: the
+    script's; its loss=1 adds delay and loss, scaled to the rate for ``flows`` I/O queues
+    per controller, by default one per CPU: loss_profile)."""
+    rate = rate or SCRIPT_RATE
     if type(paths) is not int or not 1 <= paths <= MAX_LINKS:
         raise UsageError(f"paths: must be 1..{MAX_LINKS}, not {paths!r}")
     if family not in FAMILIES:

@@ -21,13 +21,13 @@ from tqdm import tqdm
 from mptcp_nvme import options
 from mptcp_nvme.channel import MATRIX
 from mptcp_nvme.errors import UsageError
+from mptcp_nvme.guest import topology
 from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host import matrix_report, rootfs, suite
 from mptcp_nvme.host.vm import require_host_tools
 
 BENCH = suite.SELFTESTS / "bench_matrix.py"
 DEFAULT_RATE = "30mbit"       # 4 links of it (14.3 MiB/s) stay below what TCG here moves
-SCRIPT_LINKS = 4
 DEFAULT_IO_TIMEOUT = 30      # nvme_core's io_timeout, seconds
 KINDS = {"test_cell": "fabric", "test_bare": "bare", "test_raw": "raw"}
 AXES = ("trtype", "paths", "iopolicy", "loss")
@@ -37,7 +37,7 @@ def axes(args):
     """The cells' axes, with the matrix's defaults: the seed table's."""
     return {
         "trtype": args.trtype or list(options.TRTYPES),
-        "paths": args.paths or [SCRIPT_LINKS],
+        "paths": args.paths or [topology.SCRIPT_LINKS],
         "iopolicy": args.iopolicy or list(options.IOPOLICIES),   # not offered: SKIP
         "loss": args.loss or [0, 1],
     }
@@ -46,11 +46,10 @@ def axes(args):
 def cell_links(trtype, paths, iopolicy, topology_file, rate):
     """(link rates in Mbit/s, links the cell can use): MPTCP spreads over every link
     with an endpoint; NVMe/TCP uses its connections' links, one with numa."""
-    from mptcp_nvme.guest import topology
     if topology_file:
         links = topology.scaled_to(topology.load_topology(topology_file), rate).links
     else:
-        links = topology.topology_for_paths(max(SCRIPT_LINKS, paths), rate=rate).links
+        links = topology.script_topology(paths, rate=rate).links
     rates = [link.netem.rate_bit / 1e6 for link in links]
     usable = len(rates) if trtype == "mptcp" else 1 if iopolicy == "numa" else paths
     return rates, usable
@@ -199,7 +198,6 @@ def io_timeout(append, rate):
     fio keeps up to 1024 x 128 KiB in flight, which at 30mbit takes 33 times as long to
     drain as at its 1000mbit; without scaling the default 30 s, every lossy tcp cell
     ends in I/O timeouts and error recovery instead of a measurement."""
-    from mptcp_nvme.guest import topology
     if any(arg.startswith("nvme_core.io_timeout=") for arg in append or ()):
         return []
     scale = max(1.0, topology.Netem.parse(rate=topology.SCRIPT_RATE).rate_bit /
@@ -208,11 +206,11 @@ def io_timeout(append, rate):
 
 
 def new_doc(args, rate):
-    from mptcp_nvme.guest import topology
+    rate_bit = topology.Netem.parse(rate=rate).rate_bit
     # the guest's CPUs: one NVMe/TCP I/O queue (one TCP flow) each per controller
-    note = topology.loss_profile(topology.Netem.parse(rate=rate).rate_bit, args.cpus)[1]
+    note = topology.loss_profile(rate_bit, args.cpus)[1]
     return {"version": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "settings": {"rate_mbit": topology.Netem.parse(rate=rate).rate_bit / 1e6,
+            "settings": {"rate_mbit": rate_bit / 1e6,
                          "runtime_s": args.runtime, "repeat": args.repeat,
                          "loss": {"note": note}, "topology": args.topology, "tls": args.tls,
                          "append": [*(args.append or ()), *io_timeout(args.append, rate)]},
@@ -250,12 +248,13 @@ def run_matrix(args):
     path = folder / "matrix.json"
     print(f"results: {folder}", file=sys.stderr)
     print(f"matrix: {doc['settings']['loss']['note']}", file=sys.stderr)
-    if scaled := io_timeout(args.append, rate):
+    scaled = io_timeout(args.append, rate)
+    if scaled:
         print(f"matrix: {scaled[0]} (30 s scaled with the rate: the script's fio queue drains "
               "that much slower)", file=sys.stderr)
     chosen = options.values(args)
     chosen.update(axes(args), rate=rate, rootfs="host" if root == Path("/") else str(root),
-                  append=[*(args.append or ()), *io_timeout(args.append, rate)],
+                  append=[*(args.append or ()), *scaled],
                   # a cell that has not ended long after its two fio jobs is stuck
                   test_timeout=min(args.test_timeout, 2 * args.runtime + 180))
     interrupted = False
