@@ -28,7 +28,6 @@ from mptcp_nvme.host.vm import require_host_tools
 
 BENCH = suite.SELFTESTS / "bench_matrix.py"
 DEFAULT_RATE = "30mbit"       # 4 links of it (14.3 MiB/s) stay below what TCG here moves
-DEFAULT_IO_TIMEOUT = 30      # nvme_core's io_timeout, seconds
 KINDS = {"test_cell": "fabric", "test_bare": "bare", "test_raw": "raw"}
 AXES = ("trtype", "paths", "iopolicy", "loss")
 
@@ -193,18 +192,6 @@ def plan(items, doc, kernel, args, rate):
     return planned
 
 
-def io_timeout(append, rate):
-    """nvme_core.io_timeout for links of ``rate``, unless --append sets it: the script's
-    fio keeps up to 1024 x 128 KiB in flight, which at 30mbit takes 33 times as long to
-    drain as at its 1000mbit; without scaling the default 30 s, every lossy tcp cell
-    ends in I/O timeouts and error recovery instead of a measurement."""
-    if any(arg.startswith("nvme_core.io_timeout=") for arg in append or ()):
-        return []
-    scale = max(1.0, topology.Netem.parse(rate=topology.SCRIPT_RATE).rate_bit /
-                topology.Netem.parse(rate=rate).rate_bit)
-    return [f"nvme_core.io_timeout={round(DEFAULT_IO_TIMEOUT * scale)}"]
-
-
 def new_doc(args, rate):
     rate_bit = topology.Netem.parse(rate=rate).rate_bit
     # the guest's CPUs: one NVMe/TCP I/O queue (one TCP flow) each per controller
@@ -213,7 +200,7 @@ def new_doc(args, rate):
             "settings": {"rate_mbit": rate_bit / 1e6,
                          "runtime_s": args.runtime, "repeat": args.repeat,
                          "loss": {"note": note}, "topology": args.topology, "tls": args.tls,
-                         "append": [*(args.append or ()), *io_timeout(args.append, rate)]},
+                         "append": [*(args.append or ()), *suite.io_timeout(args.append, rate)]},
             "kernels": {}, "cells": []}
 
 
@@ -248,13 +235,12 @@ def run_matrix(args):
     path = folder / "matrix.json"
     print(f"results: {folder}", file=sys.stderr)
     print(f"matrix: {doc['settings']['loss']['note']}", file=sys.stderr)
-    scaled = io_timeout(args.append, rate)
+    scaled = suite.io_timeout(args.append, rate)      # pytest_argv appends it
     if scaled:
         print(f"matrix: {scaled[0]} (30 s scaled with the rate: the script's fio queue drains "
               "that much slower)", file=sys.stderr)
     chosen = options.values(args)
     chosen.update(axes(args), rate=rate, rootfs="host" if root == Path("/") else str(root),
-                  append=[*(args.append or ()), *scaled],
                   # a cell that has not ended long after its two fio jobs is stuck
                   test_timeout=min(args.test_timeout, 2 * args.runtime + 180))
     interrupted = False

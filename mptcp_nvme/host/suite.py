@@ -9,6 +9,7 @@ from mptcp_nvme.errors import UsageError
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
 SELFTESTS = SOURCE_DIR / "selftests"
+DEFAULT_IO_TIMEOUT = 30      # nvme_core's io_timeout, seconds
 
 
 def test_paths(tests):
@@ -25,11 +26,27 @@ def test_paths(tests):
 
 
 def pytest_argv(chosen, results, ktap="-", keyword=None):
-    """pytest's arguments for a VM run of ``chosen`` options into ``results``."""
+    """pytest's arguments for a VM run of ``chosen`` options into ``results``; with
+    --rate, the guest's nvme_core.io_timeout scaled to it (io_timeout)."""
+    append = [*(chosen.get("append") or ()), *io_timeout(chosen.get("append"), chosen.get("rate"))]
+    chosen = {**chosen, "results_dir": str(results), "append": append or None}
     return ["--vm", "--ktap", str(ktap), "-p", "no:terminal", "-p", "no:cacheprovider",
             "--rootdir", str(SOURCE_DIR), "--junitxml", str(Path(results) / "junit.xml"),
-            *options.to_argv({**chosen, "results_dir": str(results)}, only=options.for_pytest),
+            *options.to_argv(chosen, only=options.for_pytest),
             *(["-k", keyword] if keyword else [])]
+
+
+def io_timeout(append, rate):
+    """nvme_core.io_timeout for the script's links at ``rate``, unless --append sets it:
+    the script's fio keeps up to 1024 x 128 KiB in flight, which at 30mbit takes 33 times
+    as long to drain as at its 1000mbit; without scaling the default 30 s, every lossy
+    tcp cell ends in I/O timeouts and error recovery instead of a measurement."""
+    if not rate or any(arg.startswith("nvme_core.io_timeout=") for arg in append or ()):
+        return []
+    from mptcp_nvme.guest import topology   # pyroute2: not on every CLI start (bench-boot)
+    scale = max(1.0, topology.Netem.parse(rate=topology.SCRIPT_RATE).rate_bit /
+                topology.Netem.parse(rate=rate).rate_bit)
+    return [f"nvme_core.io_timeout={round(DEFAULT_IO_TIMEOUT * scale)}"]
 
 
 def run(argv, plugins=()):

@@ -8,7 +8,7 @@ import pytest
 
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme.guest import topology
-from mptcp_nvme.host import matrix
+from mptcp_nvme.host import matrix, suite
 from tests.unit.test_cli import assert_one_line, cli
 
 
@@ -122,6 +122,11 @@ def test_loss_is_scaled_to_the_link_rate():
 
 
 def test_the_io_timeout_is_scaled_with_the_rate_unless_given():
-    assert matrix.io_timeout(None, "30mbit") == ["nvme_core.io_timeout=1000"]
-    assert matrix.io_timeout(None, "1000mbit") == ["nvme_core.io_timeout=30"]
-    assert matrix.io_timeout(["nvme_core.io_timeout=60"], "30mbit") == []
+    assert suite.io_timeout(None, "30mbit") == ["nvme_core.io_timeout=1000"]
+    assert suite.io_timeout(None, "1000mbit") == ["nvme_core.io_timeout=30"]
+    assert suite.io_timeout(["nvme_core.io_timeout=60"], "30mbit") == []
+    assert suite.io_timeout(None, None) == []               # the script's own links
+    # run and script get it too, through the one pytest command line they share
+    argv = suite.pytest_argv({"rate": "30mbit", "append": ["quiet"]}, "/tmp/r")
+    assert argv[argv.index("--append") + 1:][:3] == ["quiet", "--append", "nvme_core.io_timeout=1000"]
+    assert "--append" not in suite.pytest_argv({"rate": None}, "/tmp/r")
