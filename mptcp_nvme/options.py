@@ -18,6 +18,8 @@ from mptcp_nvme.errors import UsageError
 FAMILIES = ("ipv4", "ipv6", "v4map")
 TRTYPES = ("tcp", "mptcp")
 IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
+MULTIPATH = ("native", "dm")
+DM_SELECTORS = ("service-time", "queue-length", "round-robin")
 ACCELS = ("auto", "kvm", "tcg")
 MAX_PATHS = 8
 _MEMORY = re.compile(r"[1-9]\d*[MG]")
@@ -143,6 +145,13 @@ OPTIONS = (
            commands=("run", "matrix")),
     Option("iopolicy", "multipath iopolicy(ies) (repeatable; the matrix's default: every "
            "one the kernel offers)", choices=IOPOLICIES, repeat=True, guest=True,
+           commands=("run", "matrix")),
+    Option("multipath", "native: NVMe multipath with an iopolicy; dm: native multipath off "
+           "(nvme_core reloaded with multipath=N) and dm-multipath over the per-path "
+           "namespaces with a path selector (repeatable; default native)", choices=MULTIPATH,
+           repeat=True, guest=True, commands=("run", "matrix")),
+    Option("dm_selector", "dm-multipath path selector(s) of the --multipath dm cases "
+           "(repeatable; default all)", choices=DM_SELECTORS, repeat=True, guest=True,
            commands=("run", "matrix")),
     Option("loss", "mptcp_nvme.sh's loss argument(s): 0 none, 1 netem delay and loss on every "
            "link (5ms 0.5%% at the script's 1000mbit, scaled with --rate; repeatable)",

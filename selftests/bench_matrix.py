@@ -4,7 +4,9 @@ the matrix runs this file and takes medians over the repeats).
 - ``test_cell``: mptcp_nvme.sh's scenario for one (trtype, paths, iopolicy, loss) and one
   repeat: the script's 4 links at --rate (its loss profile scaled to the rate, or the
   links of --topology), a port and a controller per path, the iopolicy, then the
-  script's fio job, randread then randwrite for --runtime seconds each.
+  script's fio job, randread then randwrite for --runtime seconds each. With
+  --multipath dm, native multipath is off and a dm-multipath device over the paths,
+  with a path selector in place of the iopolicy, carries the fio job.
 - ``test_bare``: the same cell set up and measured from a plain shell (bare_cell.sh), for
   calibration: the framework's cells must reach 0.95 of it.
 - ``test_raw``: the same fio job on the backing loop device, no fabric: the raw baseline.
@@ -56,9 +58,9 @@ def record(record_property, results):
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("numa",), loss=(False,))
-def test_cell(request, trtype, paths, iopolicy, loss, repeat, network, nvme_host, job,
-              record_property, prove_transport):
-    """matrix cell {trtype} {paths} {iopolicy} {loss:d}"""
+def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, network, nvme_host,
+              job, record_property, prove_transport, multipath_device):
+    """matrix cell {trtype} {paths} {multipath} {iopolicy} {loss:d}"""
     tls = request.config.getoption("tls")
     if tls:
         require(request.config, *TLS_NEEDS, f"tls:{trtype}")
@@ -75,9 +77,12 @@ def test_cell(request, trtype, paths, iopolicy, loss, repeat, network, nvme_host
         target = make_target(addresses=traddrs)
     with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn, tls=tls) as conn:
         prove_transport(nvme_host, target.nqn)
-        nvme_host.set_iopolicy(target.nqn, iopolicy)
-        assert nvme_host.iopolicy(target.nqn) == iopolicy
-        results = fio.run_script_sequence(conn.device, job, prefix=network.host.argv())
+        if multipath == "native":
+            nvme_host.set_iopolicy(target.nqn, iopolicy)
+            assert nvme_host.iopolicy(target.nqn) == iopolicy
+        with multipath_device(nvme_host, conn) as device:
+            results = fio.run_script_sequence(device, job, prefix=network.host.argv(),
+                                              flush=multipath == "native")
     record(record_property, results)
 
 

@@ -6,13 +6,14 @@ that a plain ``sudo pytest selftests`` applies them). Parameters: ``trtype``, ``
 ``--paths``, ``--iopolicy``, ``--loss``) or else from the test's ``matrix`` marker.
 """
 
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 
 import pytest
 
-from mptcp_nvme.guest import nvme_host as host, nvmet
+from mptcp_nvme.guest import dm_mpath, nvme_host as host, nvmet
 from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
 from mptcp_nvme.guest.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
+from mptcp_nvme.options import DM_SELECTORS
 
 # evidence and topology are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
@@ -74,14 +75,32 @@ def pytest_generate_tests(metafunc):
         links = topology.load_topology(topology_file).links
         chosen["paths"] = [len(links)]
         chosen["loss"] = [any(link.netem.loss_pct or link.netem.delay_us for link in links)]
+    if "multipath" in metafunc.fixturenames:
+        _parametrize_multipath(metafunc, chosen["iopolicy"] or defaults.get("iopolicy"), defaults)
     for name in ("trtype", "paths", "iopolicy", "loss"):
-        if name in metafunc.fixturenames:
+        if name in metafunc.fixturenames and name not in _parametrized(metafunc):
             values = chosen[name] or defaults.get(name) or {"loss": (False,)}.get(name)
             if values is None:
                 raise pytest.UsageError(f"{metafunc.function.__name__}: no values for {name}")
             ids = [f"loss{int(v)}" if name == "loss" else f"{v}path" if name == "paths"
                    else str(v) for v in values]
             metafunc.parametrize(name, values, ids=ids, indirect=name in ("trtype", "iopolicy"))
+
+
+def _parametrized(metafunc):
+    return {name for call in metafunc._calls for name in call.params}
+
+
+def _parametrize_multipath(metafunc, iopolicies, defaults):
+    """(multipath, iopolicy) pairs: native with each iopolicy, dm with each dm path
+    selector (in the ``iopolicy`` parameter): --multipath/--dm-selector, else the marker's."""
+    config = metafunc.config
+    modes = config.getoption("multipath") or defaults.get("multipath") or ("native",)
+    selectors = config.getoption("dm_selector") or defaults.get("dm_selector") or DM_SELECTORS
+    pairs = [("native", p) for p in iopolicies or ("numa",) if "native" in modes]
+    pairs += [("dm", s) for s in selectors if "dm" in modes]
+    metafunc.parametrize("multipath,iopolicy", pairs, indirect=True,
+                         ids=[p if m == "native" else f"dm-{p}" for m, p in pairs])
 
 
 @pytest.fixture
@@ -115,9 +134,38 @@ def prove_transport(request, network, trtype):
 
 
 @pytest.fixture
+def multipath(request):
+    """"native" or "dm": native NVMe multipath on or off (nvme_core reloaded) for the
+    test; dm needs dmsetup and dm-multipath."""
+    if request.param == "dm":
+        require(request.config, *dm_mpath.REQUIREMENTS)
+    with host.multipath_mode(native=request.param == "native"):
+        yield request.param
+
+
+@pytest.fixture
 def iopolicy(request):
-    require(request.config, f"iopolicy:{request.param}")
+    """The native iopolicy, or with ``multipath`` dm the dm path selector."""
+    params = getattr(request.node, "callspec", None)
+    if params and params.params.get("multipath") == "dm":
+        require(request.config, *dm_mpath.selector_requirements(request.param))
+    else:
+        require(request.config, f"iopolicy:{request.param}")
     return request.param
+
+
+@pytest.fixture
+def multipath_device(multipath, iopolicy):
+    """open(nvme_host, connection): a context manager giving the device to do I/O on:
+    the native head, or (``multipath`` dm) a dm-multipath device over every path with
+    the selector ``iopolicy``, removed on exit (before the disconnect: open it inside
+    the ``connected`` block)."""
+    def open_device(nvme_host, connection):
+        if multipath != "dm":
+            return nullcontext(connection.device)
+        paths = nvme_host.path_devices(connection.nqn)
+        return dm_mpath.opened(f"mptcp-nvme-{connection.controllers[0]}", paths, iopolicy)
+    return open_device
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ evidence the script never gathered: which links the traffic really used."""
 
 import pytest
 
-from mptcp_nvme.guest import evidence, fio, nvmet, stream, topology
+from mptcp_nvme.guest import dm_mpath, evidence, fio, nvmet, stream, topology
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.guest import DIAG
 
@@ -103,6 +103,29 @@ def test_fio_verify(connection, network, record_property):
     result = fio.run(job, connection.device, network.host.argv())
     record_property(DIAG, f"verified {result.read.io_bytes} bytes")
     assert result.read.io_bytes == result.write.io_bytes > 0
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,), multipath=("dm",))
+def test_dm_multipath_fio_verify(multipath, iopolicy, connection, nvme_host, network,
+                                 record_property):
+    """dm-multipath ({iopolicy} selector) over {trtype} paths, native multipath off: verified writes read back intact, every path carrying I/O"""
+    paths = nvme_host.path_devices(connection.nqn)
+    assert len(paths) == len(connection.controllers), paths
+    before = {path: dm_mpath.sectors_moved(path) for path in paths}
+    job = fio.FioJob(numjobs=2, iodepth=32, size="10%").verifying()
+    with dm_mpath.Multipath("mptcp-nvme-dm", paths, iopolicy) as mpath:
+        result = fio.run(job, mpath.device, network.host.argv(), flush=False)
+        status = mpath.status()
+    moved = {path: [now - then for now, then in zip(dm_mpath.sectors_moved(path), before[path])]
+             for path in paths}
+    record_property(DIAG, f"dm status: {status}")
+    record_property(DIAG, f"verified {result.read.io_bytes} bytes; sectors read/written per "
+                          "path: " + " ".join(f"{p}={r}/{w}" for p, (r, w) in moved.items()))
+    assert result.read.io_bytes == result.write.io_bytes > 0
+    failed = [p for p in dm_mpath.parse_status(status) if not p.active or p.fail_count]
+    assert not failed, f"dm-multipath failed paths: {failed}"
+    idle = [path for path, (read, written) in moved.items() if not (read and written)]
+    assert not idle, f"the {iopolicy} selector left {', '.join(idle)} without reads or writes"
 
 
 @pytest.fixture

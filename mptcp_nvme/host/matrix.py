@@ -29,7 +29,7 @@ from mptcp_nvme.host.vm import require_host_tools
 BENCH = suite.SELFTESTS / "bench_matrix.py"
 DEFAULT_RATE = "30mbit"       # 4 links of it (14.3 MiB/s) stay below what TCG here moves
 KINDS = {"test_cell": "fabric", "test_bare": "bare", "test_raw": "raw"}
-AXES = ("trtype", "paths", "iopolicy", "loss")
+AXES = matrix_report.IDENTITY[2:-1]       # trtype, paths, multipath, iopolicy, loss
 
 
 def axes(args):
@@ -37,7 +37,9 @@ def axes(args):
     return {
         "trtype": args.trtype or list(options.TRTYPES),
         "paths": args.paths or [topology.SCRIPT_LINKS],
+        "multipath": args.multipath or ["native"],
         "iopolicy": args.iopolicy or list(options.IOPOLICIES),   # not offered: SKIP
+        "dm_selector": args.dm_selector or list(options.DM_SELECTORS),
         "loss": args.loss or [0, 1],
     }
 
@@ -58,7 +60,9 @@ def label(kind, params, tls, topology_file):
     """The script's arguments, as the seed table names its rows."""
     if kind == "raw":
         return "raw"
-    text = f"{params['trtype']} {params['paths']} {params['iopolicy']} {int(params['loss'])}"
+    policy = params["iopolicy"]
+    policy = f"dm:{policy}" if params.get("multipath") == "dm" else policy
+    text = f"{params['trtype']} {params['paths']} {policy} {int(params['loss'])}"
     text += " tls" if tls else ""
     text += f" ({Path(topology_file).name})" if topology_file else ""
     return f"bare {text}" if kind == "bare" else text
@@ -66,9 +70,9 @@ def label(kind, params, tls, topology_file):
 
 def calibration_cells(cells):
     """One cell per transport to calibrate against the bare shell: the most paths,
-    round-robin when measured, no loss when measured."""
+    round-robin when measured, no loss when measured; native multipath (as the script)."""
     chosen = {}
-    for cell in cells:
+    for cell in (c for c in cells if c.get("multipath", "native") == "native"):
         key = (cell["paths"], cell["iopolicy"] == "round-robin", not cell["loss"])
         if cell["trtype"] not in chosen or key > chosen[cell["trtype"]][0]:
             chosen[cell["trtype"]] = (key, cell)
@@ -138,7 +142,7 @@ def find_cell(doc, key):
 
 
 def cell_key(cell):
-    return tuple(cell.get(name) for name in ("kernel", "kind", *AXES, "tls"))
+    return matrix_report.key(cell)
 
 
 def save(doc, path):
@@ -162,19 +166,18 @@ def kernel_info(kernel, root):
 def plan(items, doc, kernel, args, rate):
     """{nodeid: cell} of the runs still to measure on ``kernel``; adds the cells to doc."""
     fabric = [params for _, name, params in items if name == "test_cell"]
-    calibrated = {tuple(c[a] for a in AXES) for c in calibration_cells(fabric)}
+    calibrated = {axis_values(c) for c in calibration_cells(fabric)}
     planned = {}
     for nodeid, name, params in items:
         kind = KINDS[name]
         repeat = params["repeat"]
         if kind != "fabric" and repeat >= args.calibrate:
             continue
-        if kind == "bare" and tuple(params[a] for a in AXES) not in calibrated:
+        if kind == "bare" and axis_values(params) not in calibrated:
             continue
-        values = {a: (int(params[a]) if a == "loss" else params[a]) if a in params else None
-                  for a in AXES}
+        values = dict(zip(AXES, axis_values(params)))
         if kind == "raw":
-            values["loss"] = 0
+            values.update(loss=0, multipath=None)
         key = (kernel, kind, *values.values(), bool(args.tls) if kind != "raw" else False)
         try:
             entry = find_cell(doc, key)
@@ -190,6 +193,16 @@ def plan(items, doc, kernel, args, rate):
             continue               # measured (or skipped) in the run --resume continues
         planned[nodeid] = {"key": key, "repeat": repeat}
     return planned
+
+
+def axis_values(params):
+    """The AXES of a test's parameters: loss as 0|1, native multipath where the test has
+    no multipath parameter (the bare cell, as the script)."""
+    values = {a: params.get(a) for a in AXES}
+    values["loss"] = int(values["loss"]) if values["loss"] is not None else None
+    if values["multipath"] is None and values["trtype"] is not None:
+        values["multipath"] = "native"
+    return tuple(values.values())
 
 
 def new_doc(args, rate):

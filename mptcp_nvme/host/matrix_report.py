@@ -22,9 +22,11 @@ CALIBRATION_MIN = 0.95            # framework ÷ bare below this: the framework 
 KINDS = ("fabric", "bare", "raw")
 IOPOLICIES = ("numa", "round-robin", "queue-depth")
 TRTYPES = ("tcp", "mptcp")
-IDENTITY = ("kernel", "kind", "trtype", "paths", "iopolicy", "loss", "tls")
+MULTIPATH = ("native", "dm")
+IDENTITY = ("kernel", "kind", "trtype", "paths", "multipath", "iopolicy", "loss", "tls")
 REQUIRED = {"settings": ("rate_mbit", "runtime_s", "repeat"),
-            "cell": IDENTITY + ("label", "links", "usable_links", "link_rate_mbit", "runs"),
+            "cell": tuple(f for f in IDENTITY if f != "multipath")     # see identity()
+            + ("label", "links", "usable_links", "link_rate_mbit", "runs"),
             "run": ("status", "read_mib", "write_mib")}
 NONE = "—"
 
@@ -48,6 +50,7 @@ class Row:
     label: str
     trtype: str | None
     paths: int | None
+    multipath: str | None               # native, dm (iopolicy is then the path selector)
     iopolicy: str | None
     loss: int
     tls: bool
@@ -60,6 +63,7 @@ class Row:
     read_spread: tuple | None
     write_spread: tuple | None
     efficiency: float | None            # READ ÷ capacity of the usable links
+    ratio_raw: float | None             # READ ÷ READ of the raw cell
     ratio_tcp_numa: float | None
     ratio_vs_tcp: float | None          # mptcp cells only
     seed_ratio_tcp_numa: float | None
@@ -128,13 +132,20 @@ def _problem(doc):
             return f"{where} has kind {value['kind']!r}, not one of {', '.join(KINDS)}"
         if value["kernel"] not in doc["kernels"]:
             return f"{where} names kernel {value['kernel']!r}, absent from 'kernels'"
-        if seen.setdefault(_key(value), where) != where:
-            return f"{where} is the same cell as {seen[_key(value)]}"
+        if seen.setdefault(key(value), where) != where:
+            return f"{where} is the same cell as {seen[key(value)]}"
     return None
 
 
-def _key(cell, **changes):
-    return tuple(changes[f] if f in changes else cell[f] for f in IDENTITY)
+def key(cell, **changes):
+    return tuple(changes[f] if f in changes else identity(cell, f) for f in IDENTITY)
+
+
+def identity(cell, field):
+    """A cell's identity field; multipath is native for an old file's non-raw cells."""
+    if field == "multipath" and "multipath" not in cell:
+        return None if cell["kind"] == "raw" else "native"
+    return cell[field]
 
 
 def measure(cell):
@@ -188,29 +199,33 @@ def compare(main, base):
 
 def summarize(doc):
     """One Row per cell of every non-baseline kernel, in the seed table's order."""
-    measured = {_key(cell): measure(cell) for cell in doc["cells"]}
+    measured = {key(cell): measure(cell) for cell in doc["cells"]}
 
     def other(cell, **changes):           # another cell's measure(), {} when absent
-        return measured.get(_key(cell, **changes), {})
+        return measured.get(key(cell, **changes), {})
 
     rows = []
     for cell in (c for c in doc["cells"] if c["kernel"] != BASELINE):
-        own, kind, trtype = measured[_key(cell)], cell["kind"], cell["trtype"]
-        numa = other(cell, trtype="tcp", iopolicy="numa") if kind != "raw" else {}
+        own, kind, trtype = measured[key(cell)], cell["kind"], cell["trtype"]
+        numa = other(cell, trtype="tcp", multipath="native", iopolicy="numa") if kind != "raw" else {}
+        raw = other(cell, kind="raw", trtype=None, paths=None, multipath=None, iopolicy=None,
+                    loss=0, tls=False) if kind != "raw" else {}
+        multipath = identity(cell, "multipath")
         tcp = other(cell, trtype="tcp") if trtype == "mptcp" else {}
         bare = other(cell, kind="bare") if kind == "fabric" else {}
         base = other(cell, kernel=BASELINE)
         paths, iopolicy, loss = cell["paths"], cell["iopolicy"], cell["loss"]
-        seed = _seed_read(trtype, paths, iopolicy, loss) if kind != "raw" else None
+        seed = _seed_read(trtype, paths, iopolicy, loss) if multipath == "native" else None
         delta, verdict = compare(own, base)
         rows.append(Row(
-            **{f: cell[f] for f in IDENTITY}, label=cell["label"], **own,
+            **{f: identity(cell, f) for f in IDENTITY}, label=cell["label"], **own,
             efficiency=_ratio(own["read"], capacity(cell)) if kind != "raw" else None,
+            ratio_raw=_ratio(own["read"], raw.get("read")),
             ratio_tcp_numa=_ratio(own["read"], numa.get("read")),
             ratio_vs_tcp=_ratio(own["read"], tcp.get("read")),
             seed_ratio_tcp_numa=_ratio(seed, _seed_read("tcp", paths, "numa", loss)),
             seed_ratio_vs_tcp=_ratio(seed, _seed_read("tcp", paths, iopolicy, loss))
-            if trtype == "mptcp" else None,
+            if trtype == "mptcp" and seed else None,
             calib_read=_ratio(own["read"], bare.get("read")),
             calib_write=_ratio(own["write"], bare.get("write")),
             **{f"base_{f}": base.get(f) for f in ("read", "write", "read_spread", "write_spread")},
@@ -223,10 +238,12 @@ def _rank(value, known):
 
 
 def order(row):
-    """Fabric, bare, raw; then loss, iopolicy (numa, round-robin, queue-depth, others),
-    paths and tls, tcp before mptcp: each mptcp cell right after its tcp cell."""
-    return (KINDS.index(row.kind), row.kernel, row.loss or 0, _rank(row.iopolicy, IOPOLICIES),
-            row.paths or 0, bool(row.tls), _rank(row.trtype, TRTYPES), row.label)
+    """Fabric, bare, raw; then loss, native multipath before dm, iopolicy (numa,
+    round-robin, queue-depth, others) or selector, paths and tls, tcp before mptcp: each
+    mptcp cell right after its tcp cell."""
+    return (KINDS.index(row.kind), row.kernel, row.loss or 0, _rank(row.multipath, MULTIPATH),
+            _rank(row.iopolicy, IOPOLICIES), row.paths or 0, bool(row.tls),
+            _rank(row.trtype, TRTYPES), row.label)
 
 
 def _num(value):
@@ -272,13 +289,14 @@ def settings_line(doc):
 
 
 LEGEND = [
-    "- run: the script's arguments (trtype paths iopolicy loss); bare: the same fio job from a "
-    "plain shell; raw: fio on the backing device, no fabric.",
+    "- run: the script's arguments (trtype paths iopolicy loss); dm:<selector>: native "
+    "multipath off, dm-multipath over the paths with that path selector; bare: the same fio "
+    "job from a plain shell; raw: fio on the backing device, no fabric.",
     "- READ/WRITE: median over the passed repeats (min–max).",
     "- eff.: READ ÷ (usable links × link rate): mptcp uses all links, tcp numa 1, tcp with "
     "another iopolicy `paths`.",
-    "- ÷ tcp numa: READ ÷ READ of tcp numa with the same paths and loss; mptcp ÷ tcp: READ ÷ "
-    "READ of tcp with the same iopolicy. seed: the same ratio in the seed table (4 links at "
+    "- ÷ raw: READ ÷ READ of the raw cell. ÷ tcp numa: READ ÷ READ of tcp numa (native) with "
+    "the same paths and loss; mptcp ÷ tcp: READ ÷ READ of tcp with the same iopolicy. seed: the same ratio in the seed table (4 links at "
     "1000 Mbit/s): the ratios should match, not the MiB/s.",
     f"- calib.: framework ÷ bare (the worse of READ and WRITE); the framework must reach "
     f"≥ {CALIBRATION_MIN}, bold below.",
@@ -291,8 +309,8 @@ def markdown(doc, rows):
     """matrix.md: title, settings, the table in the seed table's shape, a legend."""
     with_base = BASELINE in doc["kernels"]
     several = len({row.kernel for row in rows}) > 1
-    head = ["run", "READ MiB/s", "WRITE MiB/s", "eff.", "÷ tcp numa", "seed", "mptcp ÷ tcp",
-            "seed", "calib."] + (["baseline READ", "Δ READ"] if with_base else [])
+    head = ["run", "READ MiB/s", "WRITE MiB/s", "eff.", "÷ raw", "÷ tcp numa", "seed",
+            "mptcp ÷ tcp", "seed", "calib."] + (["baseline READ", "Δ READ"] if with_base else [])
     lines = [title(doc), "", settings_line(doc), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -301,7 +319,7 @@ def markdown(doc, rows):
             calib = f"**{calib}**"
         cols = [_run_column(row, several), _span(row.read, row.read_spread),
                 _span(row.write, row.write_spread), _num(row.efficiency),
-                _num(row.ratio_tcp_numa), _num(row.seed_ratio_tcp_numa), _num(row.ratio_vs_tcp),
+                _num(row.ratio_raw), _num(row.ratio_tcp_numa), _num(row.seed_ratio_tcp_numa), _num(row.ratio_vs_tcp),
                 _num(row.seed_ratio_vs_tcp), calib]
         if with_base:
             delta = NONE if row.delta_read is None else f"{row.delta_read:+.1%} {row.verdict}"

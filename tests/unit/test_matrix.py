@@ -14,6 +14,7 @@ from tests.unit.test_cli import assert_one_line, cli
 
 def args(**changes):
     base = dict(trtype=None, paths=None, iopolicy=None, loss=None, rate=None, runtime=10, cpus=2,
+                multipath=None, dm_selector=None,
                 repeat=3, tls=False, topology=None, calibrate=1, resume=None, append=None)
     return argparse.Namespace(**{**base, **changes})
 
@@ -130,3 +131,34 @@ def test_the_io_timeout_is_scaled_with_the_rate_unless_given():
     argv = suite.pytest_argv({"rate": "30mbit", "append": ["quiet"]}, "/tmp/r")
     assert argv[argv.index("--append") + 1:][:3] == ["quiet", "--append", "nvme_core.io_timeout=1000"]
     assert "--append" not in suite.pytest_argv({"rate": None}, "/tmp/r")
+
+
+def test_dm_cells_are_their_own_cells_and_never_calibrated():
+    found = items(repeats=1, losses=(0,))
+    found = [(n, f, dict(p, multipath="native") if f == "test_cell" else p) for n, f, p in found]
+    found += [(f"bench_matrix.py::test_cell[r0-dm-{s}-{t}-4path-loss0]", "test_cell",
+               {"repeat": 0, "multipath": "dm", "trtype": t, "paths": 4, "iopolicy": s,
+                "loss": False}) for t in ("tcp", "mptcp") for s in ("round-robin", "service-time")]
+    doc = matrix.new_doc(args(), "30mbit")
+    planned = matrix.plan(found, doc, "main", args(), "30mbit")
+    cells = {c["label"]: c for c in doc["cells"]}
+    assert {"tcp 4 dm:round-robin 0", "mptcp 4 dm:service-time 0", "tcp 4 round-robin 0"} <= set(cells)
+    assert cells["tcp 4 dm:round-robin 0"]["multipath"] == "dm"
+    assert cells["tcp 4 round-robin 0"]["multipath"] == "native"
+    assert cells["bare tcp 4 round-robin 0"]["multipath"] == "native"
+    assert cells["raw"]["multipath"] is None
+    assert cells["tcp 4 dm:service-time 0"]["usable_links"] == 4
+    assert len(doc["cells"]) == len({matrix.cell_key(c) for c in doc["cells"]})
+    assert sum("test_bare" in n for n in planned) == 2       # native round-robin only
+
+
+def test_multipath_and_selectors_are_axes_with_usage_errors():
+    assert matrix.axes(args(multipath=None, dm_selector=None))["multipath"] == ["native"]
+    chosen = matrix.axes(args(multipath=["native", "dm"], dm_selector=["queue-length"]))
+    assert chosen["multipath"] == ["native", "dm"] and chosen["dm_selector"] == ["queue-length"]
+    for argv, expected in ((["matrix", "--multipath", "md"], "invalid choice: 'md' (choose from native, dm)"),
+                           (["matrix", "--dm-selector", "fastest"], "choose from service-time, "
+                            "queue-length, round-robin")):
+        code, _, stderr = cli(*argv)
+        assert code == 2
+        assert_one_line(stderr, expected)

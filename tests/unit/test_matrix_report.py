@@ -20,11 +20,11 @@ def run(repeat, read, write, status="passed", reason=None):
 
 
 def cell(trtype, paths, iopolicy, loss=0, reads=(13.0,), writes=None, kernel="main",
-         kind="fabric", tls=False, runs=None, rates=(RATE,) * 4):
-    """A cell as matrix.py writes it; ``runs`` replaces the passed repeats built from
-    ``reads``/``writes``."""
+         kind="fabric", tls=False, runs=None, rates=(RATE,) * 4, multipath=None):
+    """A cell as matrix.py writes it (as before --multipath when ``multipath`` is None);
+    ``runs`` replaces the passed repeats built from ``reads``/``writes``."""
     writes = writes or reads
-    label = f"{trtype} {paths} {iopolicy} {loss}"
+    label = f"{trtype} {paths} {'dm:' if multipath == 'dm' else ''}{iopolicy} {loss}"
     if trtype is None:
         label, usable = "raw", None
     elif trtype == "mptcp":
@@ -34,6 +34,7 @@ def cell(trtype, paths, iopolicy, loss=0, reads=(13.0,), writes=None, kernel="ma
     return {"kernel": kernel, "kind": kind, "trtype": trtype, "paths": paths,
             "iopolicy": iopolicy, "loss": loss, "tls": tls,
             "label": f"bare {label}" if kind == "bare" else label,
+            **({"multipath": multipath} if multipath else {}),
             "links": len(rates), "usable_links": usable, "link_rate_mbit": list(rates),
             "runs": runs if runs is not None else
             [run(i, r, w) for i, (r, w) in enumerate(zip(reads, writes))]}
@@ -140,7 +141,7 @@ def test_a_skipped_cell_keeps_its_row_and_reason_without_numbers():
     line = next(li for li in report.markdown(doc, rows).splitlines() if "mptcp 4 round-robin 1" in li)
     assert "**skipped**: missing: NVMe transport mptcp: /dev/nvme-fabrics lists trtype=tcp\\|rdma" in line
     # no numbers but the seed's; the reason's | cannot split the row
-    assert line.split(" | ")[1:] == ["—"] * 6 + ["4.02", "— |"]
+    assert line.split(" | ")[1:] == ["—"] * 7 + ["4.02", "— |"]
 
 
 def test_a_failed_repeat_outranks_a_skipped_one():
@@ -238,12 +239,12 @@ def test_markdown_has_the_header_and_one_row_per_cell_in_order():
     settings = lines[2]
     for words in ("30 Mbit/s per link", "10 s", "3 repeats", "166.7 ms", "0.5 % loss", "scaled by"):
         assert words in settings
-    header = lines.index("| run | READ MiB/s | WRITE MiB/s | eff. | ÷ tcp numa | seed "
+    header = lines.index("| run | READ MiB/s | WRITE MiB/s | eff. | ÷ raw | ÷ tcp numa | seed "
                          "| mptcp ÷ tcp | seed | calib. |")
     table = [line for line in lines[header + 2:] if line.startswith("| ")]
     assert [line.split(" | ")[0][2:] for line in table] == SEED_ORDER + ["raw"]
-    assert table[1] == "| mptcp 4 numa 0 | 13.2 (13.1–13.4) | 13.2 (13.1–13.4) | 0.92 | 3.88 " \
-                       "| 3.90 | 3.88 | 3.90 | — |"
+    assert table[1] == "| mptcp 4 numa 0 | 13.2 (13.1–13.4) | 13.2 (13.1–13.4) | 0.92 | 0.15 " \
+                       "| 3.88 | 3.90 | 3.88 | 3.90 | — |"
     assert any(line.startswith("- calib.") and "0.95" in line for line in lines)
 
 
@@ -271,3 +272,34 @@ def test_write_outputs_writes_both_next_to_matrix_json(tmp_path):
     assert (md_path, png_path) == (tmp_path / "matrix.md", tmp_path / "matrix.png")
     assert md_path.read_text().startswith("# mptcp-nvme matrix: 7.3.4-virtme vs baseline 7.3.3-virtme")
     assert png_size(png_path) == (int(max(8, 0.9 * 10) * 120), 600)
+
+
+def test_dm_cells_follow_the_native_ones_and_compare_with_raw_and_tcp_numa():
+    cells = SEED_SHAPED[:4] + [raw(reads=(130.0,)),
+                               cell("tcp", 4, "service-time", reads=(13.0,), multipath="dm"),
+                               cell("mptcp", 4, "service-time", reads=(12.0,), multipath="dm"),
+                               cell("tcp", 4, "round-robin", reads=(6.5,), multipath="dm")]
+    rows = report.summarize(document(cells))
+    assert [row.label for row in rows] == SEED_ORDER[:4] + [
+        "tcp 4 dm:round-robin 0", "tcp 4 dm:service-time 0", "mptcp 4 dm:service-time 0", "raw"]
+    rows = by_label(rows)
+    st, mptcp_st = rows["main", "tcp 4 dm:service-time 0"], rows["main", "mptcp 4 dm:service-time 0"]
+    numa = rows["main", "tcp 4 numa 0"]
+    assert (st.multipath, numa.multipath, rows["main", "raw"].multipath) == ("dm", "native", None)
+    assert st.ratio_raw == pytest.approx(0.1)
+    assert st.ratio_tcp_numa == pytest.approx(13.0 / numa.read)     # against native tcp numa
+    assert mptcp_st.ratio_vs_tcp == pytest.approx(12.0 / 13.0)       # the same selector's tcp
+    assert st.seed_ratio_tcp_numa is None and mptcp_st.seed_ratio_vs_tcp is None  # no seed row
+    assert st.efficiency == pytest.approx(13.0 / report.mib_per_s(4 * RATE))     # every path
+    line = next(li for li in report.markdown(document(cells), list(rows.values())).splitlines()
+                if li.startswith("| tcp 4 dm:service-time 0 |"))
+    assert "| 0.10 |" in line
+
+
+def test_an_old_file_without_multipath_is_native_and_matches_new_cells():
+    old = cell("tcp", 4, "numa")
+    new = dict(old, multipath="native")
+    assert report.key(old) == report.key(new)
+    assert report.key(raw()) == report.key(dict(raw(), multipath=None))
+    doc = document([old, dict(new, label="again")])
+    assert "is the same cell as" in report._problem(doc)
