@@ -23,6 +23,11 @@ SELECTOR_KCONFIG = {"service-time": "DM_MULTIPATH_ST", "queue-length": "DM_MULTI
                     "round-robin": "DM_MULTIPATH"}
 REQUIREMENTS = ("tool:dmsetup", "kconfig:BLK_DEV_DM", "module:dm_multipath")
 SECTOR = 512
+# Bio-based, as multipath-tools enforces for nvme:tcp paths: nvme-tcp's queues may block
+# (BLK_MQ_F_BLOCKING) and request-based dm-multipath cannot say so for its own queue, so
+# it issues cloned requests to nvme-tcp inside an RCU read-side section ("Voluntary
+# context switch within RCU read-side critical section", seen here on 7.3.4 with 4 paths).
+FEATURES = ("queue_mode", "bio")
 
 
 def selector_requirements(selector):
@@ -30,8 +35,8 @@ def selector_requirements(selector):
 
 
 def table(sectors, devices, selector, features=()):
-    """The dm-multipath table line: no hardware handler, one priority group (the first)
-    with every device, no selector or path arguments (the selectors' defaults)."""
+    """The dm-multipath table line: ``features``, no hardware handler, one priority group
+    (the first) with every device, no selector or path arguments (their defaults)."""
     if selector not in SELECTORS:
         raise ValueError(f"unknown dm path selector {selector!r} (choose from {', '.join(SELECTORS)})")
     if not devices:
@@ -103,7 +108,7 @@ class Multipath:
     """A dm-multipath device ``name`` over ``devices`` with ``selector``; removed on exit.
     ``device`` is its /dev/dm-N once entered."""
 
-    def __init__(self, name, devices, selector, features=(), sysfs="/sys"):
+    def __init__(self, name, devices, selector, features=FEATURES, sysfs="/sys"):
         self.name, self.devices, self.selector = name, list(devices), selector
         self.features, self.sysfs = tuple(features), sysfs
         self.device = None
@@ -144,7 +149,7 @@ class Multipath:
 
 
 @contextlib.contextmanager
-def opened(name, devices, selector, features=()):
+def opened(name, devices, selector, features=FEATURES):
     """The /dev/dm-N of a Multipath made for the duration."""
     with Multipath(name, devices, selector, features) as mpath:
         yield mpath.device

@@ -26,6 +26,12 @@ def test_a_bad_table_is_refused(selector, paths, problem):
         dm_mpath.table(8, paths, selector)
 
 
+def test_the_table_is_bio_based_by_default_as_multipath_tools_makes_it_for_nvme_tcp():
+    assert dm_mpath.FEATURES == ("queue_mode", "bio")
+    line = dm_mpath.table(8, ["259:0", "259:1"], "queue-length", dm_mpath.FEATURES)
+    assert line == "0 8 multipath 2 queue_mode bio 0 1 1 queue-length 0 2 0 259:0 259:1"
+
+
 def test_selector_requirements_name_the_kconfig_and_module():
     assert dm_mpath.selector_requirements("service-time") == (
         "kconfig:DM_MULTIPATH_ST", "module:dm_service_time")
