@@ -1,6 +1,7 @@
 """The ``mptcp-nvme`` command: setup, run, build."""
 
 import datetime
+import signal
 import sys
 from pathlib import Path
 
@@ -131,7 +132,17 @@ def cmd_build(args):
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv=None):
+    # SIGTERM (timeout(1), a CI job cancelled) and SIGINT, even when the shell started
+    # us in the background with SIGINT ignored, go the way of Ctrl-C: the VMs are
+    # stopped and what was measured is kept.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
+
     def body():
         args = build_parser().parse_args(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
