@@ -22,6 +22,7 @@ CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
 ARTIFACT = "artifact"         # a file kept for the test (host path)
 FLAKY = "flaky"               # failed attempts before it passed
 MATRIX = "matrix"             # a matrix cell's measurement: JSON {"read_mib", "write_mib"}
+FAULT = "fault"               # a fault test's outcome: JSON of guest/faults.Outcome
 
 
 def results_dir(config):

@@ -20,6 +20,8 @@ TRTYPES = ("tcp", "mptcp")
 IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
 MULTIPATH = ("native", "dm")
 DM_SELECTORS = ("service-time", "queue-length", "round-robin")
+FAULTS = ("link-down", "blackhole", "all-but-one-down", "endpoint", "port", "reset", "delete",
+          "keep-alive")                  # guest/faults.py's
 ACCELS = ("auto", "kvm", "tcg")
 MAX_PATHS = 8
 _MEMORY = re.compile(r"[1-9]\d*[MG]")
@@ -153,6 +155,9 @@ OPTIONS = (
     Option("dm_selector", "dm-multipath path selector(s) of the --multipath dm cases "
            "(repeatable; default all)", choices=DM_SELECTORS, repeat=True, guest=True,
            commands=("run", "matrix")),
+    Option("fault", "fault(s) of the fault tests (repeatable; default all): "
+           + ", ".join(FAULTS), choices=FAULTS, repeat=True, guest=True,
+           commands=("run",)),
     Option("loss", "mptcp_nvme.sh's loss argument(s): 0 none, 1 netem delay and loss on every "
            "link (5ms 0.5%% at the script's 1000mbit, scaled with --rate; repeatable)",
            type=int, choices=(0, 1), repeat=True, guest=True, commands=("run", "matrix")),

@@ -38,6 +38,8 @@ def pytest_configure(config):
                             "e.g. 'module:nvmet', 'kconfig:NVME_TCP_TLS', 'tool:fio', "
                             "'trtype:mptcp', 'iopolicy:round-robin', 'feature:tls'")
     config.addinivalue_line("markers", "timeout(seconds): per-test limit in the VM")
+    config.addinivalue_line("markers", "nvme_recovery_expected: NVMe error recovery in the "
+                            "kernel log does not fail this test (a fault test)")
     if config.getoption("guest_config"):
         options.apply_guest_config(Path(config.getoption("guest_config")).read_text(),
                                    config.option, tempfile.mkdtemp(prefix="mptcp-nvme-"))
@@ -58,6 +60,8 @@ def pytest_configure(config):
             folder = results_dir(config)
             config.pluginmanager.register(ResultsJson(folder / "results.json", folder),
                                           "mptcp_nvme_results_json")
+            from mptcp_nvme.host.faults_report import FaultsReport
+            config.pluginmanager.register(FaultsReport(folder), "mptcp_nvme_faults")
 
 
 def is_xdist_controller(config):

@@ -87,7 +87,8 @@ class SelftestChecks:
         if report.when == "teardown" and self.kmemleak.available:
             if leaks := self.kmemleak.new_leaks():
                 lines = lines + leaks.splitlines()
-        bad = health.problems(lines)
+        bad = health.problems(lines, recovery_expected=bool(
+            item.get_closest_marker("nvme_recovery_expected")))
         if bad and not report.failed:
             found = crash.extract("\n".join(lines))
             report.outcome = "failed"

@@ -5,12 +5,14 @@ A verify job writes every block once with crc32c headers and reads it all
 back: it must end with no error and read back every byte it wrote.
 """
 
+import contextlib
 import dataclasses
 import errno
 import json
 import os
 
 from mptcp_nvme import proc
+from mptcp_nvme.guest import fiolog
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.guest.nvme_host import Host
 
@@ -42,6 +44,8 @@ class FioJob:
     group_reporting: bool = True
     size: str = "100%"
     verify: str | None = None
+    verify_backlog: int | None = None   # verify every N blocks written, while writing
+    log_prefix: str | None = None       # 100 ms bw/iops logs (fiolog), monotonic clock
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -56,6 +60,14 @@ class FioJob:
         return self.replace(rw=rw, verify=verify, norandommap=False, time_based=False,
                             runtime=None)
 
+    def verifying_while_writing(self, runtime, backlog=64, verify="crc32c"):
+        """This job as a time-based write that reads back and checks every block it
+        wrote, ``backlog`` blocks at a time, for ``runtime`` seconds: the verification
+        runs through the whole run (a fault in the middle is checked too)."""
+        return self.replace(rw=self.rw if self.writes else "randwrite", verify=verify,
+                            verify_backlog=backlog, norandommap=False, time_based=True,
+                            runtime=runtime)
+
     def _verify_slices(self):
         if self.numjobs == 1:
             return {}
@@ -68,9 +80,11 @@ class FioJob:
 
     def argv(self, filename):
         """fio's command line for this job on ``filename``, JSON output."""
-        if self.verify and (not self.writes or self.time_based or self.norandommap):
+        if self.verify and (not self.writes or self.norandommap or
+                            (self.time_based and not self.verify_backlog)):
             raise UsageError("a verify job must write, once per block (no norandommap), "
-                             "and not be time_based")
+                             "and not be time_based unless it verifies as it goes "
+                             "(verify_backlog)")
         options = {
             "name": self.rw, "filename": filename, "rw": self.rw,
             "direct": int(self.direct), "norandommap": self.norandommap,
@@ -82,13 +96,15 @@ class FioJob:
         if self.verify:
             # verify_state_save would leave *-verify.state files in the cwd
             options.update(self._verify_slices(), verify=self.verify, do_verify=1,
-                           verify_state_save=0)
+                           verify_state_save=0, verify_backlog=self.verify_backlog)
         argv = ["fio", "--output-format=json"]
         for key, value in options.items():
             if value is True:
                 argv.append(f"--{key}")
             elif value is not False and value is not None:
                 argv.append(f"--{key}={value}")
+        if self.log_prefix:
+            argv += fiolog.log_options(self.log_prefix)
         return argv
 
 
@@ -185,6 +201,31 @@ def run(job, filename, prefix=(), flush=True, timeout=None):
         done = proc.cmd(argv, fail=False, timeout=timeout)
     except proc.CmdExitFailure as err:          # timed out
         raise FioFailed(str(err)) from err
+    return checked(done, job, filename, prefix, flush)
+
+
+def start(job, filename, prefix=(), timeout=None):
+    """``job`` on ``filename`` started in the background: a proc.bkg to hand to
+    finish(), or to leave (its context stops it)."""
+    if job.log_prefix:
+        for path in fiolog.log_files(job.log_prefix).values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)              # fio appends to an existing log
+    return proc.bkg([*prefix, *job.argv(filename)],
+                    timeout=timeout or (job.runtime or 0) + 120)
+
+
+def finish(running, job, filename, prefix=(), flush=True):
+    """Wait for a start()ed job and check it as run() does."""
+    try:
+        done = running.process()
+    except proc.CmdExitFailure as err:          # timed out
+        raise FioFailed(str(err)) from err
+    return checked(done, job, filename, prefix, flush)
+
+
+def checked(done, job, filename, prefix=(), flush=True):
+    """The FioResult of a finished fio, or FioFailed (see run())."""
     try:
         result = parse(done.stdout)
     except SetupError:
@@ -199,7 +240,7 @@ def run(job, filename, prefix=(), flush=True, timeout=None):
             reason = f"exit {done.ret}"
         detail = done.stderr.strip().splitlines()[-5:]
         raise FioFailed(f"fio {job.rw} on {filename}: {reason}: {' | '.join(detail)}", result)
-    if job.verify and result.read.io_bytes != result.write.io_bytes:
+    if job.verify and not job.verify_backlog and result.read.io_bytes != result.write.io_bytes:
         raise FioFailed(f"fio verify on {filename} read back {result.read.io_bytes} of the "
                         f"{result.write.io_bytes} bytes it wrote", result)
     if flush and job.writes:

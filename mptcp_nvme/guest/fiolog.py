@@ -18,10 +18,12 @@ STEADY_S = 1.0          # recovered: this long at or above the fraction of the b
 
 def log_options(prefix, interval_ms=100):
     """fio options for ``PREFIX_bw.log`` and ``PREFIX_iops.log``, one file per type,
-    each line the mean over ``interval_ms``. fio appends to these files: remove them
-    before the run."""
+    each line the mean over ``interval_ms``, stamped in ms of CLOCK_MONOTONIC (Python's
+    time.monotonic(), on which a fault's times are taken) instead of since the job's
+    start. fio appends to these files: remove them before the run."""
     return [f"--write_bw_log={prefix}", f"--write_iops_log={prefix}",
-            f"--log_avg_msec={interval_ms}", "--per_job_logs=0"]
+            f"--log_avg_msec={interval_ms}", "--per_job_logs=0",
+            "--log_alternate_epoch=1", "--log_alternate_epoch_clock_id=1"]
 
 
 def log_files(prefix):
@@ -133,8 +135,9 @@ class FaultImpact:
         start to the end of the log, 0 without one; None without a baseline.
     stall_start_s: start of that run's first window; None without a stall.
     stall_at_end: that run reaches the end of the log: its length is a lower bound.
-    recovery_s: from the fault end to the start of the first window from which the value
-        stays >= recovered_fraction × baseline for 1 s (0 if it never fell); else None.
+    recovery_s: from the fault end to the start of the first 1 s whose mean is >=
+        recovered_fraction × baseline (0 if it never fell); else None. (A mean, not every
+        window: at 100 ms a window holds a few I/Os and single windows go to 0 at full rate.)
     recovered: recovery_s is not None. reason: why it is None, else None.
     """
 
@@ -187,7 +190,7 @@ def analyse(timeline, fault_start_s, fault_end_s, recovered_fraction=0.9):
         return FaultImpact(**impact, reason="the log ends during the fault")
     after = next(i for i, t in enumerate(ends) if t > end_ms)
     for i in range(after, len(values) - steady + 1):
-        if all(v >= recovered_fraction * baseline for v in values[i:i + steady]):
+        if statistics.fmean(values[i:i + steady]) >= recovered_fraction * baseline:
             impact.update(recovery_s=max(0, ends[i] - step - end_ms) / 1000, recovered=True)
             return FaultImpact(**impact, reason=None)
     return FaultImpact(**impact, reason=f"not back to {recovered_fraction:.0%} for "

@@ -123,12 +123,19 @@ def hostid_for(hostnqn):
         return str(uuid.uuid5(uuid.NAMESPACE_URL, hostnqn))
 
 
+# Controller timeouts a connection may set (seconds), as the kernel's fabrics options
+# name them; nvme-cli's flags are the same names with dashes.
+TIMEOUTS = ("keep_alive_tmo", "reconnect_delay", "ctrl_loss_tmo")
+
+
 def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, tls=False,
-                    tls_key=None, host_iface=None):
+                    tls_key=None, host_iface=None, timeouts=None):
     """The option string the kernel's fabrics parser takes, in libnvme's order."""
+    timeouts = _checked_timeouts(timeouts)
     options = [("nqn", nqn), ("transport", trtype), ("traddr", traddr),
                ("host_iface", host_iface), ("trsvcid", trsvcid),
-               ("hostnqn", hostnqn), ("hostid", hostid), ("tls_key", tls_key)]
+               ("hostnqn", hostnqn), ("hostid", hostid), ("tls_key", tls_key),
+               *timeouts.items()]
     fields = [f"{key}={value}" for key, value in options if value is not None]
     if tls:
         fields.append("tls")
@@ -136,6 +143,14 @@ def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, 
     if "\n" in text or any("," in str(value) for _, value in options if value is not None):
         raise UsageError(f"fabrics option values cannot hold ',' or newlines: {text!r}")
     return text
+
+
+def _checked_timeouts(timeouts):
+    unknown = sorted(set(timeouts or {}) - set(TIMEOUTS))
+    if unknown:
+        raise UsageError(f"unknown controller timeout(s) {', '.join(unknown)} "
+                         f"(choose from {', '.join(TIMEOUTS)})")
+    return {name: int(timeouts[name]) for name in TIMEOUTS if name in (timeouts or {})}
 
 
 def parse_fabrics_reply(text):
@@ -193,22 +208,24 @@ class Host:
         return parse_discovery(self._run(argv))
 
     def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, tls_key=None,
-                host_iface=None):
+                host_iface=None, timeouts=None):
         """Connect one controller (one path) and return its name, e.g. "nvme3".
         ``tls_key``: serial of the PSK to use instead of the one the kernel would
-        look up for (hostnqn, nqn)."""
+        look up for (hostnqn, nqn). ``timeouts``: {TIMEOUTS name: seconds}."""
         if self.nvme_cli_carries(trtype, tls):
             argv = [self.nvme, "connect", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
                     "-n", nqn, *self._host_args(),
                     *(["--host-iface", host_iface] if host_iface else []),
                     *(["--tls"] if tls else []),
                     *(["--tls-key", str(tls_key)] if tls_key is not None else []),
+                    *(f"--{name.replace('_', '-')}={value}"
+                      for name, value in _checked_timeouts(timeouts).items()),
                     "-o", "json"]
             name = self._connected_device(self._run(argv))
         else:
             options = fabrics_options(trtype, traddr, trsvcid, nqn, hostnqn=self.hostnqn,
                                       hostid=self.hostid, tls=tls, tls_key=tls_key,
-                                      host_iface=host_iface)
+                                      host_iface=host_iface, timeouts=timeouts)
             name = parse_fabrics_reply(self._run(
                 [sys.executable, "-c", _FABRICS_WRITER, self.fabrics_device, options],
                 what=f"writing {options!r} to {self.fabrics_device}"))
@@ -253,11 +270,11 @@ class Host:
 
     @contextlib.contextmanager
     def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0,
-                  host_iface=None):
+                  host_iface=None, timeouts=None):
         """Connect one controller per target address; always disconnect ``nqn`` on exit."""
         try:
             controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls,
-                                             host_iface=host_iface)
+                                             host_iface=host_iface, timeouts=timeouts)
                                 for traddr in traddrs)
             yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
         finally:
@@ -300,6 +317,15 @@ class Host:
                           address=parse_address(read("address") or ""),
                           state=read("state"), tls_key=read("tls_key"),
                           queue_count=int(count) if count and count.isdigit() else None)
+
+    def reset_controller(self, name):
+        """Ask the kernel to reset controller ``name`` (its queues are torn down and
+        connected again)."""
+        (self.sysfs / "class/nvme" / name / "reset_controller").write_text("1")
+
+    def delete_controller(self, name):
+        """Delete one controller (one path) of a subsystem."""
+        (self.sysfs / "class/nvme" / name / "delete_controller").write_text("1")
 
     def controllers(self, nqn):
         """Every controller (path) of subsystem ``nqn``."""

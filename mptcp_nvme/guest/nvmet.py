@@ -227,7 +227,26 @@ class Port(_Resource):
                 self.configfs.symlink(subsystem.path, link)
             except OSError as err:
                 raise ConfigfsRejected(link, str(subsystem.path), err) from err
-        self._cleanup.callback(self.configfs.unlink, link)
+        self._cleanup.callback(self._unlink, link)
+
+    def _unlink(self, link):
+        if os.path.lexists(link):          # unexported() may have left it out
+            self.configfs.unlink(link)
+
+    @contextlib.contextmanager
+    def unexported(self, subsystem, in_target_netns=contextlib.nullcontext):
+        """``subsystem`` taken off this port for the block (nvmet drops its controllers
+        there and the listener goes), exported again on exit."""
+        link = self.path / "subsystems" / subsystem.nqn
+        self.configfs.unlink(link)
+        try:
+            yield self
+        finally:
+            with in_target_netns():
+                try:
+                    self.configfs.symlink(subsystem.path, link)
+                except OSError as err:
+                    raise ConfigfsRejected(link, str(subsystem.path), err) from err
 
 
 class Target(_Resource):

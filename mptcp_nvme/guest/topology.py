@@ -44,7 +44,7 @@ import secrets
 import socket
 import tomllib
 from collections import namedtuple
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -124,6 +124,7 @@ class Side:
     add_addr_accepted: int = 8
     endpoint_flags: tuple = ()
     source_routes: bool = False
+    init_netns: bool = False       # host only: its ends in the initial netns (see build())
 
 
 SCRIPT_TARGET = Side("ns1", endpoint_flags=("signal",))
@@ -309,6 +310,7 @@ def _topology(data):
     target = _side(data.get("target", {}), "target", SCRIPT_TARGET)
     host = _side(data.get("host", {}), "host", SCRIPT_HOST)
     _check(target.namespace != host.namespace, "host.namespace", "same as target.namespace")
+    _check(not target.init_netns, "target.init_netns", "only the host side may use it")
     tables = data.get("link", [])
     _check(isinstance(tables, list), "link", "must be an array of tables ([[link]])")
     _check(1 <= len(tables) <= MAX_LINKS, "link",
@@ -327,7 +329,8 @@ def _side(data, key, default):
                 _value(data, "add_addr_accepted", prefix, default.add_addr_accepted, *_LIMIT),
                 tuple(dict.fromkeys(_value(data, "endpoint_flags", prefix,
                                            list(default.endpoint_flags), *_FLAGS))),
-                _value(data, "source_routes", prefix, default.source_routes, *_BOOL))
+                _value(data, "source_routes", prefix, default.source_routes, *_BOOL),
+                _value(data, "init_netns", prefix, default.init_netns, *_BOOL))
 
 
 def _link(data, index, default_family, previous):
@@ -411,11 +414,11 @@ class LinkBytes:
 
 
 class Netns:
-    """A named network namespace, /run/netns/NAME."""
+    """A named network namespace, /run/netns/NAME (or ``path``)."""
 
-    def __init__(self, name):
+    def __init__(self, name, path=None):
         self.name = name
-        self.path = f"/run/netns/{name}"
+        self.path = path or f"/run/netns/{name}"
 
     def argv(self):
         """Prefix that runs a command in this namespace."""
@@ -444,6 +447,12 @@ class Netns:
     def sysctl(self, key, value):
         with self.enter(), open(f"/proc/sys/{key.replace('.', '/')}", "w") as file:
             file.write(f"{value}\n")
+
+
+# The VM's initial network namespace. NVMe/TCP opens the sockets of a reconnect (after
+# error recovery or a reset) from a kernel worker, in this namespace whatever the one the
+# controller was created in: a host side that must reconnect lives here.
+INIT_NETNS = Netns("init", "/proc/1/ns/net")
 
 
 @contextmanager
@@ -504,6 +513,40 @@ class Network:
         self.netem[link_index] = netem
         return netem
 
+    def set_link_up(self, link_index, up):
+        """Set the host end of a live link administratively down, or up again. The kernel
+        drops the routes through a link that goes down; up restores the host's default
+        and source routes of that link, as a network manager would, once it is up."""
+        link = self.topology.links[link_index - 1]
+        with self.host.iproute() as ipr, _step(f"{link.host_ifname} {'up' if up else 'down'}"):
+            ipr.link("set", index=ipr.link_lookup(ifname=link.host_ifname)[0],
+                     state="up" if up else "down")
+        if not up:
+            return
+        end = _End(self.host, None, self.topology.host, True)
+        with self.host.iproute() as ipr:
+            end = replace(end, ipr=ipr)
+            wait_for(lambda: _ready([link], end), f"{link.host_ifname} up again")
+            _add_default_route(link, end, "replace")
+            if end.side.source_routes:
+                _add_source_route(link, end, "replace")
+
+    def endpoint(self, link_index, present):
+        """Remove the host's MPTCP endpoint of a link (its subflows close), or add it
+        again with the topology's flags (the path manager joins subflows from it)."""
+        link = self.topology.links[link_index - 1]
+        ip = link.host_addr.ip
+        with self.host.mptcp() as mptcp, _step(f"MPTCP endpoint {ip} "
+                                               f"{'added' if present else 'removed'}"):
+            if present:
+                flags = sum(ENDPOINT_FLAGS[f] for f in self.topology.host.endpoint_flags)
+                mptcp.endpoint("add", flags=flags, **{f"addr{ip.version}": str(ip)})
+                return
+            found = _endpoint_id(mptcp, ip)
+            if found is None:
+                raise SetupError(f"no MPTCP endpoint {ip} in {self.host.name}")
+            mptcp.endpoint("del", id=found)
+
     def link_bytes_since(self, before):
         """LinkBytes from the ``before`` snapshot (link_counters()) to now."""
         return LinkBytes.between(self.topology.links, before, self.link_counters())
@@ -543,7 +586,11 @@ def build(topology, suffix=None):
     suffix = suffix or f"{os.getpid()}-{secrets.token_hex(2)}"
     with ExitStack() as cleanup:
         target = cleanup.enter_context(_created_netns(f"{topology.target.namespace}-{suffix}"))
-        host = cleanup.enter_context(_created_netns(f"{topology.host.namespace}-{suffix}"))
+        if topology.host.init_netns:
+            host = INIT_NETNS
+            cleanup.callback(_forget_host_state, topology, _mptcp_limits(host))
+        else:
+            host = cleanup.enter_context(_created_netns(f"{topology.host.namespace}-{suffix}"))
         ends = (_End(target, cleanup.enter_context(target.iproute()), topology.target, False),
                 _End(host, cleanup.enter_context(host.iproute()), topology.host, True))
         _add_veths(topology, *ends)
@@ -551,7 +598,7 @@ def build(topology, suffix=None):
             _bring_up(topology, end)
         for end in ends:
             with _step("settling links"):
-                wait_for(lambda: _ready(topology, end),
+                wait_for(lambda: _ready(topology.links, end),
                          f"links up and addresses usable in {end.ns.name}")
         _add_default_routes(topology, ends[1])
         for end in ends:
@@ -565,6 +612,38 @@ def build(topology, suffix=None):
                     _apply_netem(end.ipr, end.ns, end.ifname(link), link.netem)
             _add_endpoints(topology, end)
         yield Network(topology, target, host)
+
+
+def _mptcp_limits(ns):
+    with ns.mptcp() as mptcp:
+        reply = list(mptcp.limits("show"))[0]
+    return {"subflows": reply.get_attr("MPTCP_PM_ATTR_SUBFLOWS") or 0,
+            "add_addr_accepted": reply.get_attr("MPTCP_PM_ATTR_RCV_ADD_ADDRS") or 0}
+
+
+def _forget_host_state(topology, limits):
+    """What a host side in the initial netns leaves there once its veths are gone (their
+    routes go with them): the source rules, the MPTCP endpoints and limits."""
+    with INIT_NETNS.iproute() as ipr:
+        for link in topology.links:
+            family = socket.AF_INET6 if link.host_addr.version == 6 else socket.AF_INET
+            with suppress(NetlinkError):
+                ipr.rule("del", family=family, priority=1000 + link.index,
+                         table=link.route_metric)
+    with INIT_NETNS.mptcp() as mptcp:
+        for link in topology.links:
+            if (found := _endpoint_id(mptcp, link.host_addr.ip)) is not None:
+                mptcp.endpoint("del", id=found)
+        mptcp.limits("set", **limits)
+
+
+def _endpoint_id(mptcp, ip):
+    """The id of the MPTCP endpoint with address ``ip``, or None."""
+    for msg in mptcp.endpoint("show"):
+        addr = msg.get_attr("MPTCP_PM_ATTR_ADDR")
+        if addr.get_attr(f"MPTCP_PM_ADDR_ATTR_ADDR{ip.version}") == str(ip):
+            return addr.get_attr("MPTCP_PM_ADDR_ATTR_ID")
+    return None
 
 
 def _add_veths(topology, target, host):
@@ -590,34 +669,46 @@ def _bring_up(topology, end):
                          prefixlen=address.network.prefixlen, flags=IFA_F_NODAD)
 
 
-def _ready(topology, end):
-    """All veth ends operationally up, no address still tentative."""
+def _ready(links, end):
+    """The links' veth ends operationally up, no address still tentative."""
     up = {msg.get("ifname") for msg in end.ipr.get_links() if msg.get("operstate") == "UP"}
     tentative = [msg for msg in end.ipr.get_addr() if msg.get("flags") & IFA_F_TENTATIVE]
-    return {end.ifname(link) for link in topology.links} <= up and not tentative
+    return {end.ifname(link) for link in links} <= up and not tentative
 
 
 def _add_default_routes(topology, host):
     for link in topology.links:
-        gateway = link.target_addr.ip
-        with _step(f"default route via {gateway} in {host.ns.name}"):
-            host.ipr.route("add", dst="::/0" if gateway.version == 6 else "0.0.0.0/0",
-                           gateway=str(gateway), priority=link.route_metric)
+        _add_default_route(link, host)
+
+
+def _add_default_route(link, host, command="add"):
+    gateway = link.target_addr.ip
+    with _step(f"default route via {gateway} in {host.ns.name}"):
+        host.ipr.route(command, dst="::/0" if gateway.version == 6 else "0.0.0.0/0",
+                       gateway=str(gateway), priority=link.route_metric)
 
 
 def _add_source_routes(topology, end):
     """Per link: 'from <this end's address> lookup 100+i', default via the peer there."""
     for link in topology.links:
-        own, peer = ((link.host_addr, link.target_addr) if end.is_host
-                     else (link.target_addr, link.host_addr))
+        _add_source_route(link, end)
+        own = link.host_addr if end.is_host else link.target_addr
         family = socket.AF_INET6 if own.version == 6 else socket.AF_INET
-        table = link.route_metric
-        with _step(f"source route for {own.ip} via {end.ifname(link)} in {end.ns.name}"):
-            end.ipr.route("add", dst="::/0" if own.version == 6 else "0.0.0.0/0",
-                          gateway=str(peer.ip), oif=end.ifindex(end.ifname(link)), table=table,
-                          family=family)
+        with _step(f"source rule for {own.ip} in {end.ns.name}"):
             end.ipr.rule("add", family=family, src=str(own.ip), src_len=own.max_prefixlen,
-                         table=table, priority=1000 + link.index)
+                         table=link.route_metric, priority=1000 + link.index)
+
+
+def _add_source_route(link, end, command="add"):
+    """The default route of link's table 100+i (a link going down drops it; the rule
+    stays)."""
+    own, peer = ((link.host_addr, link.target_addr) if end.is_host
+                 else (link.target_addr, link.host_addr))
+    family = socket.AF_INET6 if own.version == 6 else socket.AF_INET
+    with _step(f"source route for {own.ip} via {end.ifname(link)} in {end.ns.name}"):
+        end.ipr.route(command, dst="::/0" if own.version == 6 else "0.0.0.0/0",
+                      gateway=str(peer.ip), oif=end.ifindex(end.ifname(link)),
+                      table=link.route_metric, family=family)
 
 
 def _add_endpoints(topology, end):

@@ -4,8 +4,8 @@ from matplotlib.figure import Figure
 
 
 def chart(series, fault_window, path, title):
-    """A PNG at ``path`` of ``series`` ({label: fiolog.Timeline of a bw log, KiB/s}) in
-    MiB/s over seconds, the fault window (start_s, end_s) shaded: ``path``.
+    """A PNG at ``path`` of ``series`` ({label: (times in s, MiB/s)}) over seconds, the
+    fault window (start_s, end_s) shaded: ``path``.
 
     Each value is drawn over the window it averages (it is logged at the window's end).
     """
@@ -13,9 +13,8 @@ def chart(series, fault_window, path, title):
     ax = fig.add_subplot()
     start_s, end_s = fault_window
     ax.axvspan(start_s, end_s, color="tab:red", alpha=0.15, label="fault")
-    for label, timeline in series.items():
-        ax.plot(timeline.times_s, [v / 1024 for v in timeline.values], label=label,
-                drawstyle="steps-pre", linewidth=1.2)
+    for label, (times, values) in series.items():
+        ax.plot(times, values, label=label, drawstyle="steps-pre", linewidth=1.2)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("MiB/s")

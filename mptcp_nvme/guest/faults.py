@@ -1,0 +1,357 @@
+"""Faults injected while fio writes and verifies, and what each did to the I/O.
+
+A fault is applied after a baseline phase, held for a window, then healed; fio writes
+with crc32c verification throughout (verify_backlog: every block is read back and checked
+while the run goes on) and logs its bandwidth every 100 ms on the monotonic clock, the
+clock the fault's times are taken on. What is recorded (``Outcome``): the longest stall
+and the time to full bandwidth again (fiolog), I/O and verify errors, the controllers'
+states and the MPTCP subflows before, during and after, and whether the kernel log shows
+NVMe error recovery.
+
+The faults:
+- ``link-down``: the host end of the last link down, then up (routes restored, and the
+  link's MPTCP endpoint announced again, as a network manager and mptcpd would).
+- ``blackhole``: the last link drops every packet (netem loss 100 %), then heals.
+- ``all-but-one-down``: every link but the last down (the first controller's, and the
+  MPTCP connection's initial subflow's), then up.
+- ``endpoint``: the host's MPTCP endpoint of the last link removed (its subflows close),
+  then added again (the path manager joins new ones).
+- ``port``: the subsystem taken off the nvmet port of the last controller, then exported
+  again: the host reconnects every reconnect_delay until it is back.
+- ``reset``: reset_controller on the first controller; healed when it is live again.
+- ``delete``: the last controller of the subsystem deleted, then connected again (needs
+  a second controller: I/O goes on over the others).
+- ``keep-alive``: every link black-holed for longer than the keep-alive timeout: the host
+  finds the target gone and recovers once it answers again.
+"""
+
+import dataclasses
+import errno
+import re
+import time
+
+from mptcp_nvme.guest import fio, fiolog
+from mptcp_nvme.guest.health import KernelLog
+from mptcp_nvme.poll import wait_for
+
+# Controllers of a fault test: a short keep-alive and reconnect delay, so that failover
+# and recovery show within seconds, and a controller loss timeout far beyond any window.
+TIMEOUTS = {"keep_alive_tmo": 5, "reconnect_delay": 1, "ctrl_loss_tmo": 120}
+BEFORE_S, WINDOW_S, AFTER_S = 4.0, 8.0, 12.0
+SAMPLE_S = 0.5
+# fio checks every block it wrote, VERIFY_BACKLOG blocks at a time: writes and reads
+# alternate, so the bandwidth is their sum; "back" is RECOVERED of the baseline for 1 s.
+VERIFY_BACKLOG = 16
+RECOVERED = 0.8
+HANG_S = 60.0            # a stall this long is a hang, whatever the fault
+RECOVERY_LINES = re.compile(r"nvme\w*: (starting error recovery|Reconnecting in|"
+                            r"failed to send keep-alive|keep alive|I/O tag \d+ .* timeout|"
+                            r"resetting controller|Successfully reconnected)", re.I)
+
+
+@dataclasses.dataclass
+class Scene:
+    """What a fault acts on: the network, the host, the target and the connection."""
+
+    network: object          # topology.Network
+    nvme_host: object        # nvme_host.Host
+    target: object           # nvmet.Target
+    trtype: str
+    controllers: list        # controller names, one per path
+    reconnect: object = None  # callable(traddr) -> controller name: connect one path again
+
+
+class Fault:
+    name = ""
+    what = ""
+    controllers = 1          # at least, whatever the transport
+
+    def unmet(self, scene):
+        """Why this fault does not apply to ``scene`` (a SKIP reason), or None."""
+        return None
+
+    def apply(self, scene):
+        raise NotImplementedError
+
+    def heal(self, scene):
+        raise NotImplementedError
+
+    def window_s(self, scene):
+        return WINDOW_S
+
+
+class LinkDown(Fault):
+    name, what = "link-down", "the last link down, then up"
+
+    def links(self, scene):
+        return [scene.network.topology.links[-1].index]
+
+    def unmet(self, scene):
+        if len(scene.network.topology.links) < 2:
+            return "one link: nothing would carry the I/O"
+        return None
+
+    def apply(self, scene):
+        for index in self.links(scene):
+            scene.network.set_link_up(index, False)
+
+    def heal(self, scene):
+        for index in self.links(scene):
+            scene.network.set_link_up(index, True)
+            if scene.trtype == "mptcp":     # the in-kernel PM does not rejoin on link up
+                scene.network.endpoint(index, False)
+                scene.network.endpoint(index, True)
+
+
+class AllButOneDown(LinkDown):
+    name, what = "all-but-one-down", "every link but the last down, then up"
+
+    def links(self, scene):
+        return [link.index for link in scene.network.topology.links[:-1]]
+
+
+class Blackhole(Fault):
+    name, what = "blackhole", "the last link drops every packet, then heals"
+
+    def links(self, scene):
+        return [scene.network.topology.links[-1]]
+
+    unmet = LinkDown.unmet
+
+    def apply(self, scene):
+        self.saved = {link.index: scene.network.netem[link.index] for link in self.links(scene)}
+        for link in self.links(scene):
+            scene.network.set_netem(link.index, loss="100%")
+
+    def heal(self, scene):
+        # the last link first: a connection that gets through on the first link finds
+        # the others (its joins' links) healed already
+        for index, netem in reversed(getattr(self, "saved", {}).items()):
+            scene.network.set_netem(index, loss=f"{netem.loss_pct:g}%")
+
+
+class KeepAlive(Blackhole):
+    name, what = "keep-alive", "every link black-holed beyond the keep-alive timeout"
+
+    def links(self, scene):
+        return list(scene.network.topology.links)
+
+    def unmet(self, scene):
+        return None
+
+    def window_s(self, scene):
+        return max(WINDOW_S, 2 * TIMEOUTS["keep_alive_tmo"])
+
+
+class Endpoint(Fault):
+    name, what = "endpoint", "the last link's MPTCP endpoint removed, then added again"
+
+    def unmet(self, scene):
+        if scene.trtype != "mptcp":
+            return "MPTCP endpoints carry no NVMe/TCP connection"
+        if not scene.network.topology.host.endpoint_flags:
+            return "the topology gives the host no MPTCP endpoints"
+        return LinkDown.unmet(self, scene)
+
+    def apply(self, scene):
+        scene.network.endpoint(scene.network.topology.links[-1].index, False)
+
+    def heal(self, scene):
+        scene.network.endpoint(scene.network.topology.links[-1].index, True)
+
+
+class Port(Fault):
+    name, what = "port", "the subsystem taken off the last controller's nvmet port, then back"
+
+    def apply(self, scene):
+        port = scene.target.ports[len(scene.controllers) - 1]
+        self.exported = port.unexported(scene.target.subsystem, scene.target.in_target_netns)
+        self.exported.__enter__()
+
+    def heal(self, scene):
+        if getattr(self, "exported", None):
+            self.exported.__exit__(None, None, None)
+
+
+class Reset(Fault):
+    name, what = "reset", "reset_controller on the first controller"
+
+    def apply(self, scene):
+        scene.nvme_host.reset_controller(scene.controllers[0])
+
+    def heal(self, scene):
+        wait_for(lambda: scene.nvme_host.controller(scene.controllers[0]).state == "live",
+                 f"{scene.controllers[0]} live again after its reset", 60)
+
+    def window_s(self, scene):
+        return 0.0
+
+
+class Delete(Fault):
+    name, what = "delete", "the last controller deleted, then connected again"
+    controllers = 2          # MPTCP too: deleting its one controller would leave no path
+
+    def apply(self, scene):
+        self.address = scene.nvme_host.controller(scene.controllers[-1]).address["traddr"]
+        scene.nvme_host.delete_controller(scene.controllers[-1])
+
+    def heal(self, scene):
+        if getattr(self, "address", None):
+            scene.controllers[-1] = scene.reconnect(self.address)
+
+
+FAULTS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown, Endpoint, Port,
+                                          Reset, Delete, KeepAlive)}
+
+
+@dataclasses.dataclass
+class Observation:
+    at_s: float                # monotonic
+    subflows: int | None       # established MPTCP subflows in the host netns
+    links: frozenset           # the links those subflows leave by (their host address)
+    states: dict               # controller -> state
+
+
+def observe(scene):
+    subflows, links = None, frozenset()
+    if scene.trtype == "mptcp":
+        from mptcp_nvme.guest import evidence
+        with scene.network.host.enter():
+            records = [record for record in evidence.sockets() if record.is_subflow]
+        subflows = len(records)
+        links = frozenset(evidence.link_of(r.local, scene.network.topology.links) for r in records)
+    states = {name: scene.nvme_host.controller(name).state for name in scene.controllers}
+    return Observation(time.monotonic(), subflows, links, states)
+
+
+def sample_until(scene, deadline, samples, stop=lambda: False):
+    """Observe every SAMPLE_S until ``deadline`` (monotonic) or ``stop()``."""
+    while True:
+        samples.append(observe(scene))
+        if time.monotonic() >= deadline or stop():
+            return
+        time.sleep(min(SAMPLE_S, max(0.0, deadline - time.monotonic())))
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one fault did; times in seconds, relative to the fault's start."""
+
+    fault: str
+    trtype: str
+    paths: int
+    window_s: float
+    impact: fiolog.FaultImpact | None
+    timeline: list             # [(end s, MiB/s)] of the written bandwidth
+    written_mib: float
+    io_error: str | None       # fio's first non-verify error
+    verify_error: str | None
+    subflows: dict             # before/during (fewest)/after
+    states_during: list        # every controller state seen during the fault
+    recovery_lines: list       # the kernel's NVMe error-recovery lines
+    problem: str | None        # the phase that did not hold, or None
+
+    def to_json(self):
+        data = dataclasses.asdict(self)
+        data["impact"] = dataclasses.asdict(self.impact) if self.impact else None
+        return data
+
+
+def inject(fault, scene, device, log_prefix, prefix=()):
+    """Run the verifying fio job on ``device`` and ``fault`` in its middle: the Outcome."""
+    window = fault.window_s(scene)
+    runtime = round(BEFORE_S + window + AFTER_S)
+    job = fio.FioJob(rw="randwrite", bs="16k", numjobs=1, iodepth=16, size="50%",
+                     log_prefix=log_prefix).verifying_while_writing(runtime, VERIFY_BACKLOG)
+    kernel_log = KernelLog()
+    before, during, after = [], [], []
+    io_error = verify_error = problem = None
+    result = None
+    try:
+        with fio.start(job, device, prefix, timeout=runtime + HANG_S + 60) as running:
+            stat = f"/sys/block/{device.rsplit('/', 1)[-1]}/stat"
+            start = _written(stat)
+            wait_for(lambda: _written(stat) > start or running.poll() is not None,
+                     f"fio's first writes on {device}", 30)
+            sample_until(scene, time.monotonic() + BEFORE_S, before)
+            fault_start = time.monotonic()
+            try:
+                fault.apply(scene)
+                sample_until(scene, fault_start + window, during)
+            finally:
+                fault.heal(scene)
+                fault_end = time.monotonic()
+            sample_until(scene, fault_start + window + AFTER_S + HANG_S, after,
+                         stop=lambda: running.poll() is not None)
+            try:
+                result = fio.finish(running, job, device, prefix, flush=False)
+            except fio.FioFailed as err:
+                result = err.result
+                if result is not None and result.error == errno.EILSEQ:
+                    verify_error = str(err)
+                else:
+                    io_error = str(err)
+    finally:
+        lines = [line for line in kernel_log.new_lines() if RECOVERY_LINES.search(line)]
+        kernel_log.close()
+    try:
+        samples = fiolog.merge([fiolog.log_files(log_prefix)["bw"]])
+    except FileNotFoundError:
+        samples = []
+    timeline = fiolog.timeline(samples)     # writes and their verifying reads
+    impact = (fiolog.analyse(timeline, fault_start, fault_end, RECOVERED)
+              if timeline.values else None)
+    if impact is None:
+        problem = "fio logged no write bandwidth"
+    elif not impact.recovered:
+        problem = f"recovery: {impact.reason}"
+    elif impact.longest_stall_s and impact.longest_stall_s >= HANG_S:
+        problem = f"stall: {impact.longest_stall_s:.1f} s, a hang"
+    if after and set(after[-1].states.values()) != {"live"}:
+        problem = problem or f"controllers after the fault: {after[-1].states}"
+    subflows = {}
+    if scene.trtype == "mptcp" and before and after:
+        subflows = {"before": before[-1].subflows,
+                    "during": min((o.subflows for o in during), default=None),
+                    "after": after[-1].subflows,
+                    "links_before": sorted(before[-1].links), "links_after": sorted(after[-1].links)}
+        if lost := sorted(before[-1].links - after[-1].links):
+            problem = problem or f"subflows: none on {', '.join(lost)} after the fault"
+    return Outcome(
+        fault=fault.name, trtype=scene.trtype, paths=len(scene.controllers), window_s=window,
+        impact=_relative(impact, fault_start) if impact else None,
+        timeline=[(round(end - fault_start, 2), round(value / 1024, 3))
+                  for end, value in zip(timeline.times_s, timeline.values)],
+        written_mib=round(result.write.io_bytes / 2**20, 1) if result else 0.0,
+        io_error=io_error, verify_error=verify_error, subflows=subflows,
+        states_during=sorted({s for o in during for s in o.states.values() if s}),
+        recovery_lines=lines[:20], problem=problem)
+
+
+def _written(stat):
+    """Sectors written, from a block device's stat file."""
+    with open(stat) as file:
+        return int(file.read().split()[6])
+
+
+def _relative(impact, origin):
+    """``impact`` with its absolute (monotonic) times relative to ``origin``."""
+    shift = {name: round(getattr(impact, name) - origin, 2)
+             for name in ("fault_start_s", "fault_end_s", "stall_start_s")
+             if getattr(impact, name) is not None}
+    return dataclasses.replace(impact, **shift)
+
+
+def describe(outcome):
+    """KTAP diagnostics of an Outcome."""
+    lines = [f"fault {outcome.fault} over {outcome.trtype} ({outcome.paths} controller(s)): "
+             f"{outcome.window_s:g} s window; wrote {outcome.written_mib} MiB"]
+    if outcome.impact:
+        lines.append("writes: " + fiolog.describe(outcome.impact))
+    if outcome.subflows:
+        lines.append("MPTCP subflows before/during/after: " + "/".join(
+            str(outcome.subflows[k]) for k in ("before", "during", "after")))
+    lines.append(f"controller states during: {', '.join(outcome.states_during) or 'none'}; "
+                 f"kernel error recovery: {'yes' if outcome.recovery_lines else 'no'}")
+    lines.append(f"I/O errors: {outcome.io_error or 0}; verify errors: {outcome.verify_error or 0}")
+    return lines

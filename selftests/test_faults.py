@@ -1,0 +1,71 @@
+"""Faults during I/O: a link, a subflow's endpoint, a port or a controller fails while fio
+writes with crc32c verification, and comes back (guest/faults.py says what each does).
+
+NVMe/TCP runs one controller per link with the round-robin iopolicy (NVMe multipath
+fails over); NVMe over MPTCP runs one controller whose queues have subflows on every link
+(MPTCP fails over), two for the ``delete`` fault. Every case must end with no verify
+error, no I/O error (a path, or a controller reconnecting within ctrl_loss_tmo, always
+remains) and the bandwidth back; the stall and the recovery time are reported (the
+FAULT property: faults.md, faults.json and a timeline per case on the host), not
+asserted, except a stall long enough to be a hang.
+"""
+
+import json
+
+import pytest
+
+from mptcp_nvme.channel import FAULT
+from mptcp_nvme.guest import DIAG, faults, results_dir, topology
+
+FAULT_LINKS = 2
+FAULT_RATE = "30mbit"       # the links, not TCG, bound the bandwidth: recovery shows
+
+
+def pytest_generate_tests(metafunc):
+    if "fault" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("fault") or list(faults.FAULTS)
+        metafunc.parametrize("fault", chosen)
+
+
+@pytest.fixture
+def topo(request):
+    """The script's links, FAULT_LINKS of them, at --rate (else FAULT_RATE), no loss; the
+    host side in the initial netns, where NVMe/TCP opens a reconnect's sockets."""
+    topo = topology.topology_for_paths(FAULT_LINKS,
+                                       rate=request.config.getoption("rate") or FAULT_RATE)
+    return topology.replace(topo, host=topology.replace(topo.host, init_netns=True))
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"))
+@pytest.mark.nvme_recovery_expected
+@pytest.mark.requires("tool:fio")
+def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_transport,
+               record_property):
+    """fault {fault} during verified writes over {trtype}"""
+    injected = faults.FAULTS[fault]()
+    count = max(1 if trtype == "mptcp" else len(network.topology.links), injected.controllers)
+    traddrs = network.topology.traddrs[:count]
+    if reason := injected.unmet(faults.Scene(network, nvme_host, None, trtype, traddrs)):
+        pytest.skip(f"{fault} over {trtype}: {reason}")
+    target = make_target(addresses=traddrs)
+
+    def reconnect(traddr):
+        return nvme_host.connect(trtype, traddr, target.trsvcid, target.nqn,
+                                 timeouts=faults.TIMEOUTS)
+    logs = results_dir(request.config) / "faults"
+    logs.mkdir(exist_ok=True)
+    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn,
+                             timeouts=faults.TIMEOUTS) as connection:
+        prove_transport(nvme_host, target.nqn)
+        if count > 1:
+            nvme_host.set_iopolicy(target.nqn, "round-robin")
+        scene = faults.Scene(network, nvme_host, target, trtype, list(connection.controllers),
+                             reconnect)
+        outcome = faults.inject(injected, scene, connection.device,
+                                str(logs / f"{fault}-{trtype}"), prefix=network.host.argv())
+    for line in faults.describe(outcome):
+        record_property(DIAG, line)
+    record_property(FAULT, json.dumps(outcome.to_json()))
+    assert not outcome.verify_error, f"verify errors: {outcome.verify_error}"
+    assert not outcome.io_error, f"I/O errors while a path remained: {outcome.io_error}"
+    assert not outcome.problem, outcome.problem
