@@ -37,7 +37,7 @@ from mptcp_nvme.poll import wait_for
 # Controllers of a fault test: a short keep-alive and reconnect delay, so that failover
 # and recovery show within seconds, and a controller loss timeout far beyond any window.
 TIMEOUTS = {"keep_alive_tmo": 5, "reconnect_delay": 1, "ctrl_loss_tmo": 120}
-BEFORE_S, WINDOW_S, AFTER_S = 4.0, 8.0, 12.0
+BEFORE_S, WINDOW_S, AFTER_S = 3.0, 8.0, 10.0
 SAMPLE_S = 0.5
 # fio checks every block it wrote, VERIFY_BACKLOG blocks at a time: writes and reads
 # alternate, so the bandwidth is their sum; "back" is RECOVERED of the baseline for 1 s.

@@ -11,6 +11,8 @@ A topology file is TOML; only ``[[link]]`` is required, defaults are the script'
     add_addr_accepted = 8
     endpoint_flags = ["signal"]    # signal|subflow|backup|fullmesh; [] = no endpoints
     source_routes = false          # a routing table per link for its source address
+    init_netns = false             # host only: its ends in the initial netns, where
+                                   # NVMe/TCP opens a reconnect's sockets (faults)
 
     [host]                         # the NVMe host side: "ns2", 8, 8, ["subflow"], true
 

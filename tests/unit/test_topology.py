@@ -123,6 +123,8 @@ BAD_FILES = [
      "must be a list of"),
     ('[host]\nendpoint_flags = [{}]\n' + MINIMAL, "host.endpoint_flags", "must be a list of"),
     ('[host]\nnamespace = "ns1"\n' + MINIMAL, "host.namespace", "same as target.namespace"),
+    ('[target]\ninit_netns = true\n' + MINIMAL, "target.init_netns", "only the host side"),
+    ('[host]\ninit_netns = "yes"\n' + MINIMAL, "host.init_netns", "must be"),
     ('[target]\nnamespace = "ns 1"\n' + MINIMAL, "target.namespace", "must be 1..32"),
     ('description = 3\n' + MINIMAL, "description", "must be a string"),
 ]
@@ -456,3 +458,12 @@ def test_link_bytes_is_the_one_per_link_accounting():
     assert moved.shares("rx") == {"path1": 0.25, "path2": 0.75}
     assert moved.format("rx") == "path1=25% path2=75%"
     assert moved.format("tx", shares=False) == "path1=300 path2=100"
+
+
+def test_the_host_side_may_live_in_the_initial_netns(tmp_path):
+    path = tmp_path / "init.toml"
+    path.write_text("[host]\ninit_netns = true\n" + MINIMAL)
+    loaded = topology.load_topology(path)
+    assert loaded.host.init_netns and not loaded.target.init_netns
+    assert topology.INIT_NETNS.path == "/proc/1/ns/net"
+    assert topology.INIT_NETNS.argv() == ["nsenter", "--net=/proc/1/ns/net"]

@@ -30,6 +30,11 @@ class Run:
     def leftovers(self, vm="vm-main"):
         return json.loads((self.results_dir / vm / "leftovers.json").read_text())
 
+    def all_leftovers(self):
+        """{vm folder: its leftovers} of every VM of the run (-n N: vm-gw0, vm-gw1, ...)."""
+        return {folder.parent.name: json.loads(folder.read_text())
+                for folder in sorted(self.results_dir.glob("vm-*/leftovers.json"))}
+
     def assert_mptcp_skips_and_the_rest_passes(self):
         """The default kernel lacks the NVMe mptcp transport: those cases SKIP naming it."""
         assert self.code == ktap.EXIT_PASS, self.stdout + self.stderr

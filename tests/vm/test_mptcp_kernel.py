@@ -24,21 +24,34 @@ needs_kernel = pytest.mark.skipif(
 TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL)"
 
 
+# Cases that do not apply (not a missing feature): what they SKIP with.
+NOT_APPLICABLE = {"endpoint-tcp": "MPTCP endpoints carry no NVMe/TCP connection"}
+
+
 @needs_kernel
 def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
-    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features",
+    """The whole suite, faults and dm-multipath included, over two VMs side by side."""
+    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-n", "2",
                      "--allow-missing", "tls:mptcp", REPO / "selftests", timeout=2400)
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     mptcp = [r for r in run.results if " over mptcp" in r.description or "[mptcp-" in r.description]
     assert len(mptcp) >= 12, [r.description for r in mptcp]
     for result in run.results:
-        if result.directive == "SKIP":
+        case = next((c for c in NOT_APPLICABLE if f"[{c}]" in result.description), None)
+        if case:
+            assert result.directive == "SKIP" and NOT_APPLICABLE[case] in result.reason, result
+        elif result.directive == "SKIP":
             assert "tls" in result.description.lower() and "mptcp" in result.description, result
             assert TLS_OVER_MPTCP in result.reason and "MPTCP kTLS" in result.reason, result
         else:
             assert result.ok and result.directive is None, result
     assert re.search(r"^# kernel .*nvmet trtypes tcp,mptcp;", run.stdout, re.M), run.stdout[:2000]
-    assert not any(run.leftovers().values()), run.leftovers()
+    faults = (run.results_dir / "faults.md").read_text()
+    for fault in ("link-down", "blackhole", "all-but-one-down", "endpoint", "port", "reset",
+                  "delete", "keep-alive"):
+        assert re.search(rf"^\| {fault} \| mptcp ×\d \| .* \| ok \|$", faults, re.M), faults
+    assert len(list(run.results_dir.glob("faults/*-mptcp.png"))) == 8
+    assert all(not any(left.values()) for left in run.all_leftovers().values()), run.all_leftovers()
 
 
 @needs_kernel
