@@ -243,7 +243,7 @@ def test_markdown_has_the_header_and_one_row_per_cell_in_order():
                          "| mptcp ÷ tcp | seed | calib. |")
     table = [line for line in lines[header + 2:] if line.startswith("| ")]
     assert [line.split(" | ")[0][2:] for line in table] == SEED_ORDER + ["raw"]
-    assert table[1] == "| mptcp 4 numa 0 | 13.2 (13.1–13.4) | 13.2 (13.1–13.4) | 0.92 | 0.15 " \
+    assert table[1] == "| mptcp 4 numa 0 | 13.2 (13.1–13.4) | 13.2 (13.1–13.4) | 0.92 | 14.5% " \
                        "| 3.88 | 3.90 | 3.88 | 3.90 | — |"
     assert any(line.startswith("- calib.") and "0.95" in line for line in lines)
 
@@ -293,7 +293,7 @@ def test_dm_cells_follow_the_native_ones_and_compare_with_raw_and_tcp_numa():
     assert st.efficiency == pytest.approx(13.0 / report.mib_per_s(4 * RATE))     # every path
     line = next(li for li in report.markdown(document(cells), list(rows.values())).splitlines()
                 if li.startswith("| tcp 4 dm:service-time 0 |"))
-    assert "| 0.10 |" in line
+    assert "| 10.0% |" in line
 
 
 def test_an_old_file_without_multipath_is_native_and_matches_new_cells():
