@@ -51,11 +51,11 @@ def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_tr
 
     def reconnect(traddr):
         return nvme_host.connect(trtype, traddr, target.trsvcid, target.nqn,
-                                 timeouts=faults.TIMEOUTS)
+                                 options=faults.TIMEOUTS)
     logs = results_dir(request.config) / "faults"
     logs.mkdir(exist_ok=True)
     with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn,
-                             timeouts=faults.TIMEOUTS) as connection:
+                             options=faults.TIMEOUTS) as connection:
         prove_transport(nvme_host, target.nqn)
         if count > 1:
             nvme_host.set_iopolicy(target.nqn, "round-robin")

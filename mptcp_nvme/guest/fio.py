@@ -46,6 +46,7 @@ class FioJob:
     verify: str | None = None
     verify_backlog: int | None = None   # verify every N blocks written, while writing
     log_prefix: str | None = None       # 100 ms bw/iops logs (fiolog), monotonic clock
+    hipri: bool = False                 # polled completions (pvsync2/io_uring, poll queues)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -92,6 +93,7 @@ class FioJob:
             "thread": self.thread, "bs": self.bs, "runtime": self.runtime,
             "time_based": self.time_based, "numjobs": self.numjobs, "iodepth": self.iodepth,
             "group_reporting": self.group_reporting, "size": self.size,
+            "hipri": self.hipri,
         }
         if self.verify:
             # verify_state_save would leave *-verify.state files in the cwd

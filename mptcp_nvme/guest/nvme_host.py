@@ -123,20 +123,26 @@ def hostid_for(hostnqn):
         return str(uuid.uuid5(uuid.NAMESPACE_URL, hostnqn))
 
 
-# Controller timeouts a connection may set (seconds), as the kernel's fabrics options
-# name them; nvme-cli's flags are the same names with dashes.
-TIMEOUTS = ("keep_alive_tmo", "reconnect_delay", "ctrl_loss_tmo")
+# Options of a connection beyond the address, as the kernel's fabrics parser names them
+# (nvme-cli's flags are the same names with dashes): True for a flag without a value.
+# libnvme 1.x passes the digests for "tcp" only, like tls.
+CONNECT_OPTIONS = {"keep_alive_tmo": False, "reconnect_delay": False, "ctrl_loss_tmo": False,
+                   "nr_io_queues": False, "nr_write_queues": False, "nr_poll_queues": False,
+                   "hdr_digest": True, "data_digest": True,
+                   "dhchap_secret": False, "dhchap_ctrl_secret": False}
+TCP_ONLY_IN_LIBNVME = ("hdr_digest", "data_digest")
 
 
 def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, tls=False,
-                    tls_key=None, host_iface=None, timeouts=None):
+                    tls_key=None, host_iface=None, options=None):
     """The option string the kernel's fabrics parser takes, in libnvme's order."""
-    timeouts = _checked_timeouts(timeouts)
+    extra = checked_options(options)
+    flags = [name for name, value in extra.items() if CONNECT_OPTIONS[name]]
     options = [("nqn", nqn), ("transport", trtype), ("traddr", traddr),
                ("host_iface", host_iface), ("trsvcid", trsvcid),
                ("hostnqn", hostnqn), ("hostid", hostid), ("tls_key", tls_key),
-               *timeouts.items()]
-    fields = [f"{key}={value}" for key, value in options if value is not None]
+               *((k, v) for k, v in extra.items() if not CONNECT_OPTIONS[k])]
+    fields = [f"{key}={value}" for key, value in options if value is not None] + flags
     if tls:
         fields.append("tls")
     text = ",".join(fields)
@@ -145,12 +151,15 @@ def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, 
     return text
 
 
-def _checked_timeouts(timeouts):
-    unknown = sorted(set(timeouts or {}) - set(TIMEOUTS))
+def checked_options(options):
+    """``options`` ({CONNECT_OPTIONS name: value}) in CONNECT_OPTIONS' order, flags only
+    when true; UsageError naming an unknown one."""
+    unknown = sorted(set(options or {}) - set(CONNECT_OPTIONS))
     if unknown:
-        raise UsageError(f"unknown controller timeout(s) {', '.join(unknown)} "
-                         f"(choose from {', '.join(TIMEOUTS)})")
-    return {name: int(timeouts[name]) for name in TIMEOUTS if name in (timeouts or {})}
+        raise UsageError(f"unknown connect option(s) {', '.join(unknown)} "
+                         f"(choose from {', '.join(CONNECT_OPTIONS)})")
+    return {name: options[name] for name in CONNECT_OPTIONS
+            if name in (options or {}) and options[name] not in (None, False)}
 
 
 def parse_fabrics_reply(text):
@@ -191,11 +200,12 @@ class Host:
             return []
         return ["--hostnqn", self.hostnqn, "--hostid", self.hostid]
 
-    def nvme_cli_carries(self, trtype, tls=False):
+    def nvme_cli_carries(self, trtype, tls=False, options=None):
         """Whether ``nvme connect`` makes this connection as asked: nvme-cli is
-        installed, and TLS is only asked for "tcp" (the one transport libnvme
-        adds ``tls`` for)."""
-        return shutil.which(self.nvme) is not None and (trtype == "tcp" or not tls)
+        installed, and TLS or digests are only asked for "tcp" (the one transport
+        libnvme adds them for)."""
+        tcp_only = tls or any(name in TCP_ONLY_IN_LIBNVME for name in checked_options(options))
+        return shutil.which(self.nvme) is not None and (trtype == "tcp" or not tcp_only)
 
     def discover(self, trtype, traddr, trsvcid, tls=False, host_iface=None):
         """The discovery log of the target at traddr:trsvcid, via ``nvme discover``."""
@@ -208,24 +218,24 @@ class Host:
         return parse_discovery(self._run(argv))
 
     def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, tls_key=None,
-                host_iface=None, timeouts=None):
+                host_iface=None, options=None):
         """Connect one controller (one path) and return its name, e.g. "nvme3".
         ``tls_key``: serial of the PSK to use instead of the one the kernel would
-        look up for (hostnqn, nqn). ``timeouts``: {TIMEOUTS name: seconds}."""
-        if self.nvme_cli_carries(trtype, tls):
+        look up for (hostnqn, nqn). ``options``: {CONNECT_OPTIONS name: value}."""
+        if self.nvme_cli_carries(trtype, tls, options):
             argv = [self.nvme, "connect", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
                     "-n", nqn, *self._host_args(),
                     *(["--host-iface", host_iface] if host_iface else []),
                     *(["--tls"] if tls else []),
                     *(["--tls-key", str(tls_key)] if tls_key is not None else []),
-                    *(f"--{name.replace('_', '-')}={value}"
-                      for name, value in _checked_timeouts(timeouts).items()),
+                    *(f"--{name.replace('_', '-')}" + ("" if CONNECT_OPTIONS[name] else f"={value}")
+                      for name, value in checked_options(options).items()),
                     "-o", "json"]
             name = self._connected_device(self._run(argv))
         else:
             options = fabrics_options(trtype, traddr, trsvcid, nqn, hostnqn=self.hostnqn,
                                       hostid=self.hostid, tls=tls, tls_key=tls_key,
-                                      host_iface=host_iface, timeouts=timeouts)
+                                      host_iface=host_iface, options=options)
             name = parse_fabrics_reply(self._run(
                 [sys.executable, "-c", _FABRICS_WRITER, self.fabrics_device, options],
                 what=f"writing {options!r} to {self.fabrics_device}"))
@@ -264,17 +274,29 @@ class Host:
         except ValueError as err:
             raise SetupError(f"unexpected nvme list output: {err}") from err
 
+    def run_nvme(self, argv):
+        """``nvme ARGV``'s output (e.g. gen-dhchap-key)."""
+        return self._run([self.nvme, *argv])
+
+    def admin(self, argv):
+        """``nvme ARGV -o json`` (an admin command or a listing), its JSON document."""
+        text = self._run([self.nvme, *argv, "-o", "json"])
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise SetupError(f"nvme {' '.join(argv)}: not JSON ({err}): {text[:200]!r}") from None
+
     def flush(self, device):
         """``nvme flush``: commit the namespace's volatile write cache."""
         self._run([self.nvme, "flush", device])
 
     @contextlib.contextmanager
     def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0,
-                  host_iface=None, timeouts=None):
+                  host_iface=None, options=None):
         """Connect one controller per target address; always disconnect ``nqn`` on exit."""
         try:
             controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls,
-                                             host_iface=host_iface, timeouts=timeouts)
+                                             host_iface=host_iface, options=options)
                                 for traddr in traddrs)
             yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
         finally:
@@ -352,6 +374,20 @@ class Host:
         name = wait_for(lambda: self._namespace_name(nqn, nsid),
                         f"namespace {nsid} of {nqn} in {self.sysfs}", timeout)
         return f"/dev/{name}"
+
+    def path_disks(self, nqn):
+        """{controller: its path's hidden disk (nvmeXcYnZ)} of ``nqn`` under native
+        multipath: their stat and ana_state are the path's."""
+        found = {}
+        for name in self._controller_names(nqn):
+            disks = sorted(p.name for p in (self.sysfs / "class/nvme" / name).glob("nvme*c*n*"))
+            if disks:
+                found[name] = disks[0]
+        return found
+
+    def ana_state(self, disk):
+        """The ANA state of a path (its hidden disk), as the host last read it."""
+        return (self.sysfs / "block" / disk / "ana_state").read_text().strip()
 
     def path_devices(self, nqn, nsid=1, timeout=10.0):
         """/dev paths of namespace ``nsid`` through each controller of ``nqn``: one

@@ -113,6 +113,10 @@ class Configfs:
     def unlink(self, link):
         link.unlink()
 
+    def read(self, path):
+        """An attribute's value, stripped."""
+        return Path(path).read_text().strip()
+
     def write_file(self, path, value):
         """One write(2), opened like the shell's ``echo value > attribute``."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -156,14 +160,18 @@ class _Resource:
 
 
 class Subsystem(_Resource):
-    """A subsystem with namespace ``nsid`` on ``device``, open to ``allowed_hosts`` or any host."""
+    """A subsystem with namespace ``nsid`` on ``device``, open to ``allowed_hosts`` or any
+    host. ``allowed_hosts`` may map each host NQN to attributes of its nvmet host entry
+    (e.g. dhchap_key, dhchap_ctrl_key, dhchap_hash, dhchap_dhgroup)."""
 
     def __init__(self, configfs, nqn, device, nsid=1, allowed_hosts=()):
         self.configfs = configfs
         self.nqn = nqn
         self.device = str(device)
         self.nsid = nsid
-        self.allowed_hosts = tuple(allowed_hosts)
+        self.host_attributes = (dict(allowed_hosts) if isinstance(allowed_hosts, dict)
+                                else dict.fromkeys(allowed_hosts, {}))
+        self.allowed_hosts = tuple(self.host_attributes)
         self.path = configfs.nvmet / "subsystems" / nqn
 
     def _setup(self, stack):
@@ -174,12 +182,21 @@ class Subsystem(_Resource):
             host = cfs.nvmet / "hosts" / hostnqn
             if not host.exists():
                 _make_dir(cfs, stack, host)
+            for name, value in self.host_attributes[hostnqn].items():
+                self.set_host_attribute(hostnqn, name, value)
             _make_link(cfs, stack, host, self.path / "allowed_hosts" / hostnqn)
         namespace = self.path / "namespaces" / str(self.nsid)
         _make_dir(cfs, stack, namespace)
         cfs.write(namespace / "device_path", self.device)
         cfs.write(namespace / "enable", "1")
         stack.callback(cfs.write, namespace / "enable", "0")
+
+    def set_host_attribute(self, hostnqn, name, value):
+        """One attribute of an allowed host's nvmet entry (a new DH-HMAC-CHAP key...)."""
+        self.configfs.write(self.configfs.nvmet / "hosts" / hostnqn / name, value)
+
+
+ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
 
 
 class Port(_Resource):
@@ -218,6 +235,12 @@ class Port(_Resource):
             attributes.append(("addr_treq", self.treq))
         for name, value in attributes:
             self.configfs.write(self.path / name, value)
+
+    def set_ana_state(self, state, group=1):
+        """The ANA state of ``group`` (1: every namespace's default) through this port."""
+        if state not in ANA_STATES:
+            raise UsageError(f"ANA state must be one of {', '.join(ANA_STATES)}, not {state!r}")
+        self.configfs.write(self.path / "ana_groups" / str(group) / "ana_state", state)
 
     def link(self, subsystem, in_target_netns=contextlib.nullcontext):
         """Export ``subsystem``; the kernel opens the listener in the caller's netns."""
@@ -285,6 +308,15 @@ class Target(_Resource):
         for port in self.ports:
             stack.enter_context(port)
             port.link(self.subsystem, self.in_target_netns)
+
+
+def device_size(device):
+    """Bytes of a block device or file (what nvmet exports as the namespace)."""
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 def _port_ids_in_use(configfs):

@@ -112,3 +112,34 @@ def test_captured_dumps_parse(prefix):
 
 def test_garbage_dump_does_not_crash():
     assert evidence.parse_dump(b"\x00" * 7, socket.IPPROTO_TCP) == []
+
+
+def ic_frame(kind, dgst, sport=4420, dport=51234, ipv6=False, hlen=128, plen=128):
+    """An Ethernet frame with one NVMe/TCP IC PDU, laid out as the spec has it."""
+    pdu = bytes([kind, 0, hlen, 0]) + plen.to_bytes(4, "little") + (0).to_bytes(2, "little")
+    pdu += bytes([0, dgst]) + (0x20000).to_bytes(4, "little") + bytes(112)
+    tcp = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + bytes([5 << 4, 0x18])
+    tcp += bytes(6)
+    if ipv6:
+        ip = bytes([0x60, 0, 0, 0]) + (len(tcp) + len(pdu)).to_bytes(2, "big") + bytes([6, 64])
+        ip += bytes(32)
+        ethertype = b"\x86\xdd"
+    else:
+        ip = bytes([0x45, 0]) + (20 + len(tcp) + len(pdu)).to_bytes(2, "big") + bytes(4)
+        ip += bytes([64, 6]) + bytes(10)           # ttl, protocol TCP; checksum, addresses
+        ethertype = b"\x08\x00"
+    return bytes(12) + ethertype + ip + tcp + pdu
+
+
+def test_ic_pdus_are_read_from_ipv4_and_ipv6_frames():
+    resp = evidence.parse_ic_pdu(ic_frame(evidence.ICRESP, 3))
+    assert resp == evidence.IcPdu(evidence.ICRESP, 4420, 51234, evidence.HDGST | evidence.DDGST)
+    req = evidence.parse_ic_pdu(ic_frame(evidence.ICREQ, 0, 51234, 4420, ipv6=True))
+    assert req == evidence.IcPdu(evidence.ICREQ, 51234, 4420, 0)
+
+
+@pytest.mark.parametrize("frame", [ic_frame(0x04, 3), ic_frame(evidence.ICRESP, 3, hlen=24),
+                                   ic_frame(evidence.ICRESP, 3, plen=4096), b"\x00" * 13,
+                                   ic_frame(evidence.ICRESP, 3)[:60]])
+def test_other_frames_are_not_ic_pdus(frame):
+    assert evidence.parse_ic_pdu(frame) is None

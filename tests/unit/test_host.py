@@ -174,6 +174,24 @@ def test_fabrics_options_tls_key_serial():
         f"nqn={NQN},transport=tcp,traddr=10.1.1.1,trsvcid=4420,tls_key=235832308,tls")
 
 
+def test_fabrics_options_connect_options_values_then_flags():
+    options = {"data_digest": True, "nr_poll_queues": 1, "hdr_digest": False,
+               "keep_alive_tmo": 5}
+    assert host.fabrics_options("mptcp", "10.1.1.1", 4420, NQN, options=options) == (
+        f"nqn={NQN},transport=mptcp,traddr=10.1.1.1,trsvcid=4420,keep_alive_tmo=5,"
+        f"nr_poll_queues=1,data_digest")
+    with pytest.raises(UsageError, match="unknown connect option.*queue_depth"):
+        host.fabrics_options("tcp", "10.1.1.1", 4420, NQN, options={"queue_depth": 3})
+
+
+def test_nvme_cli_carries_digests_for_tcp_only(monkeypatch):
+    monkeypatch.setattr(host.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    nvme = host.Host()
+    assert nvme.nvme_cli_carries("tcp", options={"hdr_digest": True})
+    assert not nvme.nvme_cli_carries("mptcp", options={"hdr_digest": True})
+    assert nvme.nvme_cli_carries("mptcp", options={"nr_io_queues": 1, "hdr_digest": False})
+
+
 def test_fabrics_options_refuse_separators():
     with pytest.raises(UsageError, match="cannot hold ','"):
         host.fabrics_options("tcp", "10.1.1.1,traddr=10.9.9.9", 4420, NQN)

@@ -401,3 +401,52 @@ def test_load_modules_needs_configfs(monkeypatch):
     monkeypatch.setattr(nvmet.requirements, "mount_configfs", lambda: False)
     with pytest.raises(SetupError, match="cannot mount configfs on /sys/kernel/config"):
         nvmet.load_modules()
+
+
+def test_allowed_hosts_with_attributes_write_them_before_the_link(configfs, tmp_path):
+    before = snapshot(tmp_path)
+    host = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000002"
+    keys = {"dhchap_key": "DHHC-1:00:abc:", "dhchap_hash": "hmac(sha384)"}
+    with nvmet.Subsystem(configfs, NQN, DEVICE, allowed_hosts={host: keys}) as subsystem:
+        assert configfs.ops[2:5] == [
+            ("mkdir", f"hosts/{host}"),
+            ("write", f"hosts/{host}/dhchap_key", "DHHC-1:00:abc:"),
+            ("write", f"hosts/{host}/dhchap_hash", "hmac(sha384)"),
+        ]
+        assert configfs.ops[5][0] == "symlink"
+        subsystem.set_host_attribute(host, "dhchap_key", "DHHC-1:00:new:")
+        assert configfs.ops[-1] == ("write", f"hosts/{host}/dhchap_key", "DHHC-1:00:new:")
+        assert subsystem.allowed_hosts == (host,)
+    assert snapshot(tmp_path) == before
+
+
+def test_ana_state_is_written_per_port_and_group(configfs):
+    with nvmet.Target(DEVICE, "tcp", ["10.1.1.1", "10.1.2.1"], nqn=NQN, trsvcid=4420,
+                      port_ids=[20001, 20002], configfs=configfs) as target:
+        (target.ports[1].path / "ana_groups/1").mkdir(parents=True)
+        target.ports[1].set_ana_state("inaccessible")
+        assert configfs.ops[-1] == ("write", "ports/20002/ana_groups/1/ana_state", "inaccessible")
+        with pytest.raises(UsageError, match="ANA state must be one of"):
+            target.ports[1].set_ana_state("asleep")
+        (target.ports[1].path / "ana_groups/1/ana_state").unlink()
+        (target.ports[1].path / "ana_groups/1").rmdir()
+        (target.ports[1].path / "ana_groups").rmdir()
+
+
+def test_a_port_unexports_its_subsystem_for_a_block_and_exports_it_again(configfs):
+    with nvmet.Target(DEVICE, "tcp", ["10.1.1.1"], nqn=NQN, trsvcid=4420, port_ids=[20001],
+                      configfs=configfs) as target:
+        link = target.ports[0].path / "subsystems" / NQN
+        with target.ports[0].unexported(target.subsystem):
+            assert not link.exists()
+        assert link.is_symlink()
+        with pytest.raises(RuntimeError):
+            with target.ports[0].unexported(target.subsystem):
+                raise RuntimeError("the fault's test failed meanwhile")
+        assert link.is_symlink()
+
+
+def test_device_size_of_a_file(tmp_path):
+    backing = tmp_path / "backing.img"
+    backing.write_bytes(bytes(4096))
+    assert nvmet.device_size(backing) == 4096

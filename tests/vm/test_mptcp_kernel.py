@@ -24,23 +24,18 @@ needs_kernel = pytest.mark.skipif(
 TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL)"
 
 
-# Cases that do not apply (not a missing feature): what they SKIP with.
-NOT_APPLICABLE = {"endpoint-tcp": "MPTCP endpoints carry no NVMe/TCP connection"}
-
-
 @needs_kernel
 def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
-    """The whole suite, faults and dm-multipath included, over two VMs side by side."""
+    """The whole suite over mptcp (its tcp cases run on the stock kernel), faults,
+    dm-multipath, auth, digests, queues, ANA and admin included, over two VMs."""
     run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-n", "2",
-                     "--allow-missing", "tls:mptcp", REPO / "selftests", timeout=2400)
+                     "--trtype", "mptcp", "--allow-missing", "tls:mptcp", REPO / "selftests",
+                     timeout=2400)
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     mptcp = [r for r in run.results if " over mptcp" in r.description or "[mptcp-" in r.description]
     assert len(mptcp) >= 12, [r.description for r in mptcp]
     for result in run.results:
-        case = next((c for c in NOT_APPLICABLE if f"[{c}]" in result.description), None)
-        if case:
-            assert result.directive == "SKIP" and NOT_APPLICABLE[case] in result.reason, result
-        elif result.directive == "SKIP":
+        if result.directive == "SKIP":
             assert "tls" in result.description.lower() and "mptcp" in result.description, result
             assert TLS_OVER_MPTCP in result.reason and "MPTCP kTLS" in result.reason, result
         else:
@@ -51,6 +46,9 @@ def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
                   "delete", "keep-alive"):
         assert re.search(rf"^\| {fault} \| mptcp ×\d \| .* \| ok \|$", faults, re.M), faults
     assert len(list(run.results_dir.glob("faults/*-mptcp.png"))) == 8
+    for feature in ("auth", "digest", "queue layout", "ANA", "admin commands"):
+        assert any(feature in r.description and "mptcp" in r.description and r.ok
+                   for r in run.results), feature
     assert all(not any(left.values()) for left in run.all_leftovers().values()), run.all_leftovers()
 
 

@@ -1,0 +1,103 @@
+"""DH-HMAC-CHAP authentication (blktests nvme/041-045): keys from ``nvme gen-dhchap-key``
+on nvmet's host entry, host keys only and bidirectional, each hash and a DH group; the
+proof that it is enforced (the same connection without a key, or with another key, is
+refused), and re-authentication after the key changed."""
+
+import pytest
+
+from mptcp_nvme.errors import SetupError
+from mptcp_nvme.guest import DIAG, fio, nvme_host as host, require
+from mptcp_nvme.guest.tls import SUITE_HOSTNQN
+from mptcp_nvme.poll import wait_for
+
+AUTH_NEEDS = ("kconfig:NVME_HOST_AUTH", "kconfig:NVME_TARGET_AUTH")
+CASES = {  # name: (nvmet dhchap_hash, dhchap_dhgroup, bidirectional)
+    "sha256-null": ("hmac(sha256)", "null", False),
+    "sha384-ffdhe2048-bidirectional": ("hmac(sha384)", "ffdhe2048", True),
+    "sha512-null-bidirectional": ("hmac(sha512)", "null", True),
+}
+
+
+def gen_key(nvme_host):
+    return nvme_host.run_nvme(["gen-dhchap-key", f"--nqn={SUITE_HOSTNQN}"]).strip()
+
+
+@pytest.fixture
+def auth_host(network):
+    return host.Host(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
+
+
+def secured_target(make_target, keys, hash_name, group):
+    attributes = {"dhchap_key": keys["host"], "dhchap_hash": hash_name,
+                  "dhchap_dhgroup": group}
+    if "ctrl" in keys:
+        attributes["dhchap_ctrl_key"] = keys["ctrl"]
+    return make_target(allowed_hosts={SUITE_HOSTNQN: attributes})
+
+
+def secrets(keys):
+    return {"dhchap_secret": keys["host"], "dhchap_ctrl_secret": keys.get("ctrl")}
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+@pytest.mark.parametrize("case", CASES)
+def test_auth_connect(request, case, trtype, auth_host, make_target, network, record_property):
+    """auth {case} over {trtype}: refused without the key, connected with it"""
+    hash_name, group, bidirectional = CASES[case]
+    # nvmet takes a DH group only when the kernel's crypto has it: load dh_generic first
+    require(request.config, *AUTH_NEEDS,
+            *(["kconfig:CRYPTO_DH_RFC7919_GROUPS", "module:dh_generic"] if group != "null" else []))
+    keys = {"host": gen_key(auth_host), **({"ctrl": gen_key(auth_host)} if bidirectional else {})}
+    target = secured_target(make_target, keys, hash_name, group)
+    traddrs = network.topology.traddrs[:1]
+    with pytest.raises(SetupError, match="failed"):            # enforced: no key, no entry
+        auth_host.connect(trtype, traddrs[0], target.trsvcid, target.nqn)
+    assert not auth_host.controllers(target.nqn)
+    with auth_host.connected(trtype, traddrs, target.trsvcid, target.nqn,
+                             options=secrets(keys)) as connection:
+        [name] = connection.controllers
+        ctrl_dir = auth_host.sysfs / "class/nvme" / name
+        assert (ctrl_dir / "dhchap_secret").read_text().strip() == keys["host"]
+        if bidirectional:
+            assert (ctrl_dir / "dhchap_ctrl_secret").read_text().strip() == keys["ctrl"]
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+                         connection.device, network.host.argv())
+    record_property(DIAG, f"{hash_name} {group} {'bidirectional' if bidirectional else 'host key'}: "
+                          f"refused without the key; verified {result.read.io_bytes} bytes")
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+@pytest.mark.nvme_recovery_expected      # nvmet ends the failed controller: "fatal error"
+def test_auth_wrong_key_is_refused(request, trtype, auth_host, make_target, network,
+                                   record_property):
+    """auth with a wrong key over {trtype} is refused and leaves no controller"""
+    require(request.config, *AUTH_NEEDS)
+    target = secured_target(make_target, {"host": gen_key(auth_host)}, "hmac(sha256)", "null")
+    wrong = gen_key(auth_host)
+    with pytest.raises(SetupError) as refused:
+        auth_host.connect(trtype, network.topology.traddrs[0], target.trsvcid, target.nqn,
+                          options={"dhchap_secret": wrong})
+    record_property(DIAG, f"refused: {str(refused.value)[:200]}")
+    assert not auth_host.controllers(target.nqn)
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+def test_auth_reauthentication_after_the_key_changes(request, trtype, auth_host, make_target,
+                                                     network, record_property):
+    """auth re-authentication over {trtype} after the key changes on the target and the host"""
+    require(request.config, *AUTH_NEEDS)
+    keys = {"host": gen_key(auth_host)}
+    target = secured_target(make_target, keys, "hmac(sha256)", "null")
+    with auth_host.connected(trtype, network.topology.traddrs[:1], target.trsvcid, target.nqn,
+                             options=secrets(keys)) as connection:
+        [name] = connection.controllers
+        new = gen_key(auth_host)
+        target.subsystem.set_host_attribute(SUITE_HOSTNQN, "dhchap_key", new)
+        # writing the host's secret makes it authenticate again with the new key
+        (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").write_text(new)
+        wait_for(lambda: auth_host.controller(name).state == "live",
+                 f"{name} live after re-authentication", 20)
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+                         connection.device, network.host.argv())
+    record_property(DIAG, f"re-authenticated with a new key; verified {result.read.io_bytes} bytes")
+    assert result.read.io_bytes > 0
