@@ -96,7 +96,8 @@ def chart(outcome, path):
     values = [v for _, v in outcome["timeline"]]
     window = (impact.get("fault_start_s", 0.0), impact.get("fault_end_s", outcome["window_s"]))
     title = f"{outcome['fault']} over {outcome['trtype']} ({outcome['paths']} controller(s))"
-    return draw({f"{outcome['trtype']} writes": (times, values)}, window, path, title)
+    return draw({f"{outcome['trtype']}: writes and verify reads": (times, values)}, window, path,
+                title)
 
 
 def write_outputs(outcomes, folder, title="mptcp-nvme faults"):
