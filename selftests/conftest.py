@@ -186,7 +186,7 @@ def make_network(request):
     from mptcp_nvme.guest import topology
     with ExitStack() as networks:
         def build(topo):
-            require(request.config, *topology.REQUIREMENTS)
+            require(request.config, *topology.REQUIREMENTS, *topology.requirements(topo))
             built = networks.enter_context(topology.build(topo))
             request.node.stash.setdefault(NETWORKS, []).append(built)
             return built

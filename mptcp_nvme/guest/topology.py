@@ -67,6 +67,14 @@ MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
 # What a test using this module needs of the kernel and rootfs (plugin.require).
 REQUIREMENTS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
 ENDPOINT_FLAGS = {"signal": 1, "subflow": 2, "backup": 4, "fullmesh": 8}
+
+
+def requirements(topology):
+    """What building ``topology`` needs beyond REQUIREMENTS: IPv6 source routes are
+    policy rules, which need CONFIG_IPV6_MULTIPLE_TABLES (EAFNOSUPPORT without)."""
+    ipv6 = any(link.host_addr.version == 6 for link in topology.links)
+    routed = topology.host.source_routes or topology.target.source_routes
+    return ("kconfig:IPV6_MULTIPLE_TABLES",) if ipv6 and routed else ()
 SCRIPT_RATE, SCRIPT_DELAY, SCRIPT_LOSS = "1000mbit", "5ms", "0.5%"
 SCRIPT_LINKS = 4   # mptcp_nvme.sh always builds 4 links; its path argument sets the connections
 

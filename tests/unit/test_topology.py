@@ -467,3 +467,13 @@ def test_the_host_side_may_live_in_the_initial_netns(tmp_path):
     assert loaded.host.init_netns and not loaded.target.init_netns
     assert topology.INIT_NETNS.path == "/proc/1/ns/net"
     assert topology.INIT_NETNS.argv() == ["nsenter", "--net=/proc/1/ns/net"]
+
+
+def test_ipv6_source_routes_need_ipv6_policy_tables():
+    assert topology.requirements(topology.topology_for_paths(2, family="ipv6")) == (
+        "kconfig:IPV6_MULTIPLE_TABLES",)
+    assert topology.requirements(topology.topology_for_paths(2, family="ipv4")) == ()
+    assert topology.requirements(topology.topology_for_paths(2, family="v4map")) == ()
+    plain = topology.topology_for_paths(2, family="ipv6")
+    plain = topology.replace(plain, host=topology.replace(plain.host, source_routes=False))
+    assert topology.requirements(plain) == ()

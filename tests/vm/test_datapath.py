@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vm
 
 
 def test_datapath_selftests(mptcp_nvme):
-    run = mptcp_nvme("run", REPO / "selftests/test_datapath.py")
+    run = mptcp_nvme("run", "-n", "2", REPO / "selftests/test_datapath.py")
     run.assert_mptcp_skips_and_the_rest_passes()
     described = [r.description for r in run.results]
     for expected in ("discover the subsystem over tcp on every path [tcp-4path-loss0]",
@@ -25,7 +25,7 @@ def test_datapath_selftests(mptcp_nvme):
                        r"ok \d+ - mptcp_nvme: fio randread then randwrite over tcp "
                        r"\[tcp-4path-round-robin", run.stdout)
     assert spread, "no per-path byte diagnostic for tcp 4-path round-robin"
-    assert not any(run.leftovers().values()), run.leftovers()
+    assert all(not any(left.values()) for left in run.all_leftovers().values()), run.all_leftovers()
 
 
 def test_script_scenario_prints_the_scripts_ktap(mptcp_nvme):

@@ -13,15 +13,15 @@ pytestmark = pytest.mark.vm
 
 
 def test_tls_selftests(mptcp_nvme):
-    run = mptcp_nvme("run", REPO / "selftests/test_tls.py")
+    run = mptcp_nvme("run", "-n", "2", REPO / "selftests/test_tls.py")
     run.assert_mptcp_skips_and_the_rest_passes()
     described = " | ".join(r.description for r in run.results)
     for expected in ("nvme discover --tls", "plaintext connect is refused when the port requires TLS",
                      "another secret fails the handshake", "TLS on 4 paths over tcp"):
         assert expected in described
-    leftovers = run.leftovers()
-    assert leftovers["tlshd"] == [] and leftovers["nvme PSKs"] == [], leftovers
-    assert not any(leftovers.values()), leftovers
+    for leftovers in run.all_leftovers().values():
+        assert leftovers["tlshd"] == [] and leftovers["nvme PSKs"] == [], leftovers
+        assert not any(leftovers.values()), leftovers
     assert list((run.results_dir / "vm-main/tlshd").glob("*-target.log")), "no tlshd log kept"
 
 
