@@ -75,20 +75,17 @@ def pytest_generate_tests(metafunc):
         links = topology.load_topology(topology_file).links
         chosen["paths"] = [len(links)]
         chosen["loss"] = [any(link.netem.loss_pct or link.netem.delay_us for link in links)]
-    if "multipath" in metafunc.fixturenames:
+    paired = "multipath" in metafunc.fixturenames      # iopolicy comes with multipath
+    if paired:
         _parametrize_multipath(metafunc, chosen["iopolicy"] or defaults.get("iopolicy"), defaults)
     for name in ("trtype", "paths", "iopolicy", "loss"):
-        if name in metafunc.fixturenames and name not in _parametrized(metafunc):
+        if name in metafunc.fixturenames and not (paired and name == "iopolicy"):
             values = chosen[name] or defaults.get(name) or {"loss": (False,)}.get(name)
             if values is None:
                 raise pytest.UsageError(f"{metafunc.function.__name__}: no values for {name}")
             ids = [f"loss{int(v)}" if name == "loss" else f"{v}path" if name == "paths"
                    else str(v) for v in values]
             metafunc.parametrize(name, values, ids=ids, indirect=name in ("trtype", "iopolicy"))
-
-
-def _parametrized(metafunc):
-    return {name for call in metafunc._calls for name in call.params}
 
 
 def _parametrize_multipath(metafunc, iopolicies, defaults):

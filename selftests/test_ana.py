@@ -7,7 +7,7 @@ subflows use every link, so link bytes cannot tell)."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, dm_mpath, fio
+from mptcp_nvme.guest import DIAG, fio
 from mptcp_nvme.poll import wait_for
 
 QUIET = 0.02          # a path the iopolicy must avoid carries at most this share
@@ -16,7 +16,7 @@ JOB = fio.FioJob(rw="randrw", numjobs=1, iodepth=16, bs="16k", runtime=3)
 
 
 def moved(disks):
-    return {ctrl: sum(dm_mpath.sectors_moved(disk)) for ctrl, disk in disks.items()}
+    return {ctrl: sum(fio.sectors_moved(disk)) for ctrl, disk in disks.items()}
 
 
 def shares(before, after):
@@ -59,10 +59,7 @@ def test_ana_states_steer_io(connection, nvme_host, network, target, iopolicy, t
     set_states(target, nvme_host, disks, ("optimized", "non-optimized"))
     job = fio.FioJob(numjobs=1, iodepth=16, bs="16k").verifying_while_writing(6, backlog=16)
     with fio.start(job, connection.device, prefix) as running:
-        stat = f"/sys/block/{connection.device.rsplit('/', 1)[-1]}/stat"
-        start = dm_mpath.sectors_moved(connection.device)
-        wait_for(lambda: dm_mpath.sectors_moved(connection.device) != start
-                 or running.poll() is not None, f"fio's first I/O on {stat}", 30)
+        fio.wait_for_io(running, connection.device)
         set_states(target, nvme_host, disks, ("non-optimized", "optimized"))
         before = moved(disks)
         result = fio.finish(running, job, connection.device, prefix, flush=False)

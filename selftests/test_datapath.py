@@ -111,12 +111,12 @@ def test_dm_multipath_fio_verify(multipath, iopolicy, connection, nvme_host, net
     """dm-multipath ({iopolicy} selector) over {trtype} paths, native multipath off: verified writes read back intact, every path carrying I/O"""
     paths = nvme_host.path_devices(connection.nqn)
     assert len(paths) == len(connection.controllers), paths
-    before = {path: dm_mpath.sectors_moved(path) for path in paths}
+    before = {path: fio.sectors_moved(path) for path in paths}
     job = fio.FioJob(numjobs=2, iodepth=32, size="10%").verifying()
     with dm_mpath.Multipath("mptcp-nvme-dm", paths, iopolicy) as mpath:
         result = fio.run(job, mpath.device, network.host.argv(), flush=False)
         status = mpath.status()
-    moved = {path: [now - then for now, then in zip(dm_mpath.sectors_moved(path), before[path])]
+    moved = {path: [now - then for now, then in zip(fio.sectors_moved(path), before[path])]
              for path in paths}
     record_property(DIAG, f"dm status: {status}")
     record_property(DIAG, f"verified {result.read.io_bytes} bytes; sectors read/written per "

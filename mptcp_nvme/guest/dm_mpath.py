@@ -10,7 +10,6 @@ multipath-tools would for one priority group holding every path.
 import contextlib
 import dataclasses
 import os
-import re
 from pathlib import Path
 
 from mptcp_nvme import proc
@@ -22,7 +21,6 @@ from mptcp_nvme.poll import wait_for
 SELECTOR_KCONFIG = {"service-time": "DM_MULTIPATH_ST", "queue-length": "DM_MULTIPATH_QL",
                     "round-robin": "DM_MULTIPATH"}
 REQUIREMENTS = ("tool:dmsetup", "kconfig:BLK_DEV_DM", "module:dm_multipath")
-SECTOR = 512
 # Bio-based, as multipath-tools enforces for nvme:tcp paths: nvme-tcp's queues may block
 # (BLK_MQ_F_BLOCKING) and request-based dm-multipath cannot say so for its own queue, so
 # it issues cloned requests to nvme-tcp inside an RCU read-side section ("Voluntary
@@ -92,18 +90,6 @@ def devno(device):
     return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
-_STAT = re.compile(r"\s*(\d+)\s+\d+\s+(\d+)\s+\d+\s+(\d+)\s+\d+\s+(\d+)")
-
-
-def sectors_moved(device, sysfs="/sys"):
-    """(sectors read, sectors written) of a block device, from /sys/block/<dev>/stat."""
-    text = Path(sysfs, "block", Path(device).name, "stat").read_text()
-    match = _STAT.match(text)
-    if not match:
-        raise SetupError(f"unexpected {device} stat: {text!r}")
-    return int(match.group(2)), int(match.group(4))
-
-
 class Multipath:
     """A dm-multipath device ``name`` over ``devices`` with ``selector``; removed on exit.
     ``device`` is its /dev/dm-N once entered."""
@@ -140,12 +126,8 @@ class Multipath:
         proc.cmd(["dmsetup", "remove", "--retry", "--noudevsync", self.name])
 
     def status(self):
-        """``dmsetup status`` of the device: one line."""
+        """``dmsetup status`` of the device: one line (parse_status reads its paths)."""
         return proc.cmd(["dmsetup", "status", self.name]).stdout.strip()
-
-    def paths(self):
-        """The paths' states as dm-multipath sees them."""
-        return parse_status(self.status())
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ The faults:
   finds the target gone and recovers once it answers again.
 """
 
+import contextlib
 import dataclasses
 import errno
 import re
@@ -163,14 +164,16 @@ class Endpoint(Fault):
 class Port(Fault):
     name, what = "port", "the subsystem taken off the last controller's nvmet port, then back"
 
+    def __init__(self):
+        self.unexported = contextlib.ExitStack()
+
     def apply(self, scene):
         port = scene.target.ports[len(scene.controllers) - 1]
-        self.exported = port.unexported(scene.target.subsystem, scene.target.in_target_netns)
-        self.exported.__enter__()
+        self.unexported.enter_context(port.unexported(scene.target.subsystem,
+                                                      scene.target.in_target_netns))
 
     def heal(self, scene):
-        if getattr(self, "exported", None):
-            self.exported.__exit__(None, None, None)
+        self.unexported.close()
 
 
 class Reset(Fault):
@@ -269,10 +272,7 @@ def inject(fault, scene, device, log_prefix, prefix=()):
     result = None
     try:
         with fio.start(job, device, prefix, timeout=runtime + HANG_S + 60) as running:
-            stat = f"/sys/block/{device.rsplit('/', 1)[-1]}/stat"
-            start = _written(stat)
-            wait_for(lambda: _written(stat) > start or running.poll() is not None,
-                     f"fio's first writes on {device}", 30)
+            fio.wait_for_io(running, device)
             sample_until(scene, time.monotonic() + BEFORE_S, before)
             fault_start = time.monotonic()
             try:
@@ -326,12 +326,6 @@ def inject(fault, scene, device, log_prefix, prefix=()):
         io_error=io_error, verify_error=verify_error, subflows=subflows,
         states_during=sorted({s for o in during for s in o.states.values() if s}),
         recovery_lines=lines[:20], problem=problem)
-
-
-def _written(stat):
-    """Sectors written, from a block device's stat file."""
-    with open(stat) as file:
-        return int(file.read().split()[6])
 
 
 def _relative(impact, origin):

@@ -10,11 +10,14 @@ import dataclasses
 import errno
 import json
 import os
+import re
+from pathlib import Path
 
 from mptcp_nvme import proc
 from mptcp_nvme.guest import fiolog
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.guest.nvme_host import Host
+from mptcp_nvme.poll import wait_for
 
 SCRIPT_SEQUENCE = ("randread", "randwrite")
 _WRITING = ("write", "randwrite", "rw", "readwrite", "randrw", "trimwrite")
@@ -215,6 +218,25 @@ def start(job, filename, prefix=(), timeout=None):
                 os.unlink(path)              # fio appends to an existing log
     return proc.bkg([*prefix, *job.argv(filename)],
                     timeout=timeout or (job.runtime or 0) + 120)
+
+
+def wait_for_io(running, device, timeout=30):
+    """Wait until a start()ed job's I/O shows on ``device`` (or fio ended early)."""
+    start = sectors_moved(device)
+    wait_for(lambda: sectors_moved(device) != start or running.poll() is not None,
+             f"fio's first I/O on {device}", timeout)
+
+
+_STAT = re.compile(r"\s*(\d+)\s+\d+\s+(\d+)\s+\d+\s+(\d+)\s+\d+\s+(\d+)")
+
+
+def sectors_moved(device, sysfs="/sys"):
+    """(sectors read, sectors written) of a block device, from /sys/block/<dev>/stat."""
+    text = Path(sysfs, "block", Path(device).name, "stat").read_text()
+    match = _STAT.match(text)
+    if not match:
+        raise SetupError(f"unexpected {device} stat: {text!r}")
+    return int(match.group(2)), int(match.group(4))
 
 
 def finish(running, job, filename, prefix=(), flush=True):

@@ -93,16 +93,14 @@ def leftovers():
 
 
 def _init_endpoints():
-    # pyroute2 only at the end of a run: it is kept off the guest's start-up path
-    from pyroute2 import MPTCP
+    # topology (pyroute2) only at the end of a run: it is kept off the start-up path
     from pyroute2.netlink.exceptions import NetlinkError
+    from mptcp_nvme.guest import topology
     try:
-        with MPTCP() as mptcp:
-            found = [msg.get_attr("MPTCP_PM_ATTR_ADDR") for msg in mptcp.endpoint("show")]
+        with topology.INIT_NETNS.mptcp() as mptcp:
+            return sorted(topology.endpoints(mptcp))
     except (NetlinkError, OSError):      # no MPTCP path manager: nothing can be left
         return []
-    return sorted(str(a.get_attr("MPTCP_PM_ADDR_ATTR_ADDR4") or a.get_attr("MPTCP_PM_ADDR_ATTR_ADDR6"))
-                  for a in found)
 
 
 def _entries(folder):

@@ -256,7 +256,7 @@ class Host:
             self._run([self.nvme, "disconnect", "-n", nqn])
         else:
             for name in self._controller_names(nqn):
-                (self.sysfs / "class/nvme" / name / "delete_controller").write_text("1")
+                self.delete_controller(name)
         wait_for(lambda: not self._controller_names(nqn),
                  f"the controllers of {nqn} to go away", timeout)
 

@@ -533,9 +533,8 @@ class Network:
                      state="up" if up else "down")
         if not up:
             return
-        end = _End(self.host, None, self.topology.host, True)
         with self.host.iproute() as ipr:
-            end = replace(end, ipr=ipr)
+            end = _End(self.host, ipr, self.topology.host, True)
             wait_for(lambda: _ready([link], end), f"{link.host_ifname} up again")
             _add_default_route(link, end, "replace")
             if end.side.source_routes:
@@ -549,8 +548,7 @@ class Network:
         with self.host.mptcp() as mptcp, _step(f"MPTCP endpoint {ip} "
                                                f"{'added' if present else 'removed'}"):
             if present:
-                flags = sum(ENDPOINT_FLAGS[f] for f in self.topology.host.endpoint_flags)
-                mptcp.endpoint("add", flags=flags, **{f"addr{ip.version}": str(ip)})
+                _add_endpoint(mptcp, self.topology.host, ip)
                 return
             found = _endpoint_id(mptcp, ip)
             if found is None:
@@ -647,13 +645,24 @@ def _forget_host_state(topology, limits):
         mptcp.limits("set", **limits)
 
 
-def _endpoint_id(mptcp, ip):
-    """The id of the MPTCP endpoint with address ``ip``, or None."""
+def endpoints(mptcp):
+    """{address: id} of the MPTCP endpoints an MPTCP path manager socket sees."""
+    found = {}
     for msg in mptcp.endpoint("show"):
         addr = msg.get_attr("MPTCP_PM_ATTR_ADDR")
-        if addr.get_attr(f"MPTCP_PM_ADDR_ATTR_ADDR{ip.version}") == str(ip):
-            return addr.get_attr("MPTCP_PM_ADDR_ATTR_ID")
-    return None
+        ip = addr.get_attr("MPTCP_PM_ADDR_ATTR_ADDR4") or addr.get_attr("MPTCP_PM_ADDR_ATTR_ADDR6")
+        found[str(ip)] = addr.get_attr("MPTCP_PM_ADDR_ATTR_ID")
+    return found
+
+
+def _endpoint_id(mptcp, ip):
+    """The id of the MPTCP endpoint with address ``ip``, or None."""
+    return endpoints(mptcp).get(str(ip))
+
+
+def _add_endpoint(mptcp, side, ip):
+    flags = sum(ENDPOINT_FLAGS[flag] for flag in side.endpoint_flags)
+    mptcp.endpoint("add", flags=flags, **{f"addr{ip.version}": str(ip)})
 
 
 def _add_veths(topology, target, host):
@@ -722,11 +731,9 @@ def _add_source_route(link, end, command="add"):
 
 
 def _add_endpoints(topology, end):
-    flags = sum(ENDPOINT_FLAGS[flag] for flag in end.side.endpoint_flags)
     with _step(f"MPTCP limits and endpoints in {end.ns.name} (CONFIG_MPTCP?)"), \
             end.ns.mptcp() as mptcp:
         mptcp.limits("set", subflows=end.side.subflows,
                      add_addr_accepted=end.side.add_addr_accepted)
         for link in topology.links if end.side.endpoint_flags else ():
-            ip = end.address(link).ip
-            mptcp.endpoint("add", flags=flags, **{f"addr{ip.version}": str(ip)})
+            _add_endpoint(mptcp, end.side, end.address(link).ip)

@@ -39,14 +39,6 @@ def test_selector_requirements_name_the_kconfig_and_module():
         "kconfig:DM_MULTIPATH", "module:dm_round_robin")
 
 
-def test_sectors_moved_reads_the_block_stat(tmp_path):
-    stat = tmp_path / "block/nvme1n1/stat"
-    stat.parent.mkdir(parents=True)
-    stat.write_text("    1523        0   389888      912     1524        0   390144     2233"
-                    "        0     1840     3146        0        0        0        0        0        0\n")
-    assert dm_mpath.sectors_moved("/dev/nvme1n1", sysfs=tmp_path) == (389888, 390144)
-
-
 def test_a_garbled_status_is_one_setup_error():
     with pytest.raises(SetupError, match="unexpected dm-multipath status"):
         dm_mpath.parse_status("0 8 multipath 2 0")

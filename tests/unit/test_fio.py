@@ -314,3 +314,11 @@ def test_smoke_real_fio_verify_that_reads_nothing_back_fails():
     job = fio.FioJob(direct=False, numjobs=1, iodepth=1, bs="4k", size="4k").verifying()
     with pytest.raises(fio.FioFailed, match="read back 0 of the 4096 bytes it wrote"):
         fio.run(job, "/dev/null", flush=False)  # /dev/null swallows the writes
+
+
+def test_sectors_moved_reads_the_block_stat(tmp_path):
+    stat = tmp_path / "block/nvme1n1/stat"
+    stat.parent.mkdir(parents=True)
+    stat.write_text("    1523        0   389888      912     1524        0   390144     2233"
+                    "        0     1840     3146        0        0        0        0        0        0\n")
+    assert fio.sectors_moved("/dev/nvme1n1", sysfs=tmp_path) == (389888, 390144)
