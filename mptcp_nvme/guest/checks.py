@@ -71,7 +71,7 @@ class SelftestChecks:
             self.kmemleak = health.Kmemleak()
             summary = probed(self.config).summary()
             if not self.kmemleak.available:
-                summary += "; kmemleak not checked (no CONFIG_DEBUG_KMEMLEAK)"
+                summary += f"; kmemleak not checked ({self.kmemleak.why_not})"
             item.user_properties.append((DIAG, summary))
         self.kernel_log.new_lines()             # this test's window starts here
         item.stash[self.TEST_LOG] = []

@@ -121,9 +121,22 @@ class Kmemleak:
         self.path = Path(path)
         if not self.path.parent.is_dir() or not os.path.ismount(self.path.parent):
             proc.cmd(["mount", "-t", "debugfs", "none", str(self.path.parent)], fail=False)
-        self.available = self.path.exists()
+        self.available = self.path.exists() and self._enabled()
+        self.why_not = ("" if self.available else "off: boot with kmemleak=on"
+                        if self.path.exists() else "no CONFIG_DEBUG_KMEMLEAK")
         if self.available:
             self._write("clear")
+
+    def _enabled(self):
+        """Built in is not on: with CONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF (or after an error)
+        the file is there but refuses every command but "clear" with EPERM until booted
+        with kmemleak=on. "stack=on" is kmemleak's default, so probing with it changes
+        nothing."""
+        try:
+            self._write("stack=on")
+        except PermissionError:
+            return False
+        return True
 
     def _write(self, command):
         with open(self.path, "w") as control:

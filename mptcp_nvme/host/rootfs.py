@@ -34,6 +34,10 @@ KERNEL_PACKAGES = ("linux-image-amd64", "tiny-initramfs")
 PACKAGES = (
     "nvme-cli", "fio", "ktls-utils", "keyutils", "iperf3", "iproute2", "kmod", "procps",
     "util-linux", "python3", "ca-certificates", "systemd-standalone-sysusers",
+    # filesystems on the multipath namespace (mkfs/fsck cases)
+    "e2fsprogs", "xfsprogs",
+    # what the kernel tree's own net kselftests call (mptcp-nvme kselftest)
+    "ethtool", "iptables", "nftables", "socat",
 )
 # Installed from PyPI at the host's versions, so host and guest pytest speak alike.
 GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
