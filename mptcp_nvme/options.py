@@ -20,6 +20,7 @@ TRTYPES = ("tcp", "mptcp")
 IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
 MULTIPATH = ("native", "dm")
 DM_SELECTORS = ("service-time", "queue-length", "round-robin")
+BACKINGS = ("loop", "file", "null_blk")
 FAULTS = ("link-down", "blackhole", "all-but-one-down", "endpoint", "port", "reset", "delete",
           "keep-alive")                  # guest/faults.py's
 ACCELS = ("auto", "kvm", "tcg")
@@ -155,6 +156,10 @@ OPTIONS = (
     Option("dm_selector", "dm-multipath path selector(s) of the --multipath dm cases "
            "(repeatable; default all)", choices=DM_SELECTORS, repeat=True, guest=True,
            commands=("run", "matrix")),
+    Option("backing", "nvmet backing store(s): loop (a sparse file on a loop device, as "
+           "mptcp_nvme.sh), file (nvmet's file backend), null_blk (memory-backed); the "
+           "backing cases take each (default all), every other test the first (default loop)",
+           choices=BACKINGS, repeat=True, guest=True, commands=("run", "matrix")),
     Option("fault", "fault(s) of the fault tests (repeatable; default all): "
            + ", ".join(FAULTS), choices=FAULTS, repeat=True, guest=True,
            commands=("run",)),

@@ -6,14 +6,15 @@ that a plain ``sudo pytest selftests`` applies them). Parameters: ``trtype``, ``
 ``--paths``, ``--iopolicy``, ``--loss``) or else from the test's ``matrix`` marker.
 """
 
+import inspect
 from contextlib import ExitStack, nullcontext
 
 import pytest
 
-from mptcp_nvme.guest import dm_mpath, nvme_host as host, nvmet
+from mptcp_nvme.guest import backing as stores, dm_mpath, nvme_host as host, nvmet
 from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
 from mptcp_nvme.guest.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
-from mptcp_nvme.options import DM_SELECTORS
+from mptcp_nvme.options import BACKINGS, DM_SELECTORS
 
 # evidence and topology are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
@@ -75,6 +76,10 @@ def pytest_generate_tests(metafunc):
         links = topology.load_topology(topology_file).links
         chosen["paths"] = [len(links)]
         chosen["loss"] = [any(link.netem.loss_pct or link.netem.delay_us for link in links)]
+    if "backing" in inspect.signature(metafunc.function).parameters:
+        # the backing cases take each kind; every other test the first (backing fixture)
+        metafunc.parametrize("backing", metafunc.config.getoption("backing") or BACKINGS,
+                             indirect=True)
     paired = "multipath" in metafunc.fixturenames      # iopolicy comes with multipath
     if paired:
         _parametrize_multipath(metafunc, chosen["iopolicy"] or defaults.get("iopolicy"), defaults)
@@ -196,10 +201,25 @@ def network(make_network, topo):
 
 
 @pytest.fixture
-def backing_device():
-    """mptcp_nvme.sh's backing store: a sparse 512 MiB file on a loop device."""
-    with nvmet.LoopDevice() as loop:
-        yield loop.path
+def backing(request):
+    """The kind of backing store: the test's own parameter (a backing case), else the
+    first --backing, else mptcp_nvme.sh's loop device."""
+    kind = getattr(request, "param", None) or (request.config.getoption("backing") or BACKINGS)[0]
+    require(request.config, *stores.REQUIREMENTS[kind])
+    return kind
+
+
+@pytest.fixture
+def make_backing():
+    """store(kind, size=512 MiB): a backing store (backing.py), removed after the test."""
+    with ExitStack() as made:
+        yield lambda kind, size=stores.SIZE: made.enter_context(stores.store(kind, size))
+
+
+@pytest.fixture
+def backing_device(backing, make_backing):
+    """Namespace 1's backing store (512 MiB, as the script's file)."""
+    return make_backing(backing).path
 
 
 @pytest.fixture

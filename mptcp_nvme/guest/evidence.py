@@ -148,12 +148,20 @@ def _record(msg, protocol):
     return SocketRecord(**common)
 
 
-def dump_request(protocol, family):
-    """The sock_diag request for established sockets of ``protocol`` (IPPROTO_MPTCP or
-    IPPROTO_TCP) and ``family``, with INET_DIAG_INFO (and ULP info for TCP)."""
+ESTABLISHED = 1 << SS_ESTABLISHED
+TCP_TIME_WAIT = 6
+# Every TCP state (1 ESTABLISHED .. 12 NEW_SYN_RECV) but TIME_WAIT, which a closed
+# connection rightly keeps for a minute: what a leak check counts.
+LIVE_STATES = ((1 << 13) - 2) & ~(1 << TCP_TIME_WAIT)
+
+
+def dump_request(protocol, family, states=ESTABLISHED):
+    """The sock_diag request for sockets of ``protocol`` (IPPROTO_MPTCP or IPPROTO_TCP)
+    and ``family`` in ``states`` (a bit per TCP state), with INET_DIAG_INFO (and ULP info
+    for TCP)."""
     req = _mptcp_diag_req() if protocol == IPPROTO_MPTCP else inet_diag_req()
     req["sdiag_family"] = family
-    req["idiag_states"] = 1 << SS_ESTABLISHED
+    req["idiag_states"] = states
     req["idiag_ext"] = INET_DIAG_INFO_EXT
     if protocol == IPPROTO_MPTCP:
         req["sdiag_protocol"] = 0
@@ -178,22 +186,22 @@ def parse_dump(data, protocol):
     return _records(_marshal_for(protocol).parse(data), protocol)
 
 
-def _dump(protocol):
+def _dump(protocol, states):
     records = []
     with DiagSocket() as diag:
         diag.set_marshal(_marshal_for(protocol))
         diag.bind()
         for family in (socket.AF_INET, socket.AF_INET6):
-            replies = diag.nlm_request(dump_request(protocol, family), SOCK_DIAG_BY_FAMILY,
-                                       NLM_F_REQUEST | NLM_F_DUMP)
+            replies = diag.nlm_request(dump_request(protocol, family, states),
+                                       SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP)
             records += _records(replies, protocol)
     return records
 
 
-def sockets():
-    """Every established MPTCP and TCP socket of the calling thread's network namespace
-    (enter it first: Netns.enter())."""
-    return _dump(IPPROTO_MPTCP) + _dump(socket.IPPROTO_TCP)
+def sockets(states=ESTABLISHED):
+    """Every MPTCP and TCP socket in ``states`` (default: established) of the calling
+    thread's network namespace (enter it first: Netns.enter())."""
+    return _dump(IPPROTO_MPTCP, states) + _dump(socket.IPPROTO_TCP, states)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +227,9 @@ class ControllerSockets:
     trsvcid: int
     queue_count: int               # sysfs queue_count: admin + I/O queues
     queues: tuple                  # QueueSocket per socket found
+    # Several controllers to one target port (several subsystems on it) cannot be told
+    # apart by their sockets: then their queue_counts summed, else 0.
+    port_queue_count: int = 0
 
     @property
     def transport(self):
@@ -229,10 +240,17 @@ class ControllerSockets:
         return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
 
 
-def controller_sockets(name, address, queue_count, records):
-    """The queues of controller ``name`` (sysfs address dict) among ``records``."""
-    traddr, trsvcid = normalize(address["traddr"]), int(address["trsvcid"])
+def port_key(address):
+    """(traddr, trsvcid, source address) of a controller's sysfs address dict: what its
+    sockets share with every other controller to the same target port."""
     src = normalize(address["src_addr"]) if address.get("src_addr") else None
+    return normalize(address["traddr"]), int(address["trsvcid"]), src
+
+
+def controller_sockets(name, address, queue_count, records, port_queue_count=0):
+    """The queues of controller ``name`` (sysfs address dict) among ``records``; with
+    ``port_queue_count`` (see ControllerSockets) the sockets of its port's others too."""
+    traddr, trsvcid, src = port_key(address)
     subflows = {}
     for record in records:
         if record.is_subflow:
@@ -246,15 +264,24 @@ def controller_sockets(name, address, queue_count, records):
         own = subflows.get(record.token, []) if record.protocol == "mptcp" else []
         queues.append(QueueSocket(record, tuple(sorted(own, key=lambda s: (s.local, s.lport)))))
     queues.sort(key=lambda q: q.socket.lport)
-    return ControllerSockets(name, traddr, trsvcid, queue_count, tuple(queues))
+    return ControllerSockets(name, traddr, trsvcid, queue_count, tuple(queues), port_queue_count)
 
 
-def link_of(address, links):
-    """The name of the link whose host address is ``address`` (else the address)."""
+def link_of(address, links, side="host"):
+    """The name of the link whose ``side`` ("host" or "target") address is ``address``
+    (else the address)."""
     for link in links:
-        if normalize(str(link.host_addr.ip)) == normalize(address):
+        ip = link.host_addr.ip if side == "host" else link.target_addr.ip
+        if normalize(str(ip)) == normalize(address):
             return link.name
     return address
+
+
+def subflow_pairs(subflows, links):
+    """Sorted (host link, target link) of each subflow: which link it leaves from and
+    which target address it goes to (topology.expected_subflows() speaks the same)."""
+    return sorted((link_of(s.local, links), link_of(s.remote, links, "target"))
+                  for s in subflows)
 
 
 def coverage_problems(ctrl, links, trtype):
@@ -263,7 +290,11 @@ def coverage_problems(ctrl, links, trtype):
     mptcp: queue_count sockets, each an MPTCP connection that did not fall back, each
     with subflows from every link in ``links``. tcp: queue_count plain TCP sockets."""
     problems = []
-    if len(ctrl.queues) != ctrl.queue_count:
+    if ctrl.port_queue_count and len(ctrl.queues) != ctrl.port_queue_count:
+        problems.append(f"{ctrl.name}: {len(ctrl.queues)} queue sockets to "
+                        f"{ctrl.traddr}:{ctrl.trsvcid}, the queue_count of the controllers "
+                        f"to that port sums to {ctrl.port_queue_count}")
+    elif not ctrl.port_queue_count and len(ctrl.queues) != ctrl.queue_count:
         problems.append(f"{ctrl.name}: {len(ctrl.queues)} queue sockets to "
                         f"{ctrl.traddr}:{ctrl.trsvcid}, sysfs queue_count is {ctrl.queue_count}")
     wanted = {link.name for link in links}
@@ -283,8 +314,10 @@ def coverage_problems(ctrl, links, trtype):
 def describe(ctrl, links):
     """One line: the controller's queues, their transport and subflows per link."""
     counts = [len(q.subflows) for q in ctrl.queues]
-    line = (f"{ctrl.name} -> {ctrl.traddr}:{ctrl.trsvcid}: {len(ctrl.queues)}/{ctrl.queue_count} "
-            f"queue sockets, {ctrl.transport}")
+    line = (f"{ctrl.name} -> {ctrl.traddr}:{ctrl.trsvcid}: {len(ctrl.queues)}/"
+            f"{ctrl.port_queue_count or ctrl.queue_count} queue sockets"
+            + (" (with the other controllers to this port)" if ctrl.port_queue_count else "")
+            + f", {ctrl.transport}")
     if any(counts):
         per_link = {}
         for queue in ctrl.queues:
@@ -353,7 +386,13 @@ def prove_queues(netns, host, nqn, trtype, links, timeout=20.0, interval=0.25):
     def settled():
         with netns.enter():
             records = sockets()
-        ctrls = [controller_sockets(c.name, c.address, c.queue_count or 0, records)
+        shared = {}
+        for other in host.every_controller():
+            key = port_key(other.address) if other.address.get("traddr") else None
+            shared.setdefault(key, []).append(other.queue_count or 0)
+        ctrls = [controller_sockets(c.name, c.address, c.queue_count or 0, records,
+                                    sum(shared[key]) if len(shared[key := port_key(c.address)]) > 1
+                                    else 0)
                  for c in host.controllers(nqn)]
         problems = [p for ctrl in ctrls for p in coverage_problems(ctrl, links, trtype)]
         state.update(ctrls=ctrls, problems=problems if ctrls else ["no controller"])

@@ -129,8 +129,8 @@ def hostid_for(hostnqn):
 CONNECT_OPTIONS = {"keep_alive_tmo": False, "reconnect_delay": False, "ctrl_loss_tmo": False,
                    "nr_io_queues": False, "nr_write_queues": False, "nr_poll_queues": False,
                    "hdr_digest": True, "data_digest": True,
-                   "dhchap_secret": False, "dhchap_ctrl_secret": False}
-TCP_ONLY_IN_LIBNVME = ("hdr_digest", "data_digest")
+                   "dhchap_secret": False, "dhchap_ctrl_secret": False, "concat": True}
+TCP_ONLY_IN_LIBNVME = ("hdr_digest", "data_digest", "concat")
 
 
 def fabrics_options(trtype, traddr, trsvcid, nqn, *, hostnqn=None, hostid=None, tls=False,
@@ -348,6 +348,13 @@ class Host:
     def delete_controller(self, name):
         """Delete one controller (one path) of a subsystem."""
         (self.sysfs / "class/nvme" / name / "delete_controller").write_text("1")
+
+    def every_controller(self):
+        """Every NVMe controller of the host, of any subsystem."""
+        folder = self.sysfs / "class/nvme"
+        names = sorted(p.name for p in folder.iterdir() if _CONTROLLER.fullmatch(p.name)) \
+            if folder.is_dir() else []
+        return [self.controller(name) for name in names]
 
     def controllers(self, nqn):
         """Every controller (path) of subsystem ``nqn``."""

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import random
-import tempfile
 from pathlib import Path
 
 from mptcp_nvme.guest import requirements
@@ -19,7 +18,7 @@ from mptcp_nvme.errors import SetupError, UsageError
 
 CONFIGFS_ROOT = requirements.CONFIGFS
 # What a test using this module needs of the kernel and rootfs (plugin.require).
-REQUIREMENTS = ("module:nvmet", "module:nvmet_tcp", "kconfig:BLK_DEV_LOOP", "tool:losetup")
+REQUIREMENTS = ("module:nvmet", "module:nvmet_tcp")
 TRTYPES = ("tcp", "mptcp")
 NVMF_TRTYPE_MPTCP = 4
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
@@ -27,7 +26,6 @@ WILDCARD_ADDRESSES = {"ipv4": "0.0.0.0", "ipv6": "::"}
 TREQS = ("required", "not required")
 PORT_IDS = range(20000, 30000)
 TRSVCIDS = range(1024, 65536)
-BACKING_FILE_SIZE = 512 * 2**20
 
 
 class ConfigfsRejected(SetupError):
@@ -185,11 +183,20 @@ class Subsystem(_Resource):
             for name, value in self.host_attributes[hostnqn].items():
                 self.set_host_attribute(hostnqn, name, value)
             _make_link(cfs, stack, host, self.path / "allowed_hosts" / hostnqn)
-        namespace = self.path / "namespaces" / str(self.nsid)
+        self._add_namespace(stack, self.nsid, self.device)
+
+    def _add_namespace(self, stack, nsid, device):
+        cfs = self.configfs
+        namespace = self.path / "namespaces" / str(nsid)
         _make_dir(cfs, stack, namespace)
-        cfs.write(namespace / "device_path", self.device)
+        cfs.write(namespace / "device_path", str(device))
         cfs.write(namespace / "enable", "1")
         stack.callback(cfs.write, namespace / "enable", "0")
+
+    def add_namespace(self, nsid, device):
+        """Namespace ``nsid`` on ``device`` (block device or file) besides the first;
+        disabled and removed with the subsystem."""
+        self._add_namespace(self._cleanup, nsid, device)
 
     def set_host_attribute(self, hostnqn, name, value):
         """One attribute of an allowed host's nvmet entry (a new DH-HMAC-CHAP key...)."""
@@ -242,15 +249,17 @@ class Port(_Resource):
             raise UsageError(f"ANA state must be one of {', '.join(ANA_STATES)}, not {state!r}")
         self.configfs.write(self.path / "ana_groups" / str(group) / "ana_state", state)
 
-    def link(self, subsystem, in_target_netns=contextlib.nullcontext):
-        """Export ``subsystem``; the kernel opens the listener in the caller's netns."""
+    def link(self, subsystem, in_target_netns=contextlib.nullcontext, stack=None):
+        """Export ``subsystem``; the kernel opens the listener in the caller's netns. The
+        unlink goes on ``stack`` (default: this port's exit), which must close before
+        the subsystem's."""
         link = self.path / "subsystems" / subsystem.nqn
         with in_target_netns():
             try:
                 self.configfs.symlink(subsystem.path, link)
             except OSError as err:
                 raise ConfigfsRejected(link, str(subsystem.path), err) from err
-        self._cleanup.callback(self._unlink, link)
+        (stack or self._cleanup).callback(self._unlink, link)
 
     def _unlink(self, link):
         if os.path.lexists(link):          # unexported() may have left it out
@@ -309,6 +318,15 @@ class Target(_Resource):
             stack.enter_context(port)
             port.link(self.subsystem, self.in_target_netns)
 
+    def add_subsystem(self, nqn, device, allowed_hosts=()):
+        """Another subsystem (namespace 1 on ``device``) on the same ports; taken off
+        them and removed first when the target goes."""
+        subsystem = self._cleanup.enter_context(
+            Subsystem(self.subsystem.configfs, nqn, device, allowed_hosts=allowed_hosts))
+        for port in self.ports:
+            port.link(subsystem, self.in_target_netns, stack=self._cleanup)
+        return subsystem
+
 
 def device_size(device):
     """Bytes of a block device or file (what nvmet exports as the namespace)."""
@@ -338,35 +356,3 @@ def load_modules():
         raise SetupError(f"kernel modules not available: {', '.join(missing)}")
     if not requirements.mount_configfs():
         raise SetupError(f"cannot mount configfs on {CONFIGFS_ROOT}")
-
-
-class LoopDevice(_Resource):
-    """A sparse file of ``size`` bytes on a loop device; detached and deleted on exit.
-
-    Without ``directory`` the file lives on a private tmpfs sized for it: a guest's
-    /tmp overlay is smaller than the script's 512 MiB once fio has written it all.
-    """
-
-    def __init__(self, size=BACKING_FILE_SIZE, directory=None):
-        self.size = size
-        self.directory = directory
-        self.path = None
-
-    def _setup(self, stack):
-        if not requirements.load_module("loop"):
-            raise SetupError("kernel module loop not available (CONFIG_BLK_DEV_LOOP)")
-        directory = self.directory
-        if directory is None:
-            directory = tempfile.mkdtemp(prefix="mptcp_nvme.")
-            stack.callback(os.rmdir, directory)
-            _run(["mount", "-t", "tmpfs", "-o", f"size={self.size + 2**20}",
-                  "mptcp_nvme", directory])
-            stack.callback(_run, ["umount", directory])
-        fd, backing = tempfile.mkstemp(prefix="mptcp_nvme.", suffix=".img", dir=directory)
-        stack.callback(os.unlink, backing)
-        try:
-            os.ftruncate(fd, self.size)
-        finally:
-            os.close(fd)
-        self.path = _run(["losetup", "--find", "--show", backing]).strip()
-        stack.callback(_run, ["losetup", "--detach", self.path])

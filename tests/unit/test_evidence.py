@@ -67,6 +67,24 @@ def test_plain_tcp_queues_and_the_subflows_of_other_connections_are_told_apart()
         "nvme1 queue socket :40001 is tcp, not mptcp", "nvme1 queue socket :40002 is tcp, not mptcp"]
 
 
+def test_controllers_sharing_a_target_port_are_proven_together():
+    """Two subsystems on one port: their controllers' sockets are indistinguishable, so
+    each is checked against the queue_counts of both (the 2-subsystem backing case)."""
+    records = [SocketRecord("tcp", "10.1.1.2", 40000 + i, TRADDR, PORT) for i in range(6)]
+    alone = evidence.controller_sockets("nvme0", ADDRESS, 3, records)
+    assert evidence.coverage_problems(alone, LINKS, "tcp") == [
+        "nvme0: 6 queue sockets to 10.1.1.1:4420, sysfs queue_count is 3"]
+    shared = evidence.controller_sockets("nvme0", ADDRESS, 3, records, port_queue_count=6)
+    assert evidence.coverage_problems(shared, LINKS, "tcp") == []
+    assert evidence.describe(shared, LINKS) == (
+        "nvme0 -> 10.1.1.1:4420: 6/6 queue sockets (with the other controllers to this port), tcp")
+    short = evidence.controller_sockets("nvme0", ADDRESS, 3, records[:5], port_queue_count=6)
+    assert evidence.coverage_problems(short, LINKS, "tcp") == [
+        "nvme0: 5 queue sockets to 10.1.1.1:4420, the queue_count of the controllers to that "
+        "port sums to 6"]
+    assert evidence.port_key({**ADDRESS, "traddr": "::ffff:10.1.1.1"}) == (TRADDR, PORT, "10.1.1.2")
+
+
 def test_v4mapped_controller_addresses_match_ipv4_sockets():
     address = {"traddr": "::ffff:10.1.1.1", "trsvcid": str(PORT), "src_addr": "::ffff:10.1.1.2"}
     ctrl = evidence.controller_sockets("nvme0", address, 1, [mptcp_queue(40001, 11), *mesh(11, 0)])
@@ -143,3 +161,10 @@ def test_ic_pdus_are_read_from_ipv4_and_ipv6_frames():
                                    ic_frame(evidence.ICRESP, 3)[:60]])
 def test_other_frames_are_not_ic_pdus(frame):
     assert evidence.parse_ic_pdu(frame) is None
+
+
+def test_subflow_pairs_name_the_host_link_and_the_target_link():
+    subs = [subflow(11, "10.1.2.2", 50001), subflow(11, "10.1.3.2", 50002, "10.1.3.1"),
+            subflow(11, "10.9.9.9", 50003)]
+    assert evidence.subflow_pairs(subs, LINKS) == [
+        ("10.9.9.9", "path1"), ("path2", "path1"), ("path3", "path3")]

@@ -5,7 +5,6 @@ import errno
 import os
 import random
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -369,21 +368,6 @@ def test_constants():
     assert nvmet.TRTYPES == ("tcp", "mptcp")
     assert nvmet.NVMF_TRTYPE_MPTCP == 4
     assert nvmet.DISCOVERY_NQN == "nqn.2014-08.org.nvmexpress.discovery"
-
-
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/loop-control")
-                    or not shutil.which("losetup"),
-                    reason="needs root, /dev/loop-control and losetup")
-def test_loop_device_is_a_sparse_file_detached_on_exit(tmp_path):
-    with nvmet.LoopDevice(size=8 * 2**20, directory=tmp_path) as loop:
-        assert re.fullmatch(r"/dev/loop\d+", loop.path)
-        backing = next(tmp_path.iterdir())
-        assert backing.stat().st_size == 8 * 2**20
-        assert backing.stat().st_blocks == 0
-        sysfs = Path("/sys/block") / Path(loop.path).name / "loop/backing_file"
-        assert sysfs.read_text().strip() == str(backing)
-    assert list(tmp_path.iterdir()) == []
-    assert not sysfs.exists()
 
 
 def test_load_modules_loads_nvmet_tcp_explicitly(monkeypatch):
