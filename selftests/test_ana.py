@@ -15,16 +15,6 @@ MID_IO_QUIET = 0.05   # after a change mid-I/O: what was in flight on the old pa
 JOB = fio.FioJob(rw="randrw", numjobs=1, iodepth=16, bs="16k", runtime=3)
 
 
-def moved(disks):
-    return {ctrl: sum(fio.sectors_moved(disk)) for ctrl, disk in disks.items()}
-
-
-def shares(before, after):
-    delta = {ctrl: after[ctrl] - before[ctrl] for ctrl in before}
-    total = sum(delta.values()) or 1
-    return {ctrl: value / total for ctrl, value in delta.items()}
-
-
 def set_states(target, nvme_host, disks, states):
     """Port i's ANA state to states[i]; wait until the host's paths read them."""
     for port, state in zip(target.ports, states):
@@ -48,9 +38,9 @@ def test_ana_states_steer_io(connection, nvme_host, network, target, iopolicy, t
                             (("inaccessible", "non-optimized"), first),
                             (("optimized", "inaccessible"), second)):
         set_states(target, nvme_host, disks, states)
-        before = moved(disks)
+        before = fio.sectors_per_path(disks)
         fio.run(JOB, connection.device, prefix)
-        spread = shares(before, moved(disks))
+        spread = fio.path_shares(before, fio.sectors_per_path(disks))
         record_property(DIAG, f"ANA {'/'.join(states)}: I/O per path "
                               + " ".join(f"{c}={s:.0%}" for c, s in sorted(spread.items())))
         assert spread[avoided] <= QUIET, f"ANA {states}: {avoided} carried {spread[avoided]:.0%}"
@@ -61,9 +51,9 @@ def test_ana_states_steer_io(connection, nvme_host, network, target, iopolicy, t
     with fio.start(job, connection.device, prefix) as running:
         fio.wait_for_io(running, connection.device)
         set_states(target, nvme_host, disks, ("non-optimized", "optimized"))
-        before = moved(disks)
+        before = fio.sectors_per_path(disks)
         result = fio.finish(running, job, connection.device, prefix, flush=False)
-    spread = shares(before, moved(disks))
+    spread = fio.path_shares(before, fio.sectors_per_path(disks))
     record_property(DIAG, f"ANA change mid-I/O: verified {result.read.io_bytes} bytes; after "
                           "it I/O per path " + " ".join(f"{c}={s:.0%}" for c, s in sorted(spread.items())))
     assert result.read.io_bytes > 0 and result.error == 0

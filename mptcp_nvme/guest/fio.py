@@ -239,6 +239,18 @@ def sectors_moved(device, sysfs="/sys"):
     return int(match.group(2)), int(match.group(4))
 
 
+def sectors_per_path(disks):
+    """{controller: sectors read + written} of each path's hidden disk (Host.path_disks)."""
+    return {ctrl: sum(sectors_moved(disk)) for ctrl, disk in disks.items()}
+
+
+def path_shares(before, after):
+    """{controller: its share of the sectors moved} between two sectors_per_path()."""
+    delta = {ctrl: after[ctrl] - before[ctrl] for ctrl in before}
+    total = sum(delta.values()) or 1
+    return {ctrl: value / total for ctrl, value in delta.items()}
+
+
 def finish(running, job, filename, prefix=(), flush=True):
     """Wait for a start()ed job and check it as run() does."""
     try:
