@@ -101,3 +101,66 @@ def test_auth_reauthentication_after_the_key_changes(request, trtype, auth_host,
                          connection.device, network.host.argv())
     record_property(DIAG, f"re-authenticated with a new key; verified {result.read.io_bytes} bytes")
     assert result.read.io_bytes > 0
+
+
+# --- together with TLS ----------------------------------------------------------------
+# What Linux 7.3 allows: on a queue secured with a TLS PSK, nvmet asks for no DH-HMAC-CHAP
+# (nvmet_has_auth: a host key and no TLS key id), the PSK authenticates the host. Both
+# together is secure channel concatenation: DH-HMAC-CHAP on the admin queue derives a new
+# TLS PSK, with which the queues then run TLS (fabrics option concat; not with --tls).
+
+def tls_auth_target(make_target, nqn, keys, group="null"):
+    """The subsystem for SUITE_HOSTNQN with its DH-HMAC-CHAP key, on ports that offer TLS
+    without requiring it (concatenation starts in plaintext)."""
+    return make_target(nqn=nqn, tls=True, treq="not required", allowed_hosts={SUITE_HOSTNQN: {
+        "dhchap_key": keys["host"], "dhchap_hash": "hmac(sha256)", "dhchap_dhgroup": group}})
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+def test_auth_tls_psk_stands_in_for_dhchap(request, tls_transport, auth_host, make_target,
+                                            network, subsysnqn, psks, tlshd, record_property):
+    """auth with TLS over {trtype}: plaintext needs the DH-HMAC-CHAP key, a TLS PSK connection does not"""
+    require(request.config, *AUTH_NEEDS)
+    keys = {"host": gen_key(auth_host)}
+    target = tls_auth_target(make_target, subsysnqn, keys)
+    traddrs = network.topology.traddrs[:1]
+    with pytest.raises(SetupError, match="failed"):            # plaintext: auth enforced
+        auth_host.connect(tls_transport, traddrs[0], target.trsvcid, target.nqn)
+    assert not auth_host.controllers(target.nqn)
+    with auth_host.connected(tls_transport, traddrs, target.trsvcid, target.nqn,
+                             tls=True) as connection:
+        [name] = connection.controllers
+        tls_key = auth_host.controller(name).tls_key
+        assert tls_key == f"{psks.serials[target.nqn]:08x}", tls_key
+        assert not (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").read_text().strip()
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+                         connection.device, network.host.argv())
+    record_property(DIAG, f"plaintext without the key refused; TLS with PSK {tls_key} and no "
+                          f"DH-HMAC-CHAP key live, verified {result.read.io_bytes} bytes")
+
+
+@pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+def test_auth_tls_secure_concatenation(request, tls_transport, auth_host, make_target, network,
+                                       subsysnqn, tlshd, record_property):
+    """auth with TLS over {trtype}: secure channel concatenation, DH-HMAC-CHAP then TLS with the PSK it derived"""
+    require(request.config, *AUTH_NEEDS, "kconfig:CRYPTO_DH_RFC7919_GROUPS", "module:dh_generic")
+    keys = {"host": gen_key(auth_host)}
+    # concatenation needs a DH exchange: nvmet refuses it with the null group
+    target = tls_auth_target(make_target, subsysnqn, keys, group="ffdhe2048")
+    traddrs = network.topology.traddrs[:1]
+    with pytest.raises(SetupError, match="failed"):            # no key: no concatenation
+        auth_host.connect(tls_transport, traddrs[0], target.trsvcid, target.nqn,
+                          options={"concat": True})
+    assert not auth_host.controllers(target.nqn)
+    with auth_host.connected(tls_transport, traddrs, target.trsvcid, target.nqn,
+                             options={**secrets(keys), "concat": True}) as connection:
+        [name] = connection.controllers
+        wait_for(lambda: auth_host.controller(name).tls_key, f"{name} to use a derived TLS PSK", 20)
+        tls_key = auth_host.controller(name).tls_key
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+                         connection.device, network.host.argv())
+    handshakes = tlshd["host"].log()
+    record_property(DIAG, f"DH-HMAC-CHAP ffdhe2048 then TLS with derived PSK {tls_key}; "
+                          f"verified {result.read.io_bytes} bytes")
+    assert tls_key, f"{name} has no TLS key after concatenation"
+    assert "Handshake with" in handshakes and "was successful" in handshakes, handshakes[-2000:]
