@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from mptcp_nvme.guest.evidence import counter_delta, mptcp_counters
+from mptcp_nvme.guest.evidence import counter_delta, mptcp_counters, sockets, subflow_pairs
 from mptcp_nvme.poll import wait_for
 
 IPPROTO_MPTCP = 262
@@ -30,6 +30,7 @@ class StreamResult:
     subflows: int            # additional subflows the host's MPTCP socket joined
     moved: object            # topology.LinkBytes during the measured interval
     mpjoin: dict             # MPTcpExt MPJoin* counters of the host namespace
+    pairs: tuple = ()        # (host link, target link) of each subflow (evidence.subflow_pairs)
 
     @property
     def mbit_per_s(self):
@@ -50,20 +51,24 @@ def _family(address):
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201):
-    """Stream from the target to the host for ``seconds`` and measure it.
+def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201, link=None):
+    """Stream from the target to the host over ``link`` (default the first) for
+    ``seconds`` and measure it.
 
-    With ``expect_subflows``, wait (bounded) for that many joined subflows before the
+    The target listens on the wildcard address, as a server with an address per link
+    does: the host's joins to the addresses the target announces find it. With
+    ``expect_subflows``, wait (bounded) for that many joined subflows before the
     measured interval starts, so the interval measures the multipath steady state.
     """
     proto = IPPROTO_MPTCP if protocol == "mptcp" else socket.IPPROTO_TCP
-    address = network.topology.links[0].traddr
+    links = network.topology.links
+    address = (link or links[0]).traddr
     family = _family(address)
     with contextlib.ExitStack() as cleanup:
         with network.target.enter():
             listener = cleanup.enter_context(socket.socket(family, socket.SOCK_STREAM, proto))
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((address, port))
+        listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         listener.listen(1)
         stop = threading.Event()
         sender = threading.Thread(target=_send_until, args=(listener, stop), daemon=True)
@@ -88,9 +93,18 @@ def measure(network, seconds=3.0, protocol="mptcp", expect_subflows=0, port=5201
                      counter_delta(counters_before, mptcp_counters()).items()
                      if name.startswith("MPJoin")}
         subflows = mptcp_subflows(receiver) if protocol == "mptcp" else 0
+        pairs = _subflow_pairs(network, receiver.getsockname()[1]) if protocol == "mptcp" else ()
     return StreamResult(
         protocol=protocol, seconds=elapsed, received=received, subflows=subflows,
-        moved=moved, mpjoin=joins)
+        moved=moved, mpjoin=joins, pairs=tuple(pairs))
+
+
+def _subflow_pairs(network, lport):
+    """(host link, target link) of the subflows of the host's MPTCP socket on ``lport``."""
+    with network.host.enter():
+        found = sockets()
+    tokens = {s.token for s in found if s.protocol == "mptcp" and s.lport == lport}
+    return subflow_pairs([s for s in found if s.subflow_of in tokens], network.topology.links)
 
 
 def _drain(sock):

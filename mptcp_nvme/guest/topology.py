@@ -26,6 +26,18 @@ A topology file is TOML; only ``[[link]]`` is required, defaults are the script'
     jitter = "1ms"
     loss = "0.5%"
 
+What an MPTCP connection made over link L joins, with the in-kernel path manager, on
+every kernel measured (7.3.4 Debian and the test kernel; selftests/test_families.py
+asserts it, mixed-family.toml is the example): its initial subflow on L; a subflow from
+each other host link with a "subflow" endpoint to L's target address, only from links of
+L's IP version (IPv4 and v4map are one version, IPv6 the other); and a subflow to each
+other target address announced by a "signal" endpoint, whatever its version, from the
+host link of that address's subnet, where the target listens on that address and port
+(nvmet: a port per link, one trsvcid). So on 2 ipv6 + 1 v4map links, a connection over
+an ipv6 link has subflows on all three, the v4map one joined only through its announced
+address; a connection over the v4map link has none from the ipv6 endpoints to it.
+(expected_subflows() gives these pairs.)
+
 Interfaces are ns1eth<i> (target) and ns2eth<i> (host); the host has a default route via
 each target address with metric 100 + i (the script's 10$i). v4map links carry IPv4
 addresses that applications use as IPv4-mapped IPv6 (::ffff:10.1.<i>.1).
@@ -244,6 +256,28 @@ def topology_for_paths(paths, loss=False, family="ipv4", rate=None, flows=None):
         described += f" delay {netem.delay_us / 1000:.3g}ms loss {netem.loss_pct:g}%"
     return Topology(f"mptcp_nvme.sh: {paths} {pairs} ({family}), netem {described}",
                     SCRIPT_TARGET, SCRIPT_HOST, links)
+
+
+def _ip_version(link):
+    return 6 if link.family == "ipv6" else 4
+
+
+def expected_subflows(topology, initial):
+    """The subflows an MPTCP connection over link ``initial`` gets with this topology's
+    endpoints, as sorted (host link name, target link name) pairs: the rules in this
+    module's docstring, up to the host's subflow limit and add_addr_accepted."""
+    pairs = [(initial.name, initial.name)]
+    others = [link for link in topology.links if link is not initial]
+    joins = []
+    if "subflow" in topology.host.endpoint_flags:
+        joins += [(link.name, initial.name) for link in others
+                  if _ip_version(link) == _ip_version(initial)]
+    announced = []
+    if "signal" in topology.target.endpoint_flags:
+        announced = [(link.name, link.name) for link in others]
+        announced = announced[:topology.host.add_addr_accepted]
+    joins = (joins + announced)[:min(topology.host.subflows, topology.target.subflows)]
+    return sorted(pairs + joins)
 
 
 def with_rate(topology, rate):

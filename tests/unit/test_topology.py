@@ -477,3 +477,35 @@ def test_ipv6_source_routes_need_ipv6_policy_tables():
     plain = topology.topology_for_paths(2, family="ipv6")
     plain = topology.replace(plain, host=topology.replace(plain.host, source_routes=False))
     assert topology.requirements(plain) == ()
+
+
+def test_expected_subflows_on_the_script_topology_are_the_7_per_queue_it_shows():
+    topo = topology.topology_for_paths(4)
+    pairs = topology.expected_subflows(topo, topo.links[0])
+    assert pairs == sorted([("path1", "path1"), ("path2", "path1"), ("path3", "path1"),
+                            ("path4", "path1"), ("path2", "path2"), ("path3", "path3"),
+                            ("path4", "path4")])
+
+
+def test_expected_subflows_across_families_on_mixed_family_toml():
+    """Measured on 7.3.4 (stock and the test kernel): endpoint joins stay within the IP
+    version of the connected address, announced addresses are joined whatever theirs."""
+    topo = topology.load_topology(topology.TOPOLOGY_DIR / "mixed-family.toml")
+    fast, slow, v4map = topo.links
+    assert [link.family for link in topo.links] == ["ipv6", "ipv6", "v4map"]
+    assert topology.expected_subflows(topo, fast) == [
+        ("v4map", "v4map"), ("v6fast", "v6fast"), ("v6slow", "v6fast"), ("v6slow", "v6slow")]
+    assert topology.expected_subflows(topo, v4map) == [
+        ("v4map", "v4map"), ("v6fast", "v6fast"), ("v6slow", "v6slow")]
+
+
+def test_expected_subflows_follow_endpoints_and_limits():
+    topo = topology.topology_for_paths(4)
+    no_signal = replace(topo, target=replace(topo.target, endpoint_flags=()))
+    assert topology.expected_subflows(no_signal, topo.links[0]) == [
+        ("path1", "path1"), ("path2", "path1"), ("path3", "path1"), ("path4", "path1")]
+    limited = replace(topo, host=replace(topo.host, subflows=2))
+    assert len(topology.expected_subflows(limited, topo.links[0])) == 3
+    none = replace(topo, host=replace(topo.host, endpoint_flags=()), target=replace(
+        topo.target, endpoint_flags=()))
+    assert topology.expected_subflows(none, topo.links[1]) == [("path2", "path2")]
