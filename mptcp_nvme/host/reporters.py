@@ -120,6 +120,9 @@ class ResultsJson:
           "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics"}, ...],
          "totals": {"pass": N, "fail": N, ...}}
 
+    plus, from a run, "kernel" (kernel.identity(): release, origin, tree, commit, arch),
+    "shard" ("I/N" or null) and "time_budget" (seconds or null).
+
     ``result`` is the KTAP outcome (pass, fail, skip, xfail, xpass, error); ``crashes``
     are crash summaries with their fingerprints; ``flaky`` is true for a test that passed
     on a retry (--retry-failed)."""
@@ -173,5 +176,10 @@ class ResultsJson:
             totals[test["result"]] = totals.get(test["result"], 0) + 1
         document = {"format": 1, "started": self.started, "finished": time.time(),
                     "results_dir": str(self.results_dir), "tests": self.tests, "totals": totals}
+        if session is not None:
+            from mptcp_nvme.host.runner import kernel_identity
+            document.update(kernel=kernel_identity(session.config),
+                            shard=session.config.getoption("shard"),
+                            time_budget=session.config.getoption("time_budget"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(document, indent=2) + "\n")
