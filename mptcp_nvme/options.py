@@ -169,7 +169,7 @@ OPTIONS = (
     Option("results_dir", "console logs, dmesg, artifacts, junit.xml, results.json "
            "(default: results/<timestamp>)", commands=(*RUNS, "merge"), metavar="DIR"),
     Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
-           type=int, default=13, choices=(13, 1)),
+           type=int, default=13, choices=(13, 1), commands=("run", "merge")),
     # CI bots (host/shard.py, host/budget.py, host/kcidb.py)
     Option("shard", "run the I-th of N deterministic parts of the selected tests (by node "
            "id; balanced by --durations-from, else by count)", metavar="I/N",

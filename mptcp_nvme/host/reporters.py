@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme import ktap
+from mptcp_nvme.host import summary
 from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY
 from mptcp_nvme.plugin import is_xdist_controller
 
@@ -171,9 +172,7 @@ class ResultsJson:
             return str(path)
 
     def pytest_sessionfinish(self, session):
-        totals = dict.fromkeys(ktap.OUTCOMES, 0)
-        for test in self.tests:
-            totals[test["result"]] = totals.get(test["result"], 0) + 1
+        totals = summary.count(self.tests)
         document = {"format": 1, "started": self.started, "finished": time.time(),
                     "results_dir": str(self.results_dir), "tests": self.tests, "totals": totals}
         if session is not None:

@@ -3,9 +3,11 @@ split itself: deterministic, balanced, every test in exactly one part."""
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
+from mptcp_nvme import ktap
 from mptcp_nvme.host import shard
 from tests.unit.test_cli import assert_one_line, cli
 from tests.unit.test_plugin import run_native
@@ -96,3 +98,18 @@ def test_a_budget_left_runs_every_test(tmp_path):
     _, (_, results) = run_native(tmp_path, "--time-budget", "3600")
     assert [r.directive for r in results] == [None, None, None, None, "SKIP"]
     assert "time budget" not in results[4].reason
+
+
+def test_time_budget_in_a_vm_run():
+    """Captured: 'run --time-budget 1' on the stock kernel (tests/data/ci/budget): the
+    first test started in time and ran to its end (the 21 s boot included); the others
+    are SKIP 'time budget', in KTAP, junit.xml and results.json alike."""
+    data = Path(__file__).resolve().parents[1] / "data/ci/budget"
+    planned, results = ktap.parse((data / "ktap.txt").read_text())
+    assert planned == 3 and [r.directive for r in results] == [None, "SKIP", "SKIP"]
+    reason = "time budget of 1s spent before it started"
+    assert [r.reason for r in results[1:]] == [reason, reason]
+    assert (data / "junit.xml").read_text().count(f'message="{reason}"') == 2
+    document = json.loads((data / "results.json").read_text())
+    assert [t["result"] for t in document["tests"]] == ["pass", "skip", "skip"]
+    assert document["time_budget"] == 1
