@@ -94,6 +94,42 @@ def _topology_file(text):
     return str(Path(text).resolve())
 
 
+_SHARD = re.compile(r"(\d+)/(\d+)")
+
+
+def shard_spec(text):
+    """(I, N) of --shard 'I/N', 1 <= I <= N; ValueError saying what is wrong."""
+    match = _SHARD.fullmatch(str(text).strip())
+    if not match:
+        raise ValueError(f"must be I/N (e.g. 1/4), not {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 1 <= index <= count:
+        raise ValueError(f"must be I/N with 1 <= I <= N, not {text!r}")
+    return index, count
+
+
+def _shard(text):
+    shard_spec(text)
+    return str(text).strip()
+
+
+def durations(path):
+    """{node id: seconds} of --durations-from (a results.json); UsageError if not one."""
+    try:
+        tests = json.loads(Path(path).read_text())["tests"]
+        return {t["nodeid"]: t["time_ms"] / 1000 for t in tests
+                if isinstance(t.get("time_ms"), (int, float))}
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{path}: not a results.json (no tests with nodeid and time_ms)") from None
+
+
+def _durations(text):
+    durations(text)
+    return str(Path(text).resolve())
+
+
 def _rate(text):
     """A netem rate like 30mbit (checked by the topology's own parser)."""
     from mptcp_nvme.guest.topology import Netem
@@ -132,9 +168,21 @@ OPTIONS = (
            default=0, bounds=(0, 10), metavar="N"),
     # reporting
     Option("results_dir", "console logs, dmesg, artifacts, junit.xml, results.json "
-           "(default: results/<timestamp>)", commands=RUNS, metavar="DIR"),
+           "(default: results/<timestamp>)", commands=(*RUNS, "merge"), metavar="DIR"),
     Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
-           type=int, default=13, choices=(13, 1)),
+           type=int, default=13, choices=(13, 1), commands=("run", "merge")),
+    # CI bots (host/shard.py, host/budget.py, host/kcidb.py)
+    Option("shard", "run the I-th of N deterministic parts of the selected tests (by node "
+           "id; balanced by --durations-from, else by count)", metavar="I/N",
+           check=_shard),
+    Option("durations_from", "with --shard: a previous run's results.json whose test times "
+           "balance the parts", metavar="RESULTS_JSON",
+           check=_durations),
+    Option("time_budget", "wall-clock seconds for the whole run: tests not started by then "
+           "are reported SKIP 'time budget' (a running test is not cut)", type=float,
+           bounds=(0, None), metavar="S"),
+    Option("kcidb", "also write the results as KCIDB I/O JSON (validated) to FILE",
+           commands=("run", "merge"), metavar="FILE"),
     # what the selftests check
     Option("expect_all_features", "a missing kernel feature fails instead of skipping",
            flag=True, guest=True, commands=RUNS),

@@ -53,6 +53,10 @@ def pytest_configure(config):
             config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
     elif config.getoption("ktap"):
         enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
+    if not config.getoption("guest_agent") and (config.getoption("vm") or config.getoption("ktap")):
+        from mptcp_nvme.host import budget, shard
+        shard.register(config)
+        budget.register(config)            # after VmRunner: its protocol hook goes first
     if config.getoption("ktap") and not hasattr(config, "workerinput"):
         from mptcp_nvme.host.reporters import KtapReporter, ResultsJson
         config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")

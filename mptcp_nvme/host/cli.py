@@ -1,4 +1,4 @@
-"""The ``mptcp-nvme`` command: setup, run, build."""
+"""The ``mptcp-nvme`` command: setup, run, script, matrix, merge, build."""
 
 import datetime
 import signal
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mptcp_nvme.host import kernel as kernel_mod
+from mptcp_nvme.host import merge as merge_mod
 from mptcp_nvme.host import rootfs, suite
 from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
@@ -38,6 +39,11 @@ def build_parser():
                             "for every trtype x paths x iopolicy x loss, repeated; medians, "
                             "matrix.json/.md/.png, optionally against a baseline kernel")
     options.add_arguments(matrix, "matrix")
+
+    merge = sub.add_parser("merge", help="the results folders of shards (--shard I/N) as one "
+                           "run: KTAP on stdout, results.json, junit.xml, summary.md")
+    merge.add_argument("folders", nargs="+", metavar="DIR", help="results folders of 'run'")
+    options.add_arguments(merge, "merge")
 
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
@@ -78,6 +84,21 @@ def cmd_run(args):
     if code is None:
         import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1
+    if args.kcidb:
+        from mptcp_nvme.host import kcidb
+        kcidb.write(args.kcidb, [merge_mod.read_run(results)[1]])
+    return code
+
+
+def cmd_merge(args):
+    out = Path(args.results_dir or SOURCE_DIR / "results" /
+               datetime.datetime.now().strftime("%Y%m%d-%H%M%S-merged"))
+    document, text, code = merge_mod.merge(args.folders, out, args.ktap_version)
+    sys.stdout.write(text)
+    print(f"results: {out}", file=sys.stderr)
+    if args.kcidb:
+        from mptcp_nvme.host import kcidb
+        kcidb.write(args.kcidb, [document])
     return code
 
 
@@ -146,7 +167,7 @@ def main(argv=None):
     def body():
         args = build_parser().parse_args(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
-                    "matrix": cmd_matrix}
+                    "matrix": cmd_matrix, "merge": cmd_merge}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)
 

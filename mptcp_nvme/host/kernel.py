@@ -97,6 +97,22 @@ def image_modules(kernel):
     return {kernel.release: kernel.modules} if kernel.modules is not None else {}
 
 
+def identity(kernel):
+    """What results.json records of the kernel under test (host/kcidb.py makes the KCIDB
+    checkout and build of it): release, origin, tree, the tree's git commit when it is a
+    checkout, and the architecture."""
+    commit = None
+    if kernel.tree is not None and (Path(kernel.tree) / ".git").exists():
+        try:
+            commit = proc.cmd(["git", "-C", str(kernel.tree), "rev-parse", "HEAD"],
+                              timeout=10).stdout.strip()
+        except SetupError:
+            commit = None
+    return {"release": kernel.release, "origin": kernel.origin,
+            "tree": str(kernel.tree) if kernel.tree is not None else None,
+            "commit": commit, "arch": "x86_64"}
+
+
 BOOT_FRAGMENT = KCONFIG_DIR / "vm.config"
 BUILD_LOG = "mptcp-nvme-build.log"      # in the tree, unless build(log=...)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme import ktap
+from mptcp_nvme.host import summary
 from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY
 from mptcp_nvme.plugin import is_xdist_controller
 
@@ -120,6 +121,9 @@ class ResultsJson:
           "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics"}, ...],
          "totals": {"pass": N, "fail": N, ...}}
 
+    plus, from a run, "kernel" (kernel.identity(): release, origin, tree, commit, arch),
+    "shard" ("I/N" or null) and "time_budget" (seconds or null).
+
     ``result`` is the KTAP outcome (pass, fail, skip, xfail, xpass, error); ``crashes``
     are crash summaries with their fingerprints; ``flaky`` is true for a test that passed
     on a retry (--retry-failed)."""
@@ -168,10 +172,13 @@ class ResultsJson:
             return str(path)
 
     def pytest_sessionfinish(self, session):
-        totals = dict.fromkeys(ktap.OUTCOMES, 0)
-        for test in self.tests:
-            totals[test["result"]] = totals.get(test["result"], 0) + 1
+        totals = summary.count(self.tests)
         document = {"format": 1, "started": self.started, "finished": time.time(),
                     "results_dir": str(self.results_dir), "tests": self.tests, "totals": totals}
+        if session is not None:
+            from mptcp_nvme.host.runner import kernel_identity
+            document.update(kernel=kernel_identity(session.config),
+                            shard=session.config.getoption("shard"),
+                            time_budget=session.config.getoption("time_budget"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(document, indent=2) + "\n")

@@ -36,6 +36,21 @@ def prepare(config):
     return config.stash[PREPARED]
 
 
+def kernel_identity(config):
+    """kernel.identity() of the run's kernel for results.json; a native run's is this
+    machine's running kernel. None when it cannot be located (the run said why)."""
+    if not config.getoption("vm"):
+        return {"release": os.uname().release, "origin": "running kernel", "tree": None,
+                "commit": None, "arch": os.uname().machine}
+    try:
+        kernel = config.stash[PREPARED][1] if PREPARED in config.stash else kernel_mod.locate(
+            config.getoption("kernel"), rootfs.ensure(config.getoption("rootfs")),
+            config.getoption("modules"))
+    except (SetupError, UsageError):
+        return None
+    return kernel_mod.identity(kernel)
+
+
 def guest_config_file(config, folder):
     """The run's guest options, written where the guest reads them (its results folder)."""
     path = Path(folder) / GUEST_CONFIG_NAME
