@@ -132,7 +132,8 @@ def test_auth_tls_psk_stands_in_for_dhchap(request, tls_transport, auth_host, ma
         [name] = connection.controllers
         tls_key = auth_host.controller(name).tls_key
         assert tls_key == f"{psks.serials[target.nqn]:08x}", tls_key
-        assert not (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").read_text().strip()
+        secret = (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").read_text().strip()
+        assert secret == "none", f"{name} has a DH-HMAC-CHAP secret: {secret}"
         result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
                          connection.device, network.host.argv())
     record_property(DIAG, f"plaintext without the key refused; TLS with PSK {tls_key} and no "

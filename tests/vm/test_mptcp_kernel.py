@@ -21,6 +21,7 @@ KERNEL = os.environ.get("MPTCP_NVME_TEST_KERNEL")
 needs_kernel = pytest.mark.skipif(
     not KERNEL, reason="MPTCP_NVME_TEST_KERNEL is not set (./ci/test sets it to the tree "
                        "that ./ci/mptcp-kernel prints)")
+NEWER_IOPOLICIES = ("weighted-lat", "adaptive")     # not in 7.3: SKIP naming them
 TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL)"
 
 
@@ -29,14 +30,17 @@ def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
     """The whole suite over mptcp (its tcp cases run on the stock kernel), faults,
     dm-multipath, auth, digests, queues, ANA and admin included, over two VMs."""
     run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-n", "2",
-                     "--trtype", "mptcp", "--allow-missing", "tls:mptcp", REPO / "selftests",
-                     timeout=2400)
+                     "--trtype", "mptcp", "--allow-missing", "tls:mptcp",
+                     *(f"--allow-missing=iopolicy:{name}" for name in NEWER_IOPOLICIES),
+                     "-k", "not churn", REPO / "selftests", timeout=2400)
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     mptcp = [r for r in run.results if " over mptcp" in r.description or "[mptcp-" in r.description]
     assert len(mptcp) >= 12, [r.description for r in mptcp]
     for result in run.results:
-        if result.directive == "SKIP":      # only the TLS cases: no kTLS on MPTCP sockets
-            assert TLS_OVER_MPTCP in result.reason and "MPTCP kTLS" in result.reason, result
+        if result.directive == "SKIP":      # TLS (no kTLS on MPTCP sockets), newer iopolicies
+            assert (TLS_OVER_MPTCP in result.reason and "MPTCP kTLS" in result.reason
+                    or re.fullmatch(r"missing: iopolicy (weighted-lat|adaptive) not offered "
+                                    r"by nvme_core", result.reason)), result
         else:
             assert result.ok and result.directive is None, result
     assert re.search(r"^# kernel .*nvmet trtypes tcp,mptcp;", run.stdout, re.M), run.stdout[:2000]
@@ -45,10 +49,25 @@ def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
                   "delete", "keep-alive"):
         assert re.search(rf"^\| {fault} \| mptcp ×\d \| .* \| ok \|$", faults, re.M), faults
     assert len(list(run.results_dir.glob("faults/*-mptcp.png"))) == 8
-    for feature in ("auth", "digest", "queue layout", "ANA", "admin commands", "ipv6", "v4map"):
+    for feature in ("auth", "digest", "queue layout", "ANA", "admin commands", "ipv6", "v4map",
+                    "backing loop", "backing file", "backing null_blk", "mkfs ext4", "mkfs xfs",
+                    "iopolicy queue-depth", "v4map and ipv6 links mixed over mptcp"):
         assert any(feature in r.description and "mptcp" in r.description and r.ok
                    for r in run.results), feature
     assert all(not any(left.values()) for left in run.all_leftovers().values()), run.all_leftovers()
+
+
+@needs_kernel
+def test_churn_over_mptcp_leaks_nothing_under_kmemleak(mptcp_nvme):
+    """The churn cases on the test kernel booted with kmemleak=on (built in, off by
+    default): back to the baseline, and kmemleak scanned and found nothing."""
+    run = mptcp_nvme("run", "--kernel", KERNEL, "--append", "kmemleak=on", "--trtype", "mptcp",
+                     "--expect-all-features", "-n", "2", REPO / "selftests/test_churn.py",
+                     timeout=1200)
+    assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
+    assert len(run.results) == 2 and all(r.ok and r.directive is None for r in run.results)
+    assert run.stdout.count("# kmemleak: no leaks after the cycles") == 2, run.stdout
+    assert "kmemleak not checked" not in run.stdout, run.stdout
 
 
 @needs_kernel
