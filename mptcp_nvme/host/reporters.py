@@ -1,6 +1,7 @@
 """Host side reporters: KTAP on stdout and results.json for CI bots. Reporters consume
 pytest's reports (local, from a VM, or from xdist workers) and never drive the run."""
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme import ktap
-from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY
+from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY, SUBTESTS
 from mptcp_nvme.plugin import is_xdist_controller
 
 FAILURE_LINES = 60
@@ -57,6 +58,8 @@ class KtapReporter:
         outcome, reason = summarize(reports)
         if props.get(DIRECTIVE) and outcome in ("fail", "error"):
             outcome, reason = "error", f"{props[DIRECTIVE]} {reason}".strip()
+        for nested in dict.fromkeys(value for name, value in pairs if name == SUBTESTS):
+            self.writer.subtest(nested)
         if outcome in ("fail", "error", "xpass"):
             text = "\n".join(r.longreprtext for r in reports if r.failed)
             self.writer.diag("\n".join(failure_window(text.splitlines())))
@@ -117,12 +120,14 @@ class ResultsJson:
     """results.json: one JSON document per run, for CI bots.
 
         {"format": 1, "results_dir": ..., "tests": [{"nodeid", "description", "result",
-          "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics"}, ...],
+          "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics",
+          "subtests"}, ...],
          "totals": {"pass": N, "fail": N, ...}}
 
     ``result`` is the KTAP outcome (pass, fail, skip, xfail, xpass, error); ``crashes``
     are crash summaries with their fingerprints; ``flaky`` is true for a test that passed
-    on a retry (--retry-failed)."""
+    on a retry (--retry-failed); ``subtests`` are the results of a kselftest's own nested
+    KTAP (ktap.ParsedResult fields)."""
 
     def __init__(self, path, results_dir):
         self.path = Path(path)
@@ -159,6 +164,8 @@ class ResultsJson:
             "artifacts": [self._relative(p) for p in values(ARTIFACT)],
             "flaky": bool(values(FLAKY)),
             "diagnostics": values(DIAG),
+            "subtests": [dataclasses.asdict(result) for nested in values(SUBTESTS)
+                         for result in ktap.parse(nested)[1]],
         }
 
     def _relative(self, path):
