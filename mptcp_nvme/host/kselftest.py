@@ -69,10 +69,10 @@ def collection_tests(tree, collection):
 def resolve(tree, selections):
     """(the tree, the chosen ``collection:test`` entries in order); UsageError for a
     tree without kselftests, an unknown collection or an unknown test in it."""
+    parsed = [parse_selection(text) for text in selections]
     tree = check_tree(tree)
     chosen, known = [], {}
-    for text in selections:
-        collection, test = parse_selection(text)
+    for collection, test in parsed:
         if collection not in known:
             known[collection] = collection_tests(tree, collection)
         if test is None:

@@ -68,6 +68,15 @@ def test_no_result_line_is_a_failure_with_what_was_printed():
     assert result.output == ("TAP version 13", "1..0")
 
 
+def test_a_skip_gives_the_tests_own_words():
+    """fpu:run_test_fpu.sh on a kernel without CONFIG_TEST_FPU, captured in the guest."""
+    result = kselftest.parse_runner_output(captured("fpu-skip.runner.txt"), "fpu:run_test_fpu.sh",
+                                           captured("fpu-skip.log"))
+    assert result.outcome == "skip"
+    assert result.reason == ("./run_test_fpu.sh: You must have the following enabled in your "
+                             "kernel: CONFIG_TEST_FPU=m")
+
+
 @pytest.mark.parametrize("line, outcome, reason", [
     ("ok 1 selftests: fpu: run_test_fpu.sh # SKIP", "skip",
      "./run_test_fpu.sh: You must have the following enabled in your kernel: CONFIG_TEST_FPU=m"),
