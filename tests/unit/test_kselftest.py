@@ -25,6 +25,19 @@ def captured(name):
     return (DATA / name).read_text()
 
 
+def test_pm_netlink_passes_with_its_own_ktap_nested():
+    """net/mptcp:pm_netlink.sh on the stand-in test kernel, captured in the guest."""
+    result = kselftest.parse_runner_output(captured("pm_netlink-pass.runner.txt"), PM_NETLINK,
+                                           captured("pm_netlink-pass.log"))
+    assert result.outcome == "pass"
+    nested = kselftest.nested_ktap(result.output).splitlines()
+    assert nested[0] == "# 01 defaults addr list                                [ OK ]"
+    assert nested[21:23] == ["TAP version 13", "1..21"]
+    planned, results = ktap.parse("\n".join(nested))
+    assert planned == 21 and all(r.ok for r in results) and len(results) == 21
+    assert results[7].description == "pm_netlink: id limit" and results[7].time_ms > 10000
+
+
 def test_a_test_that_overran_is_not_ok_with_its_output():
     """--kselftest-timeout 20 on TCG: pm_netlink.sh's 'id limit' step runs ~50 s."""
     result = kselftest.parse_runner_output(captured("pm_netlink-timeout.runner.txt"), PM_NETLINK,
