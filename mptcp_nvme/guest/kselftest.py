@@ -16,6 +16,7 @@ guest's copy of it): ``kselftest::net/mptcp:pm_netlink.sh``.
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -153,7 +154,7 @@ class KselftestItem(pytest.Item):
         override = self.config.getoption("kselftest_timeout", None)
         logs = artifact_dir(results_dir(self.config), self.nodeid)
         logs.mkdir(parents=True, exist_ok=True)
-        log = logs / self.name.rpartition(":")[2]
+        log = logs / Path(self.name.rpartition(":")[2]).name     # the runner's -p file
         run = proc.cmd([f"./{RUNNER}", "-t", self.name, "-p", logs,
                         *(["-o", override] if override else [])],
                        cwd=self.path.parent, fail=False, timeout=self.timeout() + MARGIN / 2)
