@@ -13,6 +13,7 @@ REQUEST_FD, REPLY_FD = 3, 4
 GUEST_SOURCE_DIR = "/mnt/src"
 GUEST_RESULTS_DIR = "/mnt/results"
 GUEST_CONFIG_NAME = "guest-config.json"     # options.guest_config(), in the results folder
+KSELFTEST_DIR = "kselftest"   # the tree's installed kselftests, in the (VM's) results folder
 
 # user_properties of a test report
 DIAG = "ktap_diag"            # a KTAP diagnostic line
@@ -23,6 +24,7 @@ ARTIFACT = "artifact"         # a file kept for the test (host path)
 FLAKY = "flaky"               # failed attempts before it passed
 MATRIX = "matrix"             # a matrix cell's measurement: JSON {"read_mib", "write_mib"}
 FAULT = "fault"               # a fault test's outcome: JSON of guest/faults.Outcome
+SUBTESTS = "ktap_subtests"    # a kselftest's own output as KTAP, nested under its result
 
 
 def results_dir(config):

@@ -25,6 +25,7 @@ OUTCOMES = {
 }
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 4
+SUBTEST_INDENT = "  "
 
 
 def clean_description(text):
@@ -67,6 +68,12 @@ class KtapWriter:
     def diag(self, text):
         for line in str(text).splitlines() or [""]:
             self._emit(f"# {line}".rstrip())
+
+    def subtest(self, text):
+        """A nested KTAP document (a kselftest's own output), indented a level: it
+        belongs to the result that follows."""
+        for line in str(text).splitlines():
+            self._emit(f"{SUBTEST_INDENT}{line}".rstrip())
 
     def result(self, description, outcome, time_ms=None, reason=None):
         self.number += 1

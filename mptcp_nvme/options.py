@@ -231,6 +231,13 @@ OPTIONS = (
     Option("topology", "a topology TOML file instead of the script's N-path one (its "
            "content goes to the guest)", guest=True, metavar="FILE", check=_topology_file,
            commands=("run", "matrix")),
+    # the kernel tree's own kselftests (host/kselftest.py, guest/kselftest.py)
+    Option("kselftest", "also run these kselftests of the --kernel tree, e.g. net/mptcp or "
+           "net/mptcp:pm_netlink.sh (repeatable; built on the host, run with kselftest's "
+           "runner in the guest)", repeat=True, metavar="COLLECTION[:TEST]"),
+    Option("kselftest_timeout", "seconds per kselftest instead of its collection's "
+           "settings (run_kselftest.sh -o)", type=int, bounds=(1, None), guest=True,
+           metavar="S"),
     # the matrix's own
     Option("resume", "matrix: continue in this results folder, skipping the cells "
            "matrix.json has already measured", commands=("matrix",), metavar="DIR"),

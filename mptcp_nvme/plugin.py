@@ -15,6 +15,7 @@ from mptcp_nvme.channel import DESCRIPTION
 from mptcp_nvme.channel import results_dir
 from mptcp_nvme.guest.checks import enable_selftest_checks
 from mptcp_nvme.guest.checks import features  # noqa: F401 -- a fixture of this plugin
+from mptcp_nvme.guest import kselftest
 
 
 def pytest_addoption(parser):
@@ -68,6 +69,11 @@ def pytest_configure(config):
             config.pluginmanager.register(FaultsReport(folder), "mptcp_nvme_faults")
 
 
+def pytest_collect_file(file_path, parent):
+    """A kselftest install's kselftest-list.txt: the tree's own kselftests as items."""
+    return kselftest.collect_file(file_path, parent)
+
+
 def is_xdist_controller(config):
     return (not hasattr(config, "workerinput")
             and getattr(config.option, "numprocesses", None) not in (None, 0))
@@ -76,7 +82,8 @@ def is_xdist_controller(config):
 def describe(item, unique=False):
     """What a test checks, for KTAP: its docstring's first line (formatted with its
     parameters) or its name, followed by the parameter id unless ``unique``."""
-    doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines()
+    obj = getattr(item, "obj", None)        # a kselftest item has none
+    doc = ((obj.__doc__ if obj is not None else None) or "").strip().splitlines()
     params = getattr(getattr(item, "callspec", None), "params", {})
     text = item.originalname if hasattr(item, "originalname") else item.name
     if doc:

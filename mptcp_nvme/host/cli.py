@@ -1,4 +1,4 @@
-"""The ``mptcp-nvme`` command: setup, run, script, matrix, merge, build."""
+"""The ``mptcp-nvme`` command: setup, run, kselftest, script, matrix, merge, build."""
 
 import datetime
 import signal
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host import merge as merge_mod
-from mptcp_nvme.host import rootfs, suite
+from mptcp_nvme.host import kselftest, rootfs, suite
 from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
 from mptcp_nvme.options import FAMILIES
@@ -28,6 +28,13 @@ def build_parser():
     run.add_argument("tests", nargs="*", help="selftest files or node ids (default: all)")
     run.add_argument("-k", dest="keyword", help="pytest -k expression")
     options.add_arguments(run, "run")
+
+    kselftest = sub.add_parser("kselftest", help="the --kernel tree's own kselftests, e.g. "
+                               "net/mptcp:pm_netlink.sh, in the suite's VM: KTAP on stdout "
+                               "(takes run's options)")
+    kselftest.add_argument("selections", nargs="+", metavar="COLLECTION[:TEST]")
+    kselftest.add_argument("-k", dest="keyword", help="pytest -k expression")
+    options.add_arguments(kselftest, "run")
 
     script = sub.add_parser("script", help="mptcp_nvme.sh's scenario with its arguments",
                             usage="mptcp-nvme script [ipv4|ipv6|v4map] [tcp|mptcp] [1..4] "
@@ -69,10 +76,13 @@ def cmd_setup(args):
     return 0
 
 
-def cmd_run(args):
+def cmd_run(args, selftests=True):
+    """``run`` (``selftests``: the selftest files, all by default) and ``kselftest``."""
+    if args.kselftest:                                      # bad selection: fail first
+        tree, kselftests = kselftest.resolve(args.kernel, args.kselftest)
     root = rootfs.ensure(args.rootfs)
     kernel_mod.locate(args.kernel, root, args.modules)      # bad --kernel: fail before pytest
-    tests = suite.test_paths(args.tests)
+    tests = suite.test_paths(args.tests) if selftests else []
     require_host_tools()
     results = Path(args.results_dir or SOURCE_DIR / "results" /
                    datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -80,6 +90,8 @@ def cmd_run(args):
     chosen = options.values(args)
     chosen.update(rootfs="host" if root == Path("/") else str(root))
     print(f"results: {results}", file=sys.stderr)
+    if args.kselftest:
+        tests += kselftest.install(tree, kselftests, results)
     status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
     if code is None:
         import pytest
@@ -141,6 +153,11 @@ def cmd_script(args):
     return cmd_run(run_args)
 
 
+def cmd_kselftest(args):
+    args.kselftest = [*args.selections, *(args.kselftest or ())]
+    return cmd_run(args, selftests=False)
+
+
 def cmd_matrix(args):
     from mptcp_nvme.host.matrix import run_matrix
     return run_matrix(args)
@@ -167,7 +184,7 @@ def main(argv=None):
     def body():
         args = build_parser().parse_args(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
-                    "matrix": cmd_matrix, "merge": cmd_merge}
+                    "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)
 

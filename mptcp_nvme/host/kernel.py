@@ -140,7 +140,7 @@ def build(tree, debug=False, jobs=None, trim=False, log=None):
     tools.require(["vng", "make", "gcc", "flex", "bison", "bc"], "a kernel build needs "
                   "build-essential flex bison bc libelf-dev libssl-dev, and ./ci/setup")
     wanted = fragments(debug, trim)
-    run = _Logged(tree, Path(log) if log else tree / BUILD_LOG)
+    run = LoggedBuild(tree, Path(log) if log else tree / BUILD_LOG)
     if not (tree / ".config").is_file():
         run(["vng", "--kconfig"])
     run(["scripts/kconfig/merge_config.sh", "-m", ".config", *map(str, wanted)])
@@ -174,12 +174,13 @@ def first_error(lines):
     return None
 
 
-class _Logged:
+class LoggedBuild:
     """Runs build steps with their output in ``log`` and one progress line on stderr
-    every PROGRESS_EVERY seconds; a failure names its first error line and the log."""
+    every PROGRESS_EVERY seconds; a failure names its first error line and the log
+    ('``what`` in TREE failed: ...')."""
 
-    def __init__(self, tree, log):
-        self.tree, self.log = tree, log
+    def __init__(self, tree, log, what="kernel build"):
+        self.tree, self.log, self.what = tree, log, what
         self.started = time.monotonic()
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("")
@@ -205,7 +206,7 @@ class _Logged:
             code = proc.stream(argv, on_line, cwd=self.tree, env=tools.tool_env())
         if code:
             error = first_error(errors) or f"{' '.join(argv)} exited {code}"
-            raise SetupError(f"kernel build in {self.tree} failed: {error} (log: {self.log})")
+            raise SetupError(f"{self.what} in {self.tree} failed: {error} (log: {self.log})")
 
 
 def read_config(path):

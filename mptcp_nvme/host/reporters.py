@@ -1,6 +1,7 @@
 """Host side reporters: KTAP on stdout and results.json for CI bots. Reporters consume
 pytest's reports (local, from a VM, or from xdist workers) and never drive the run."""
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from mptcp_nvme import ktap
 from mptcp_nvme.host import summary
-from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY
+from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY, SUBTESTS
 from mptcp_nvme.plugin import is_xdist_controller
 
 FAILURE_LINES = 60
@@ -58,6 +59,8 @@ class KtapReporter:
         outcome, reason = summarize(reports)
         if props.get(DIRECTIVE) and outcome in ("fail", "error"):
             outcome, reason = "error", f"{props[DIRECTIVE]} {reason}".strip()
+        for nested in dict.fromkeys(value for name, value in pairs if name == SUBTESTS):
+            self.writer.subtest(nested)
         if outcome in ("fail", "error", "xpass"):
             text = "\n".join(r.longreprtext for r in reports if r.failed)
             self.writer.diag("\n".join(failure_window(text.splitlines())))
@@ -118,7 +121,8 @@ class ResultsJson:
     """results.json: one JSON document per run, for CI bots.
 
         {"format": 1, "results_dir": ..., "tests": [{"nodeid", "description", "result",
-          "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics"}, ...],
+          "time_ms", "reason", "crashes", "artifacts", "flaky", "diagnostics",
+          "subtests"}, ...],
          "totals": {"pass": N, "fail": N, ...}}
 
     plus, from a run, "kernel" (kernel.identity(): release, origin, tree, commit, arch),
@@ -126,7 +130,8 @@ class ResultsJson:
 
     ``result`` is the KTAP outcome (pass, fail, skip, xfail, xpass, error); ``crashes``
     are crash summaries with their fingerprints; ``flaky`` is true for a test that passed
-    on a retry (--retry-failed)."""
+    on a retry (--retry-failed); ``subtests`` are the results of a kselftest's own nested
+    KTAP (ktap.ParsedResult fields)."""
 
     def __init__(self, path, results_dir):
         self.path = Path(path)
@@ -163,6 +168,8 @@ class ResultsJson:
             "artifacts": [self._relative(p) for p in values(ARTIFACT)],
             "flaky": bool(values(FLAKY)),
             "diagnostics": values(DIAG),
+            "subtests": [dataclasses.asdict(result) for nested in values(SUBTESTS)
+                         for result in ktap.parse(nested)[1]],
         }
 
     def _relative(self, path):

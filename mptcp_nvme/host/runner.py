@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from _pytest.reports import TestReport
 
 from mptcp_nvme import options
 from mptcp_nvme.channel import (ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME,
-                                results_dir)
+                                KSELFTEST_DIR, results_dir)
 from mptcp_nvme.host import failures, rootfs
 from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host.session import SOURCE_DIR, GuestLayout, GuestSession, NotRun, guest_command
@@ -58,6 +59,17 @@ def guest_config_file(config, folder):
     return path
 
 
+def share_kselftests(results, out, layout):
+    """The run's installed kselftests (host/kselftest.py), copied into the VM's results
+    folder: the guest runs them there, writable as kselftests expect their folder to
+    be. {host folder: guest folder} for guest_command; {} when the run has none."""
+    installed = Path(results) / KSELFTEST_DIR
+    if not installed.is_dir():
+        return {}
+    shutil.copytree(installed, Path(out) / KSELFTEST_DIR, symlinks=True, dirs_exist_ok=True)
+    return {installed: f"{layout.results}/{KSELFTEST_DIR}"}
+
+
 BOOT_ATTEMPTS = 2
 
 
@@ -81,6 +93,7 @@ class VmRunner:
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
         layout = GuestLayout.on_rootfs() if image else GuestLayout.on_host_root(out.resolve())
+        shared = share_kselftests(results_dir(self.config), out, layout)
         accel, why = resolve_accel(opt("accel"), kernel.image)
         self.header = (f"vm {self.worker}: {kernel.origin}, accel {accel} ({why}), "
                        f"rootfs {root}")
@@ -93,7 +106,7 @@ class VmRunner:
             name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
             command=guest_command(self.config.args, [
                 "--guest-config", f"{layout.results}/{guest_config_file(self.config, out).name}"],
-                layout),
+                layout, shared),
         )
 
     def _guest(self):

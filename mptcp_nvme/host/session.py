@@ -41,30 +41,31 @@ class GuestLayout:
         return cls(str(SOURCE_DIR), str(results), sys.executable)
 
 
-def guest_command(test_args, extra_args=(), layout=GuestLayout.on_rootfs()):
+def guest_command(test_args, extra_args=(), layout=GuestLayout.on_rootfs(), shared=None):
     """The shell command that starts the agent inside the guest on the files of
-    ``test_args`` (``extra_args`` are guest paths already, e.g. --guest-config)."""
+    ``test_args`` (``extra_args`` are guest paths already, e.g. --guest-config);
+    ``shared`` maps further host folders to where the guest sees them."""
     argv = [layout.python, "-P", f"{layout.source}/mptcp_nvme/guest/launch.py",
             "--rootdir", layout.source, "--results-dir", layout.results, *extra_args]
     # Files, not node ids: the guest collects them and the host asks for one test at a
     # time; vng hands the command over on the kernel command line (2048 bytes on x86),
     # which a few dozen node ids would overflow (the kernel then loses root=).
     files = dict.fromkeys(str(arg).partition("::")[0] for arg in test_args)
-    argv += [guest_path(arg, layout.source) for arg in files]
+    argv += [guest_path(arg, layout.source, shared) for arg in files]
     return (f"cd {layout.source} && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
             f"{REQUEST_FD}<&0 {REPLY_FD}>&1 1>&2")
 
 
-def guest_path(arg, source=GUEST_SOURCE_DIR):
-    """Map a host test path (or nodeid) inside the source tree to the guest's view."""
+def guest_path(arg, source=GUEST_SOURCE_DIR, shared=None):
+    """Map a host test path (or nodeid) inside the source tree, or inside a folder of
+    ``shared`` ({host folder: guest folder}), to the guest's view."""
     path, sep, rest = str(arg).partition("::")
     absolute = Path(path).resolve()
-    try:
-        relative = absolute.relative_to(SOURCE_DIR)
-    except ValueError:
-        raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
-                         "with the guest") from None
-    return f"{source}/{relative}{sep}{rest}"
+    for host, guest in {**(shared or {}), SOURCE_DIR: source}.items():
+        if Path(host).resolve() in (absolute, *absolute.parents):
+            return f"{guest}/{absolute.relative_to(Path(host).resolve())}{sep}{rest}"
+    raise ValueError(f"{arg}: selftests must live inside {SOURCE_DIR} to be shared "
+                     "with the guest")
 
 
 class NotRun(Exception):

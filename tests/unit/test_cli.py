@@ -72,6 +72,19 @@ def test_missing_host_tool(fake_rootfs):
     assert_one_line(stderr, "missing host tool(s): qemu-system-x86_64")
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["kselftest", "net/mptcp"], "kselftests come from the kernel tree under test: give --kernel TREE"),
+    (["kselftest", "--kernel", "/", "net/mptcp"], "/: not a kernel tree"),
+    (["run", "--kernel", "/", "--kselftest", "net/mptcp"], "/: not a kernel tree"),
+    (["kselftest", "--kernel", "/", "net/../x"], "expected COLLECTION[:TEST]"),
+    (["kselftest"], "the following arguments are required: COLLECTION[:TEST]"),
+])
+def test_bad_kselftest_input_is_one_line_before_any_vm(args, expected):
+    code, _, stderr = cli(*args)
+    assert code == 2
+    assert_one_line(stderr, expected)
+
+
 def test_build_needs_a_tree(tmp_path):
     code, _, stderr = cli("build", str(tmp_path))
     assert code == 2

@@ -114,7 +114,7 @@ def test_logged_build_step_failure_names_error_and_log(tmp_path):
     tree.mkdir()
     (tree / "Makefile").write_text("all:\n\t@echo '  CC      x.o'\n\t@echo 'x.c:1:1: error: nope'\n"
                                     "\t@false\n")
-    run = kernel._Logged(tree, tmp_path / "logs/build.log")
+    run = kernel.LoggedBuild(tree, tmp_path / "logs/build.log")
     with pytest.raises(SetupError, match=r"x.c:1:1: error: nope \(log: .*build.log\)"):
         run(["make", "-s"])
     assert "x.c:1:1: error: nope" in (tmp_path / "logs/build.log").read_text()
