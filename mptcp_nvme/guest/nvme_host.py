@@ -21,7 +21,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from mptcp_nvme.guest import requirements
+from mptcp_nvme.guest import dhchap, requirements
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
@@ -158,8 +158,12 @@ def checked_options(options):
     if unknown:
         raise UsageError(f"unknown connect option(s) {', '.join(unknown)} "
                          f"(choose from {', '.join(CONNECT_OPTIONS)})")
-    return {name: options[name] for name in CONNECT_OPTIONS
-            if name in (options or {}) and options[name] not in (None, False)}
+    chosen = {name: options[name] for name in CONNECT_OPTIONS
+              if name in (options or {}) and options[name] not in (None, False)}
+    for name in ("dhchap_secret", "dhchap_ctrl_secret"):
+        if name in chosen:
+            dhchap.check_key(chosen[name], name)
+    return chosen
 
 
 def parse_fabrics_reply(text):

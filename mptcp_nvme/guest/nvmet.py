@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from mptcp_nvme.guest import requirements
+from mptcp_nvme.guest import dhchap, requirements
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
 
@@ -169,6 +169,8 @@ class Subsystem(_Resource):
         self.nsid = nsid
         self.host_attributes = (dict(allowed_hosts) if isinstance(allowed_hosts, dict)
                                 else dict.fromkeys(allowed_hosts, {}))
+        for attributes in self.host_attributes.values():
+            dhchap.check_host_attributes(attributes)
         self.allowed_hosts = tuple(self.host_attributes)
         self.path = configfs.nvmet / "subsystems" / nqn
 
@@ -200,6 +202,7 @@ class Subsystem(_Resource):
 
     def set_host_attribute(self, hostnqn, name, value):
         """One attribute of an allowed host's nvmet entry (a new DH-HMAC-CHAP key...)."""
+        dhchap.check_host_attributes({name: value})
         self.configfs.write(self.configfs.nvmet / "hosts" / hostnqn / name, value)
 
 

@@ -387,19 +387,24 @@ def test_load_modules_needs_configfs(monkeypatch):
         nvmet.load_modules()
 
 
+KEY_1 = "DHHC-1:01:wB7GPs5o/h10xV07fwq581sDpz6njPWazYnscpCLZwueW/s2:"
+KEY_2 = "DHHC-1:02:5E5FIp6260CUxisGZTl4wCbs8VT3++9AUaFiC4HsZiE/DwjGtpJMokZZUMVrjLLpj0H8vw==:"
+
+
 def test_allowed_hosts_with_attributes_write_them_before_the_link(configfs, tmp_path):
     before = snapshot(tmp_path)
     host = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000002"
-    keys = {"dhchap_key": "DHHC-1:00:abc:", "dhchap_hash": "hmac(sha384)"}
+    old, new = KEY_1, KEY_2              # made by nvme gen-dhchap-key (tests/data/dhchap)
+    keys = {"dhchap_key": old, "dhchap_hash": "hmac(sha384)"}
     with nvmet.Subsystem(configfs, NQN, DEVICE, allowed_hosts={host: keys}) as subsystem:
         assert configfs.ops[2:5] == [
             ("mkdir", f"hosts/{host}"),
-            ("write", f"hosts/{host}/dhchap_key", "DHHC-1:00:abc:"),
+            ("write", f"hosts/{host}/dhchap_key", old),
             ("write", f"hosts/{host}/dhchap_hash", "hmac(sha384)"),
         ]
         assert configfs.ops[5][0] == "symlink"
-        subsystem.set_host_attribute(host, "dhchap_key", "DHHC-1:00:new:")
-        assert configfs.ops[-1] == ("write", f"hosts/{host}/dhchap_key", "DHHC-1:00:new:")
+        subsystem.set_host_attribute(host, "dhchap_key", new)
+        assert configfs.ops[-1] == ("write", f"hosts/{host}/dhchap_key", new)
         assert subsystem.allowed_hosts == (host,)
     assert snapshot(tmp_path) == before
 
