@@ -113,3 +113,28 @@ def test_time_budget_in_a_vm_run():
     document = json.loads((data / "results.json").read_text())
     assert [t["result"] for t in document["tests"]] == ["pass", "skip", "skip"]
     assert document["time_budget"] == 1
+
+
+def test_shards_of_the_whole_suite_merged_equal_the_unsharded_list(tmp_path):
+    """The suite's real collection (selftests/, every parameter): shards 1/2 and 2/2,
+    merged, list exactly the unsharded run's tests. A spent --time-budget makes every
+    test a SKIP before any VM boots, so this needs the rootfs cache but no VM."""
+    from mptcp_nvme.host import rootfs
+    if not rootfs.default_path().is_dir():
+        pytest.skip("no cached rootfs (run ./ci/setup)")
+    folders = {}
+    for part in ("whole", "1/2", "2/2"):
+        folder = tmp_path / part.replace("/", "of")
+        code, _, stderr = cli("run", "--time-budget", "0.001", "--results-dir", str(folder),
+                              *(["--shard", part] if "/" in part else []))
+        assert code == ktap.EXIT_SKIP, stderr
+        folders[part] = folder
+    code, _, stderr = cli("merge", str(folders["1/2"]), str(folders["2/2"]),
+                          "--results-dir", str(tmp_path / "merged"))
+    assert code == ktap.EXIT_SKIP, stderr
+
+    def ids(folder):
+        return [t["nodeid"] for t in json.loads((folder / "results.json").read_text())["tests"]]
+    whole, one, two = ids(folders["whole"]), ids(folders["1/2"]), ids(folders["2/2"])
+    assert len(whole) > 100 and not set(one) & set(two) and abs(len(one) - len(two)) <= 1
+    assert sorted(ids(tmp_path / "merged")) == sorted(whole)
