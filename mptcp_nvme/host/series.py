@@ -233,6 +233,7 @@ def _cached(home, make):
     stamped; an unfinished one is removed, never reused."""
     tree = home / "linux"
     if (home / BUILT_STAMP).is_file() and (tree / kernel_mod.BZIMAGE).is_file():
+        say(f"the {home.name.partition('-')[0]} build is cached: {tree}")
         return tree, True
     shutil.rmtree(home, ignore_errors=True)
     try:

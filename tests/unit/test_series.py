@@ -14,6 +14,7 @@ import pytest
 
 from mptcp_nvme.errors import SeriesRejected, SetupError, UsageError
 from mptcp_nvme.host import series as series_mod
+from mptcp_nvme.host import verdict
 from tests.unit.test_cli import assert_one_line, cli
 
 DATA = Path(__file__).resolve().parents[1] / "data/series"
@@ -205,3 +206,33 @@ def test_a_series_that_does_not_build_names_the_error_and_leaves_no_tree(kernel,
     assert str(err.value) == ("base+series does not build: drivers/nvme/target/configfs.c:3:1: "
                               f"error: expected ';' (log: {tmp_path / 'series.log'})")
     assert [p.name for p in (tmp_path / "cache/series").iterdir()] == [base.parent.name]
+
+
+def run_doc(*tests):
+    return {"tests": [{"nodeid": nodeid, "description": nodeid, "result": result,
+                       "reason": None, "time_ms": 10, "artifacts": [], "flaky": False,
+                       "crashes": [f"oops: BUG at x (fingerprint {fp})" for fp in crashes]}
+                      for nodeid, result, *crashes in tests],
+            "kernel": {"release": "7.3.4-virtme", "origin": "tree /k", "commit": None}}
+
+
+def test_compare_sorts_every_change_and_matches_crashes_by_fingerprint():
+    base = run_doc(("a", "pass"), ("b", "fail"), ("c", "fail"), ("d", "pass"), ("e", "skip"),
+                   ("f", "pass"), ("g", "fail", "oops:nvmet_tcp_io_work"), ("gone", "pass"))
+    series = run_doc(("a", "fail"), ("b", "pass"), ("c", "error"), ("d", "skip"), ("e", "fail"),
+                     ("f", "pass", "oops:nvmet_tcp_io_work"), ("g", "fail", "oops:nvmet_tcp_io_work"),
+                     ("new", "fail", "bug:nvmet_addr_trtype_store"))
+    changes = series_mod.compare(base, series)
+    assert changes == {"new_failures": ["a", "e", "new"], "fixed": ["b"], "still_failing": ["c", "g"],
+                       "new_skips": ["d"], "not_run": ["gone"],
+                       "new_crashes": [("new", "bug:nvmet_addr_trtype_store")],
+                       "known_crashes": [("f", "oops:nvmet_tcp_io_work"),
+                                         ("g", "oops:nvmet_tcp_io_work")]}
+    assert series_mod.exit_code(changes) == 1
+    assert verdict.headline(changes) == ("new failures: a, e, new; "
+                                         "new crashes: bug:nvmet_addr_trtype_store")
+
+
+def test_a_new_crash_alone_fails_the_series():
+    changes = series_mod.compare(run_doc(("a", "pass")), run_doc(("a", "pass", "warning:x")))
+    assert changes["new_crashes"] == [("a", "warning:x")] and series_mod.exit_code(changes) == 1
