@@ -93,7 +93,8 @@ def markdown(verdict):
 
 def _patches(verdict):
     series = verdict["series"]
-    lines = [f"Series `{series['spec']}` ({len(series['patches'])} patches) on "
+    count = len(series["patches"])
+    lines = [f"Series `{series['spec']}` ({count} patch{'es' if count != 1 else ''}) on "
              f"{series['base'][:12]} of `{series['tree']}`:"]
     lines += [f"- {p['index']}/{p['total']} {p['subject']}" for p in series["patches"]]
     return lines + [""]

@@ -236,3 +236,43 @@ def test_compare_sorts_every_change_and_matches_crashes_by_fingerprint():
 def test_a_new_crash_alone_fails_the_series():
     changes = series_mod.compare(run_doc(("a", "pass")), run_doc(("a", "pass", "warning:x")))
     assert changes["new_crashes"] == [("a", "warning:x")] and series_mod.exit_code(changes) == 1
+
+
+@pytest.fixture
+def breaking(tmp_path):
+    """The results folders of the VM test's breaking series (tests/data/series/breaking:
+    the stand-in, and it with configfs rejecting addr_trtype=tcp), copied."""
+    import shutil
+    shutil.copytree(DATA / "breaking", tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_path):
+    runs = {name: json.loads((breaking / name / "results.json").read_text())
+            for name in ("base", "series")}
+    changes = series_mod.compare(runs["base"], runs["series"])
+    modules = "selftests/test_modules.py::test_nvme_tcp_modules_load"
+    connect = "selftests/test_datapath.py::test_connect[tcp-1path-loss0]"
+    assert changes["new_failures"] == [modules, connect]
+    assert not any(changes[k] for k in ("fixed", "still_failing", "new_skips", "new_crashes"))
+    mbox = tmp_path / "both.mbox"
+    mbox.write_text("From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] nvmet: reject "
+                    "addr_trtype=tcp\n\n---\ndiff --git a/x b/x\n--- a/x\n+++ b/x\n")
+    found = series_mod.Series("both.mbox", "mbox", Path("/k"), "ecf539427ae7" + "0" * 28,
+                              series_mod.split_mbox(mbox, tmp_path / "scratch"))
+    document = verdict.write(breaking, found, runs, changes, series_mod.exit_code(changes))
+    text = (breaking / "summary.md").read_text()
+    assert text.splitlines()[0] == f"# mptcp-nvme series: new failures: {modules}, {connect}"
+    assert f"- `{connect}`: pass -> error (setup failed)" in text
+    assert "- base: 7.3.4-virtme, commit ecf539427ae7: 2 pass" in text
+    assert "- 1/1 nvmet: reject addr_trtype=tcp" in text and "(1 patch)" in text
+    assert json.loads((breaking / "results.json").read_text()) == document
+    assert [(t["nodeid"], t["base"]["result"], t["series"]["result"]) for t in document["tests"]] == [
+        (modules, "pass", "fail"), (connect, "pass", "error")]
+    import xml.etree.ElementTree as ET
+    suites = ET.parse(breaking / "junit.xml").getroot()
+    assert [s.get("name").split(":")[0] for s in suites] == ["base", "series"]
+    from mptcp_nvme.host import kcidb
+    report = kcidb.validate(json.loads((breaking / "kcidb.json").read_text()))
+    assert len(report["checkouts"]) == 2 and len(report["builds"]) == 2
+    assert sorted(t["status"] for t in report["tests"]) == ["ERROR", "FAIL", "PASS", "PASS"]

@@ -2,7 +2,8 @@
 a two-patch series made here, one harmless (a Documentation line), one that breaks
 nvmet (configfs rejects addr_trtype=tcp). The harmless patch alone gives "no new
 failures", exit 0; with the breaking one the tcp connect test is named a new failure,
-exit 1; test_modules passes on every kernel.
+exit 1: test_connect[tcp-1path...] (with --expect-all-features a missing transport fails
+its setup) and test_modules (it asserts that nvmet takes addr_trtype=tcp).
 
 The stand-in is a Debian linux-source tree, not git: its git base is a copy of the built
 tree committed once (Debian's .gitignore ignores every top-level path; that rule is
@@ -85,7 +86,9 @@ def test_a_harmless_patch_and_one_breaking_nvmet_tcp(mptcp_nvme, tmp_path):
     tree = git_base(KERNEL)
     harmless, both = make_patches(tree, tmp_path)
 
-    good = mptcp_nvme("series", harmless, "--base", tree, *SELECTION, timeout=1800)
+    good = mptcp_nvme("series", harmless, "--base", tree, *SELECTION,
+                      "--results-dir", tmp_path / "harmless", timeout=1800)
+    good.results_dir = tmp_path / "harmless"
     assert good.code == 0, good.stdout + good.stderr[-5000:]
     assert good.stdout.startswith("# mptcp-nvme series: no new failures\n"), good.stdout
     verdict = json.loads((good.results_dir / "results.json").read_text())
@@ -100,12 +103,17 @@ def test_a_harmless_patch_and_one_breaking_nvmet_tcp(mptcp_nvme, tmp_path):
     assert len(kcidb["tests"]) == 4
     good_seconds = good.seconds
 
-    bad = mptcp_nvme("series", both, "--base", tree, *SELECTION, timeout=1800)
+    bad = mptcp_nvme("series", both, "--base", tree, *SELECTION,
+                     "--results-dir", tmp_path / "both", timeout=1800)
+    bad.results_dir = tmp_path / "both"
     assert bad.code == 1, bad.stdout + bad.stderr[-5000:]
     verdict = json.loads((bad.results_dir / "results.json").read_text())
-    [connect] = verdict["changes"]["new_failures"]
+    modules, connect = verdict["changes"]["new_failures"]
+    assert modules == "selftests/test_modules.py::test_nvme_tcp_modules_load"
     assert connect.startswith("selftests/test_datapath.py::test_connect[tcp-1path"), connect
-    assert bad.stdout.splitlines()[0] == f"# mptcp-nvme series: new failures: {connect}", bad.stdout
+    assert bad.stdout.splitlines()[0] == (f"# mptcp-nvme series: new failures: {modules}, "
+                                          f"{connect}"), bad.stdout
+    assert "addr_trtype=tcp (EINVAL)" in (bad.results_dir / "series/ktap.txt").read_text()
     assert not verdict["changes"]["fixed"] and not verdict["changes"]["still_failing"]
     assert "series: the base build is cached" in bad.stderr, bad.stderr[-3000:]
     print(f"harmless: {good_seconds:.0f}s, breaking: {bad.seconds:.0f}s")
