@@ -37,6 +37,7 @@ from mptcp_nvme.host import kernel as kernel_mod
 from mptcp_nvme.host.rootfs import cache_dir
 
 BUILT_STAMP = ".mptcp-nvme-built"
+KEEP = {"base": 2, "series": 4}        # built trees kept in the cache, per kind
 GIT_TIMEOUT = 600.0
 # git am's commits in the series' build tree: a fixed committer, author dates kept
 COMMITTER = {"GIT_COMMITTER_NAME": "mptcp-nvme series", "GIT_COMMITTER_EMAIL": "series@mptcp-nvme"}
@@ -230,10 +231,13 @@ def copy_tree(source, dest, with_git):
 
 def _cached(home, make):
     """The built tree ``home``/linux: from the cache, else made by ``make(tree)`` and
-    stamped; an unfinished one is removed, never reused."""
+    stamped; an unfinished one is removed, never reused. Past KEEP built trees of its
+    kind (a kernel tree is ~3 GB), the least recently used go."""
     tree = home / "linux"
-    if (home / BUILT_STAMP).is_file() and (tree / kernel_mod.BZIMAGE).is_file():
+    stamp = home / BUILT_STAMP
+    if stamp.is_file() and (tree / kernel_mod.BZIMAGE).is_file():
         say(f"the {home.name.partition('-')[0]} build is cached: {tree}")
+        stamp.touch()
         return tree, True
     shutil.rmtree(home, ignore_errors=True)
     try:
@@ -241,8 +245,20 @@ def _cached(home, make):
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)
         raise
-    (home / BUILT_STAMP).write_text(f"{tree}\n")
+    stamp.write_text(f"{tree}\n")
+    prune(home)
     return tree, False
+
+
+def prune(home):
+    """Remove the least recently used built trees of ``home``'s kind beyond KEEP."""
+    kind = home.name.partition("-")[0]
+    used = lambda h: (h / BUILT_STAMP).stat().st_mtime if (h / BUILT_STAMP).is_file() else 0
+    others = sorted((h for h in home.parent.glob(f"{kind}-*") if h != home and h.is_dir()),
+                    key=used, reverse=True)
+    for old in others[KEEP[kind] - 1:]:
+        say(f"removing the least recently used {kind} build {old}")
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_base(series, log, jobs=None):

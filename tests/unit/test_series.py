@@ -276,3 +276,19 @@ def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_pat
     report = kcidb.validate(json.loads((breaking / "kcidb.json").read_text()))
     assert len(report["checkouts"]) == 2 and len(report["builds"]) == 2
     assert sorted(t["status"] for t in report["tests"]) == ["ERROR", "FAIL", "PASS", "PASS"]
+
+
+def test_the_least_recently_used_builds_beyond_keep_go(kernel, tmp_path, fake_build, monkeypatch):
+    monkeypatch.setattr(series_mod, "KEEP", {"base": 1, "series": 1})
+    base, _ = series_mod.build_base(series_mod.resolve("master..series~1", kernel, tmp_path / "a"),
+                                    tmp_path / "base.log")
+    first, _ = series_mod.build_series(series_mod.resolve("master..series~1", kernel, tmp_path / "a"),
+                                       base, tmp_path / "1.log")
+    (kernel / "drivers/nvme/target/configfs.c").write_text('"tcp" still here\n')
+    git(kernel, "commit", "-q", "-am", "another")
+    homes = lambda kind: sorted(p.name for p in (tmp_path / "cache/series").glob(f"{kind}-*"))
+    assert homes("series") == [first.parent.name]
+    second_series = series_mod.resolve("master~1..master", kernel, tmp_path / "c")
+    second_base, _ = series_mod.build_base(second_series, tmp_path / "base2.log")
+    second, _ = series_mod.build_series(second_series, second_base, tmp_path / "2.log")
+    assert homes("series") == [second.parent.name] and homes("base") == [second_base.parent.name]
