@@ -202,13 +202,15 @@ def check_applies(series, scratch):
     shutil.rmtree(clone, ignore_errors=True)
     proc.cmd(["git", "clone", "-q", "--bare", "--shared", str(series.tree), str(clone)],
              timeout=GIT_TIMEOUT)
-    index = {"GIT_INDEX_FILE": str(Path(scratch) / "check.index")}
-    git(clone, "read-tree", series.base, env=index)
-    for patch in series.patches:
-        applied = git(clone, "apply", "--cached", str(patch.path), fail=False, env=index)
-        if applied.ret:
-            raise SeriesRejected(f"{patch} does not apply: {_first_error(applied.stderr)}")
-    shutil.rmtree(clone, ignore_errors=True)
+    index = {"GIT_INDEX_FILE": str(clone / "check.index")}
+    try:
+        git(clone, "read-tree", series.base, env=index)
+        for patch in series.patches:
+            applied = git(clone, "apply", "--cached", str(patch.path), fail=False, env=index)
+            if applied.ret:
+                raise SeriesRejected(f"{patch} does not apply: {_first_error(applied.stderr)}")
+    finally:
+        shutil.rmtree(clone, ignore_errors=True)
 
 
 def config_key(tree):
