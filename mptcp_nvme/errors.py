@@ -34,3 +34,8 @@ def run_command(prog, body, interrupted="interrupted"):
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
+
+
+class SeriesRejected(SetupError):
+    """A patch series that does not apply or does not build ('mptcp-nvme series'): a
+    verdict of its own, exit code 1."""

@@ -142,33 +142,35 @@ def _rate(text):
 
 RUNS = ("run", "script", "matrix")        # the commands that boot VMs and run selftests
 VM = ("setup", *RUNS)
+SERIES = ("series",)                      # 'run' on a base and on base+series (host/series.py)
 OPTIONS = (
     # the kernel and the VM
     Option("kernel", "kernel tree, bzImage, or version installed in the rootfs "
            "(default: the newest in the rootfs)", commands=VM, metavar="TREE|BZIMAGE|VERSION"),
     Option("modules", "lib/modules/<release> directory to go with a bzImage", commands=VM,
            metavar="DIR"),
-    Option("rootfs", "guest root: a directory built by 'setup', or 'host'", commands=VM,
+    Option("rootfs", "guest root: a directory built by 'setup', or 'host'",
+           commands=(*VM, *SERIES),
            metavar="DIR|host"),
     Option("accel", "auto uses KVM only when a probe boot worked", default="auto",
-           choices=ACCELS, commands=VM),
-    Option("cpus", "guest vCPUs", type=int, default=2, bounds=(1, 64), commands=RUNS),
-    Option("memory", "guest memory, e.g. 2G", default="2G", commands=RUNS,
+           choices=ACCELS, commands=(*VM, *SERIES)),
+    Option("cpus", "guest vCPUs", type=int, default=2, bounds=(1, 64), commands=(*RUNS, *SERIES)),
+    Option("memory", "guest memory, e.g. 2G", default="2G", commands=(*RUNS, *SERIES),
            check=_memory),
     Option("append", "extra kernel command line (repeatable)", repeat=True,
-           commands=RUNS, metavar="ARG"),
+           commands=(*RUNS, *SERIES), metavar="ARG"),
     Option("boot_timeout", "seconds for the guest agent to come up", type=float, default=240.0,
-           bounds=(1, None), commands=RUNS),
+           bounds=(1, None), commands=(*RUNS, *SERIES)),
     Option("test_timeout", "seconds per test in the VM", type=float, default=600.0,
-           bounds=(1, None), commands=RUNS),
+           bounds=(1, None), commands=(*RUNS, *SERIES)),
     Option("vms", "VMs side by side (pytest-xdist), tests spread across them", type=int,
-           default=1, bounds=(1, 16), short="-n", commands=("run", "matrix")),
+           default=1, bounds=(1, 16), short="-n", commands=("run", "matrix", *SERIES)),
     Option("retry_failed", "run a failed test again on a fresh VM, up to N times; one that "
            "passes then is reported passed and flaky (a crash is not retried)", type=int,
-           default=0, bounds=(0, 10), metavar="N"),
+           default=0, bounds=(0, 10), metavar="N", commands=("run", *SERIES)),
     # reporting
     Option("results_dir", "console logs, dmesg, artifacts, junit.xml, results.json "
-           "(default: results/<timestamp>)", commands=(*RUNS, "merge"), metavar="DIR"),
+           "(default: results/<timestamp>)", commands=(*RUNS, "merge", *SERIES), metavar="DIR"),
     Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
            type=int, default=13, choices=(13, 1), commands=("run", "merge")),
     # CI bots (host/shard.py, host/budget.py, host/kcidb.py)
@@ -180,57 +182,57 @@ OPTIONS = (
            check=_durations),
     Option("time_budget", "wall-clock seconds for the whole run: tests not started by then "
            "are reported SKIP 'time budget' (a running test is not cut)", type=float,
-           bounds=(0, None), metavar="S"),
+           bounds=(0, None), metavar="S", commands=("run", *SERIES)),
     Option("kcidb", "also write the results as KCIDB I/O JSON (validated) to FILE",
            commands=("run", "merge"), metavar="FILE"),
     # what the selftests check
     Option("expect_all_features", "a missing kernel feature fails instead of skipping",
-           flag=True, guest=True, commands=RUNS),
+           flag=True, guest=True, commands=(*RUNS, *SERIES)),
     Option("allow_missing", "with --expect-all-features these requirements may still SKIP "
            "(fnmatch, e.g. tls:mptcp; repeatable)", repeat=True, guest=True,
-           metavar="REQUIREMENT"),
+           metavar="REQUIREMENT", commands=("run", *SERIES)),
     Option("trtype", "NVMe transport(s) to test (repeatable)", choices=TRTYPES, repeat=True,
-           guest=True, commands=("run", "matrix")),
+           guest=True, commands=("run", "matrix", *SERIES)),
     Option("paths", f"number(s) of paths, 1..{MAX_PATHS} (repeatable)", type=int,
            bounds=(1, MAX_PATHS), repeat=True, guest=True, metavar="N",
-           commands=("run", "matrix")),
+           commands=("run", "matrix", *SERIES)),
     Option("iopolicy", "multipath iopolicy(ies) (repeatable; the matrix's default: every "
            "one the kernel offers)", choices=IOPOLICIES, repeat=True, guest=True,
-           commands=("run", "matrix")),
+           commands=("run", "matrix", *SERIES)),
     Option("multipath", "native: NVMe multipath with an iopolicy; dm: native multipath off "
            "(nvme_core reloaded with multipath=N) and dm-multipath over the per-path "
            "namespaces with a path selector (repeatable; default native)", choices=MULTIPATH,
-           repeat=True, guest=True, commands=("run", "matrix")),
+           repeat=True, guest=True, commands=("run", "matrix", *SERIES)),
     Option("dm_selector", "dm-multipath path selector(s) of the --multipath dm cases "
            "(repeatable; default all)", choices=DM_SELECTORS, repeat=True, guest=True,
-           commands=("run", "matrix")),
+           commands=("run", "matrix", *SERIES)),
     Option("backing", "nvmet backing store(s): loop (a sparse file on a loop device, as "
            "mptcp_nvme.sh), file (nvmet's file backend), null_blk (memory-backed); the "
            "backing cases take each (default all), every other test the first (default loop)",
-           choices=BACKINGS, repeat=True, guest=True, commands=("run", "matrix")),
+           choices=BACKINGS, repeat=True, guest=True, commands=("run", "matrix", *SERIES)),
     Option("fault", "fault(s) of the fault tests (repeatable; default all): "
            + ", ".join(FAULTS), choices=FAULTS, repeat=True, guest=True,
-           commands=("run",)),
+           commands=("run", *SERIES)),
     Option("loss", "mptcp_nvme.sh's loss argument(s): 0 none, 1 netem delay and loss on every "
            "link (5ms 0.5%% at the script's 1000mbit, scaled with --rate; repeatable)",
-           type=int, choices=(0, 1), repeat=True, guest=True, commands=("run", "matrix")),
+           type=int, choices=(0, 1), repeat=True, guest=True, commands=("run", "matrix", *SERIES)),
     Option("rate", "netem rate of every link of the script's topology, e.g. 30mbit (default "
-           "1000mbit as mptcp_nvme.sh; the matrix's 30mbit)", guest=True, commands=RUNS,
+           "1000mbit as mptcp_nvme.sh; the matrix's 30mbit)", guest=True, commands=(*RUNS, *SERIES),
            check=_rate, metavar="RATE"),
     Option("runtime", "seconds of each fio job of the script scenario (mptcp_nvme.sh: 10)",
-           type=int, default=10, bounds=(1, 3600), guest=True, commands=RUNS),
+           type=int, default=10, bounds=(1, 3600), guest=True, commands=(*RUNS, *SERIES)),
     Option("repeat", "matrix: runs of every cell (median and spread reported)", type=int,
            default=3, bounds=(1, 100), guest=True, commands=("matrix",)),
     Option("tls", "the script scenario over TLS 1.3", flag=True, guest=True,
-           commands=("run", "matrix")),
+           commands=("run", "matrix", *SERIES)),
     Option("family", "address family of the script scenario (repeatable)", choices=FAMILIES,
-           repeat=True, guest=True),
+           repeat=True, guest=True, commands=("run", *SERIES)),
     Option("host_iface", "script scenario, as the newer mptcp_nvme.sh: --host-iface on every "
            "discover and connect, and a check that the queue sockets are bound to it "
-           "(e.g. ns2eth1)", guest=True, commands=("run", "script"), metavar="IFNAME"),
+           "(e.g. ns2eth1)", guest=True, commands=("run", "script", *SERIES), metavar="IFNAME"),
     Option("topology", "a topology TOML file instead of the script's N-path one (its "
            "content goes to the guest)", guest=True, metavar="FILE", check=_topology_file,
-           commands=("run", "matrix")),
+           commands=("run", "matrix", *SERIES)),
     # the kernel tree's own kselftests (host/kselftest.py, guest/kselftest.py)
     Option("kselftest", "also run these kselftests of the --kernel tree, e.g. net/mptcp or "
            "net/mptcp:pm_netlink.sh (repeatable; built on the host, run with kselftest's "

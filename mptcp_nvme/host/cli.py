@@ -1,4 +1,4 @@
-"""The ``mptcp-nvme`` command: setup, run, kselftest, script, matrix, merge, build."""
+"""The ``mptcp-nvme`` command: setup, run, kselftest, script, matrix, merge, build, series."""
 
 import datetime
 import signal
@@ -51,6 +51,21 @@ def build_parser():
                            "run: KTAP on stdout, results.json, junit.xml, summary.md")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="results folders of 'run'")
     options.add_arguments(merge, "merge")
+
+    series = sub.add_parser("series", help="a patch series against its base: build both "
+                            "(incrementally, cached), run the same selftests on each, and say "
+                            "what changed: summary.md, results.json, junit.xml, kcidb.json")
+    series.add_argument("series", metavar="SERIES",
+                        help="an mbox file, a message id (b4), or a git range A..B of TREE")
+    series.add_argument("tests", nargs="*", help="selftest files or node ids (default: all)")
+    series.add_argument("--base", required=True, metavar="TREE",
+                        help="the git kernel work tree the series applies to (its HEAD; "
+                             "for a range A..B, A)")
+    series.add_argument("--local-mbox", metavar="FILE",
+                        help="with a message id: b4 takes the thread from this mbox, offline")
+    series.add_argument("-k", dest="keyword", help="pytest -k expression")
+    series.add_argument("-j", "--jobs", type=int, help="make jobs of the builds")
+    options.add_arguments(series, "series")
 
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
@@ -170,6 +185,47 @@ def cmd_build(args):
     return 0
 
 
+def cmd_series(args):
+    from mptcp_nvme.errors import SeriesRejected
+    from mptcp_nvme.host import series as series_mod
+    from mptcp_nvme.host import verdict
+    tests = suite.test_paths(args.tests)             # bad input: exit 2 before any build
+    out = Path(args.results_dir or SOURCE_DIR / "results" /
+               datetime.datetime.now().strftime("%Y%m%d-%H%M%S-series"))
+    series = series_mod.resolve(args.series, args.base, out / "input", args.local_mbox)
+    chosen = {k: v for k, v in options.values(args).items() if k != "results_dir"}
+    selection = [*tests, *(["-k", args.keyword] if args.keyword else []),
+                 *options.to_argv(chosen, only=lambda o: "series" in o.commands)]
+    print(f"results: {out}", file=sys.stderr)
+    try:
+        series_mod.check_applies(series, out / "input")
+        base, _ = series_mod.build_base(series, out / "build-base.log", args.jobs)
+        patched, _ = series_mod.build_series(series, base, out / "build-series.log", args.jobs)
+    except SeriesRejected as err:
+        verdict.rejected(out, series, str(err))
+        sys.stdout.write((out / "summary.md").read_text())
+        return 1
+    runs = {"base": series_mod.run_selection(base, out / "base", selection),
+            "series": series_mod.run_selection(patched, out / "series", selection)}
+    changes = series_mod.compare(runs["base"], runs["series"])
+    code = series_mod.exit_code(changes)
+    verdict.write(out, series, runs, changes, code)
+    sys.stdout.write((out / "summary.md").read_text())
+    return code
+
+
+def parse(argv=None):
+    """The command line; for 'series', test paths may also follow its options
+    (``series SERIES --base TREE selftests/x.py``: argparse takes one run of positionals)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "series" and not any(e.startswith("-") for e in extra):
+        args.tests += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -182,9 +238,10 @@ def main(argv=None):
         signal.signal(signum, _interrupt)
 
     def body():
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
-                    "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest}
+                    "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest,
+                    "series": cmd_series}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)
 
