@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import os
 import re
 import shutil
 import sys
@@ -247,6 +248,24 @@ class Host:
             raise SetupError(f"{name} to {traddr}:{trsvcid} is up without TLS (no tls_key)")
         return name
 
+    def connect_from(self, netns, trtype, traddr, trsvcid, nqn, options=None):
+        """connect() without a process: this thread enters ``netns`` (where the kernel
+        makes the queue sockets) and writes the options to /dev/nvme-fabrics itself. For
+        loops of many connections (churn), where nvme-cli's start-up would dominate."""
+        text = fabrics_options(trtype, traddr, trsvcid, nqn, hostnqn=self.hostnqn,
+                               hostid=self.hostid, options=options)
+        with netns.enter():
+            fd = os.open(self.fabrics_device, os.O_RDWR)
+            try:
+                os.write(fd, text.encode())
+                reply = os.read(fd, 4096).decode()
+            except OSError as err:
+                raise SetupError(f"writing {text!r} to {self.fabrics_device} failed: "
+                                 f"{err.strerror} ({err.errno})") from None
+            finally:
+                os.close(fd)
+        return parse_fabrics_reply(reply)
+
     @staticmethod
     def _connected_device(text):
         try:
@@ -254,9 +273,10 @@ class Host:
         except (ValueError, KeyError, TypeError) as err:
             raise SetupError(f"unexpected nvme connect output: {text[:200]!r}") from err
 
-    def disconnect(self, nqn, timeout=10.0):
-        """Remove every controller of ``nqn`` and wait until sysfs shows none."""
-        if shutil.which(self.nvme):
+    def disconnect(self, nqn, timeout=10.0, nvme_cli=True):
+        """Remove every controller of ``nqn`` and wait until sysfs shows none: with
+        ``nvme disconnect``, or (without nvme-cli or ``nvme_cli``) through sysfs."""
+        if nvme_cli and shutil.which(self.nvme):
             self._run([self.nvme, "disconnect", "-n", nqn])
         else:
             for name in self._controller_names(nqn):
@@ -385,6 +405,19 @@ class Host:
         name = wait_for(lambda: self._namespace_name(nqn, nsid),
                         f"namespace {nsid} of {nqn} in {self.sysfs}", timeout)
         return f"/dev/{name}"
+
+    def wait_scanned(self, nqn, nsid=1, timeout=10.0):
+        """Wait until the kernel has scanned the partitions of namespace ``nsid`` of
+        ``nqn``: a multipath head is scanned by a work item after its first path goes
+        live, and a controller deleted under that scan fails its reads ("Buffer I/O error
+        ... async page read"). The scan holds the disk's open_mutex from before its first
+        read to its end: once a read completed, an open() returns when the scan is over."""
+        device = self.namespace_device(nqn, nsid, timeout)
+        stat = self.sysfs / "block" / Path(device).name / "stat"
+        wait_for(lambda: int(stat.read_text().split()[0]) > 0,
+                 f"the partition scan's first read of {device}", timeout)
+        os.close(os.open(device, os.O_RDONLY))
+        return device
 
     def path_disks(self, nqn):
         """{controller: its path's hidden disk (nvmeXcYnZ)} of ``nqn`` under native
