@@ -7,7 +7,7 @@ import pytest
 
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.guest import DIAG, fio, nvme_host as host, require
-from mptcp_nvme.guest.tls import SUITE_HOSTNQN
+from mptcp_nvme.guest.tls import SUITE_HOSTNQN, DerivedPsks
 from mptcp_nvme.poll import wait_for
 
 AUTH_NEEDS = ("kconfig:NVME_HOST_AUTH", "kconfig:NVME_TARGET_AUTH")
@@ -153,8 +153,10 @@ def test_auth_tls_secure_concatenation(request, tls_transport, auth_host, make_t
         auth_host.connect(tls_transport, traddrs[0], target.trsvcid, target.nqn,
                           options={"concat": True})
     assert not auth_host.controllers(target.nqn)
-    with auth_host.connected(tls_transport, traddrs, target.trsvcid, target.nqn,
-                             options={**secrets(keys), "concat": True}) as connection:
+    # the derived PSK outlives the connection in .nvme: this test owns and removes it
+    with DerivedPsks(SUITE_HOSTNQN, target.nqn) as derived, \
+            auth_host.connected(tls_transport, traddrs, target.trsvcid, target.nqn,
+                                options={**secrets(keys), "concat": True}) as connection:
         [name] = connection.controllers
         wait_for(lambda: auth_host.controller(name).tls_key, f"{name} to use a derived TLS PSK", 20)
         tls_key = auth_host.controller(name).tls_key
@@ -162,6 +164,9 @@ def test_auth_tls_secure_concatenation(request, tls_transport, auth_host, make_t
                          connection.device, network.host.argv())
     handshakes = tlshd["host"].log()
     record_property(DIAG, f"DH-HMAC-CHAP ffdhe2048 then TLS with derived PSK {tls_key}; "
-                          f"verified {result.read.io_bytes} bytes")
+                          f"verified {result.read.io_bytes} bytes; derived PSKs still in .nvme "
+                          f"after the disconnect: " + (", ".join(
+                              f"{n.split()[0]} ({'revoked' if r else 'not revoked'})"
+                              for n, r in derived.left) or "none"))
     assert tls_key, f"{name} has no TLS key after concatenation"
     assert "Handshake with" in handshakes and "was successful" in handshakes, handshakes[-2000:]

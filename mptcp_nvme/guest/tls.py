@@ -316,6 +316,40 @@ def suite_keys(keyring=None):
     return sorted(name for _, kind, name in keys if kind == PSK_KEY_TYPE and SUITE_HOSTNQN in name)
 
 
+class DerivedPsks:
+    """The PSKs that secure channel concatenation derives for ``hostnqn`` and
+    ``subsysnqn`` (identity "NVMe1G<hmac> <hostnqn> <subsysnqn> <digest>"), which host
+    and target insert in .nvme: on exit, those still linked there are listed in ``left``
+    as (description, revoked) and unlinked. The host revokes its key on teardown, and a
+    revoked key stays linked until the keyring's garbage collection (5 minutes)."""
+
+    def __init__(self, hostnqn, subsysnqn, keyring=None):
+        self.prefix = f" {hostnqn} {subsysnqn} "
+        self.keyring = keyring or Keyring()
+        self.left = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        flags = _proc_key_flags()
+        for serial, kind, name in list(self.keyring.keys()):
+            if kind == PSK_KEY_TYPE and name.startswith("NVMe1G") and self.prefix in name:
+                self.left.append((name, "R" in flags.get(serial, "")))
+                self.keyring.unlink(serial)
+
+
+def _proc_key_flags():
+    """{serial: flags column of /proc/keys} ("R" at its second place: revoked)."""
+    flags = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/keys").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1:
+                flags[int(fields[0], 16)] = fields[1]
+    return flags
+
+
 def psk_description(hostnqn, subsysnqn, hmac=HMAC_SHA256):
     """How a retained PSK (TLS identity version 0) is called in its keyring."""
     return f"NVMe0R{hmac:02d} {hostnqn} {subsysnqn}"
