@@ -48,13 +48,18 @@ def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_tr
     if reason := injected.unmet(faults.Scene(network, nvme_host, None, trtype, traddrs)):
         pytest.skip(f"{fault} over {trtype}: {reason}")
     target = make_target(addresses=traddrs)
+    # NVMe/TCP paths are bound to their links: unbound, a controller that reconnects while
+    # its link is down goes out of another link (routing picks it), and stays there after
+    # the heal, one path less for the rest of the run. MPTCP subflows pick their links.
+    ifaces = ({link.traddr: link.host_ifname for link in network.topology.links}
+              if trtype == "tcp" else {})
 
     def reconnect(traddr):
         return nvme_host.connect(trtype, traddr, target.trsvcid, target.nqn,
-                                 options=faults.TIMEOUTS)
+                                 host_iface=ifaces.get(traddr), options=faults.TIMEOUTS)
     logs = results_dir(request.config) / "faults"
     logs.mkdir(exist_ok=True)
-    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn,
+    with nvme_host.connected(trtype, traddrs, target.trsvcid, target.nqn, host_iface=ifaces,
                              options=faults.TIMEOUTS) as connection:
         prove_transport(nvme_host, target.nqn)
         if count > 1:

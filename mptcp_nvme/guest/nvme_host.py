@@ -317,11 +317,13 @@ class Host:
     @contextlib.contextmanager
     def connected(self, trtype, traddrs, trsvcid, nqn, *, tls=False, nsid=1, timeout=10.0,
                   host_iface=None, options=None):
-        """Connect one controller per target address; always disconnect ``nqn`` on exit."""
+        """Connect one controller per target address; always disconnect ``nqn`` on exit.
+        ``host_iface``: one interface for all, or {traddr: interface}."""
         try:
-            controllers = tuple(self.connect(trtype, traddr, trsvcid, nqn, tls=tls,
-                                             host_iface=host_iface, options=options)
-                                for traddr in traddrs)
+            controllers = tuple(self.connect(
+                trtype, traddr, trsvcid, nqn, tls=tls, options=options,
+                host_iface=host_iface.get(traddr) if isinstance(host_iface, dict) else host_iface)
+                for traddr in traddrs)
             yield Connection(nqn, controllers, self.namespace_device(nqn, nsid, timeout))
         finally:
             self.settle()
