@@ -10,7 +10,6 @@ script's 512 MiB once fio has written it all. Every store is a context manager t
 undoes what it made, in reverse order, even when its setup fails half-way.
 """
 
-import contextlib
 import os
 import re
 import tempfile
@@ -20,6 +19,7 @@ from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.options import BACKINGS as KINDS
 from mptcp_nvme.guest import requirements
+from mptcp_nvme.guest.nvmet import _Resource
 from mptcp_nvme.poll import wait_for
 
 SIZE = 512 * 2**20
@@ -43,21 +43,12 @@ def _run(argv):
     return proc.cmd(argv).stdout
 
 
-class _Store:
-    """Context-manager plumbing: ``_setup(stack)`` registers its own undo steps and
-    sets ``path``, what nvmet's ``device_path`` takes."""
+class _Store(_Resource):
+    """A store: ``_setup(stack)`` registers its own undo steps (nvmet's resource
+    plumbing) and sets ``path``, what nvmet's ``device_path`` takes."""
 
     kind = None
     path = None
-
-    def __enter__(self):
-        with contextlib.ExitStack() as stack:
-            self._setup(stack)
-            self._cleanup = stack.pop_all()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._cleanup.close()
 
     def __str__(self):
         return f"{self.kind} {self.path}"
@@ -92,14 +83,10 @@ class FileStore(_Store):
         self.path = _sparse_file(stack, self.size, self.directory)
 
 
-class LoopDevice(_Store):
+class LoopDevice(FileStore):
     """A sparse file of ``size`` bytes on a loop device; detached and deleted on exit."""
 
     kind = "loop"
-
-    def __init__(self, size=SIZE, directory=None):
-        self.size = size
-        self.directory = directory
 
     def _setup(self, stack):
         if not requirements.load_module("loop"):
