@@ -89,7 +89,7 @@ def _memory(text):
 
 def _topology_file(text):
     """A valid topology file, as an absolute path (validated here, on the host)."""
-    from mptcp_nvme.guest.topology import load_topology
+    from mptcp_nvme.topology import load_topology
     load_topology(text)
     return str(Path(text).resolve())
 
@@ -132,7 +132,7 @@ def _durations(text):
 
 def _rate(text):
     """A netem rate like 30mbit (checked by the topology's own parser)."""
-    from mptcp_nvme.guest.topology import Netem
+    from mptcp_nvme.topology import Netem
     try:
         Netem.parse(rate=text)
     except ValueError as err:
@@ -142,7 +142,7 @@ def _rate(text):
 
 RUNS = ("run", "script", "matrix")        # the commands that boot VMs and run selftests
 VM = ("setup", *RUNS)
-SERIES = ("series",)                      # 'run' on a base and on base+series (host/series.py)
+SERIES = ("series",)                      # 'run' on a base and on base+series (host/series/)
 OPTIONS = (
     # the kernel and the VM
     Option("kernel", "kernel tree, bzImage, or version installed in the rootfs "
@@ -173,7 +173,7 @@ OPTIONS = (
            "(default: results/<timestamp>)", commands=(*RUNS, "merge", *SERIES), metavar="DIR"),
     Option("ktap_version", "13: 'TAP version 13' (as mptcp_nvme.sh), 1: 'KTAP version 1'",
            type=int, default=13, choices=(13, 1), commands=("run", "merge")),
-    # CI bots (host/shard.py, host/budget.py, host/kcidb.py)
+    # CI bots (host/shard.py, host/budget.py, host/results/kcidb.py)
     Option("shard", "run the I-th of N deterministic parts of the selected tests (by node "
            "id; balanced by --durations-from, else by count)", metavar="I/N",
            check=_shard),

@@ -13,8 +13,8 @@ import pytest
 from mptcp_nvme import options
 from mptcp_nvme.channel import DESCRIPTION
 from mptcp_nvme.channel import results_dir
-from mptcp_nvme.guest.checks import enable_selftest_checks
-from mptcp_nvme.guest.checks import features  # noqa: F401 -- a fixture of this plugin
+from mptcp_nvme.guest.checks.gates import enable_selftest_checks
+from mptcp_nvme.guest.checks.gates import features  # noqa: F401 -- a fixture of this plugin
 from mptcp_nvme.guest import kselftest
 
 
@@ -50,7 +50,7 @@ def pytest_configure(config):
         enable_selftest_checks(config)
     elif config.getoption("vm"):
         if not is_xdist_controller(config):
-            from mptcp_nvme.host.runner import VmRunner
+            from mptcp_nvme.host.vm.pytest_run import VmRunner
             config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
     elif config.getoption("ktap"):
         enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
@@ -59,13 +59,13 @@ def pytest_configure(config):
         shard.register(config)
         budget.register(config)            # after VmRunner: its protocol hook goes first
     if config.getoption("ktap") and not hasattr(config, "workerinput"):
-        from mptcp_nvme.host.reporters import KtapReporter, ResultsJson
+        from mptcp_nvme.host.results.reporters import KtapReporter, ResultsJson
         config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")
         if config.getoption("results_dir"):
             folder = results_dir(config)
             config.pluginmanager.register(ResultsJson(folder / "results.json", folder),
                                           "mptcp_nvme_results_json")
-            from mptcp_nvme.host.faults_report import FaultsReport
+            from mptcp_nvme.host.results.faults_report import FaultsReport
             config.pluginmanager.register(FaultsReport(folder), "mptcp_nvme_faults")
 
 

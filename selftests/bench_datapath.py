@@ -9,7 +9,9 @@ topology always has 4 links and ``paths`` is the number of NVMe connections.
 
 import pytest
 
-from mptcp_nvme.guest import fio, stream, topology
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme.guest.net import stream
+from mptcp_nvme import topology
 from mptcp_nvme.guest import DIAG
 
 BENCH_RATE = "30mbit"

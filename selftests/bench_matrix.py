@@ -22,8 +22,10 @@ import pytest
 
 from mptcp_nvme import proc
 from mptcp_nvme.channel import MATRIX
-from mptcp_nvme.guest import DIAG, fio, require, topology
-from mptcp_nvme.guest.tls import TLS_NEEDS
+from mptcp_nvme.guest import DIAG, require
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme import topology
+from mptcp_nvme.guest.security.psk import TLS_NEEDS
 
 BARE_CELL = Path(__file__).with_name("bare_cell.sh")
 

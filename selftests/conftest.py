@@ -11,16 +11,22 @@ from contextlib import ExitStack, nullcontext
 
 import pytest
 
-from mptcp_nvme.guest import backing as stores, dm_mpath, nvme_host as host, nvmet
+from mptcp_nvme.guest.nvmet import backing as stores, target as nvmet
+from mptcp_nvme.guest.nvme import dm_mpath
+from mptcp_nvme import topology
+from mptcp_nvme.guest.net import netstat
+from mptcp_nvme.guest.nvme import initiator
+from mptcp_nvme.guest.nvme import nvme_multipath
 from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
-from mptcp_nvme.guest.tls import SUITE_HOSTNQN, Tlshd, TlsKeys
+from mptcp_nvme.guest.security.psk import SUITE_HOSTNQN, TlsKeys
+from mptcp_nvme.guest.security.handshake import Tlshd
 from mptcp_nvme.options import BACKINGS, DM_SELECTORS
 
-# evidence and topology are imported in the functions that use them: they import
+# builder and proof are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
 # a run whose tests build no network should not wait for it before its first result.
 
-# What proving a controller's transport from its sockets needs (evidence.py).
+# What proving a controller's transport from its sockets needs (guest/net/proof.py).
 EVIDENCE_NEEDS = {"tcp": ("kconfig:INET_DIAG",),
                   "mptcp": ("kconfig:INET_DIAG", "kconfig:INET_MPTCP_DIAG")}
 PROBLEMS = pytest.StashKey[list]()
@@ -46,15 +52,14 @@ def pytest_runtest_call(item):
         return (yield)
     finally:
         for network in item.stash.get(NETWORKS, []):
-            from mptcp_nvme.guest import evidence
             for side, netns in (("target", network.target), ("host", network.host)):
                 with netns.enter():
-                    counters = evidence.mptcp_counters()
-                if shown := evidence.reported({k: v for k, v in counters.items() if v}):
+                    counters = netstat.mptcp_counters()
+                if shown := netstat.reported({k: v for k, v in counters.items() if v}):
                     item.user_properties.append(
                         (DIAG, f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in shown.items())))
                 if not item.get_closest_marker("mptcp_fallback_expected"):
-                    problems += [f"{side}: {p}" for p in evidence.counter_problems(counters)]
+                    problems += [f"{side}: {p}" for p in netstat.counter_problems(counters)]
         if problems:
             raise AssertionError("MPTCP evidence: " + "; ".join(problems))
 
@@ -72,7 +77,6 @@ def pytest_generate_tests(metafunc):
     topology_file = metafunc.config.getoption("topology")
     if topology_file:
         # The file's links say how many paths and whether loss applies, whatever --loss.
-        from mptcp_nvme.guest import topology
         links = topology.load_topology(topology_file).links
         chosen["paths"] = [len(links)]
         chosen["loss"] = [any(link.netem.loss_pct or link.netem.delay_us for link in links)]
@@ -107,7 +111,7 @@ def _parametrize_multipath(metafunc, iopolicies, defaults):
 
 @pytest.fixture
 def trtype(request):
-    require(request.config, *nvmet.REQUIREMENTS, *host.REQUIREMENTS, f"trtype:{request.param}",
+    require(request.config, *nvmet.REQUIREMENTS, *initiator.REQUIREMENTS, f"trtype:{request.param}",
             *EVIDENCE_NEEDS[request.param])
     return request.param
 
@@ -118,17 +122,17 @@ def prove_transport(request, network, trtype):
     ``trtype`` (mptcp: no fallback, subflows from every host link with an MPTCP
     endpoint); their description goes into the test's diagnostics, a mismatch fails it
     (after the test body, so its own results still show)."""
-    from mptcp_nvme.guest import evidence
+    from mptcp_nvme.guest.net import proof
     links = network.topology.links if network.topology.host.endpoint_flags else ()
 
     def prove(nvme_host, nqn):
         try:
-            ctrls = evidence.prove_queues(network.host, nvme_host, nqn, trtype, links)
-        except evidence.TransportProofFailed as err:
+            ctrls = proof.prove_queues(network.host, nvme_host, nqn, trtype, links)
+        except proof.TransportProofFailed as err:
             request.node.stash.setdefault(PROBLEMS, []).append(str(err))
             ctrls = []
         for ctrl in ctrls:
-            request.node.user_properties.append((DIAG, evidence.describe(ctrl, network.topology.links)))
+            request.node.user_properties.append((DIAG, proof.describe(ctrl, network.topology.links)))
         prove.proven[nqn] = ctrls
         return ctrls
     prove.proven = {}
@@ -141,7 +145,7 @@ def multipath(request):
     test; dm needs dmsetup and dm-multipath."""
     if request.param == "dm":
         require(request.config, *dm_mpath.REQUIREMENTS)
-    with host.multipath_mode(native=request.param == "native"):
+    with nvme_multipath.multipath_mode(native=request.param == "native"):
         yield request.param
 
 
@@ -174,7 +178,6 @@ def multipath_device(multipath, iopolicy):
 def topo(request, paths, loss):
     """The topology under test: --topology FILE, else the script's for ``paths`` (at
     --rate, its loss profile scaled to it)."""
-    from mptcp_nvme.guest import topology
     topology_file = request.config.getoption("topology")
     if topology_file:
         return topology.load_topology(topology_file)
@@ -185,11 +188,11 @@ def topo(request, paths, loss):
 def make_network(request):
     """build(topo): ``topo`` built in new namespaces, torn down after the test; the
     MPTcpExt counters of every network built here are checked after the test."""
-    from mptcp_nvme.guest import topology
+    from mptcp_nvme.guest.net import builder
     with ExitStack() as networks:
         def build(topo):
             require(request.config, *topology.REQUIREMENTS, *topology.requirements(topo))
-            built = networks.enter_context(topology.build(topo))
+            built = networks.enter_context(builder.build(topo))
             request.node.stash.setdefault(NETWORKS, []).append(built)
             return built
         yield build
@@ -244,7 +247,7 @@ def target(make_target):
 
 @pytest.fixture
 def nvme_host(network):
-    return host.Host(prefix=network.host.argv())
+    return initiator.NvmeHost(prefix=network.host.argv())
 
 
 @pytest.fixture
@@ -289,7 +292,7 @@ def tls_target(tls_transport, psks, tlshd, make_target, subsysnqn, treq):
 
 @pytest.fixture
 def tls_host(network):
-    return host.Host(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
+    return initiator.NvmeHost(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ subflows use every link, so link bytes cannot tell)."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, fio
+from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest.io import fio
 from mptcp_nvme.poll import wait_for
 
 QUIET = 0.02          # a path the iopolicy must avoid carries at most this share

@@ -6,8 +6,10 @@ refused), and re-authentication after the key changed."""
 import pytest
 
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import DIAG, fio, nvme_host as host, require
-from mptcp_nvme.guest.tls import SUITE_HOSTNQN, DerivedPsks
+from mptcp_nvme.guest import DIAG, require
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme.guest.nvme import initiator
+from mptcp_nvme.guest.security.psk import SUITE_HOSTNQN, DerivedPsks
 from mptcp_nvme.poll import wait_for
 
 AUTH_NEEDS = ("kconfig:NVME_HOST_AUTH", "kconfig:NVME_TARGET_AUTH")
@@ -24,7 +26,7 @@ def gen_key(nvme_host):
 
 @pytest.fixture
 def auth_host(network):
-    return host.Host(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
+    return initiator.NvmeHost(prefix=network.host.argv(), hostnqn=SUITE_HOSTNQN)
 
 
 def secured_target(make_target, keys, hash_name, group):

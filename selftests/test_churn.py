@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, evidence, health, nvmet
+from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest.checks import health
+from mptcp_nvme.guest.nvmet import target as nvmet
+from mptcp_nvme.guest.net import sock_diag
 from mptcp_nvme.poll import wait_for
 
 CONNECT_CYCLES = 100
@@ -32,7 +35,7 @@ def snapshot(network):
     }
     for side, netns in (("target", network.target), ("host", network.host)):
         with netns.enter():
-            found = evidence.sockets(evidence.LIVE_STATES)
+            found = sock_diag.sockets(sock_diag.LIVE_STATES)
         state[f"{side} sockets"] = sorted(f"{s.protocol} {s.local}:{s.lport}>{s.remote}:{s.rport}"
                                           for s in found)
     return state

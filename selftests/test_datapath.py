@@ -3,7 +3,12 @@ evidence the script never gathered: which links the traffic really used."""
 
 import pytest
 
-from mptcp_nvme.guest import dm_mpath, evidence, fio, nvmet, stream, topology
+from mptcp_nvme.guest.nvme import dm_mpath
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme.guest.nvmet import target as nvmet
+from mptcp_nvme.guest.net import stream
+from mptcp_nvme import topology
+from mptcp_nvme.guest.net import proof
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.guest import DIAG
 
@@ -60,9 +65,9 @@ def test_mptcp_connect_to_tcp_port_is_caught(network, backing_device, trtype, nv
         try:
             with nvme_host.connected("mptcp", network.topology.traddrs, target.trsvcid,
                                      target.nqn):
-                with pytest.raises(evidence.TransportProofFailed,
+                with pytest.raises(proof.TransportProofFailed,
                                    match=r"MPTCP fallback\), not mptcp"):
-                    evidence.prove_queues(network.host, nvme_host, target.nqn, "mptcp", links,
+                    proof.prove_queues(network.host, nvme_host, target.nqn, "mptcp", links,
                                           timeout=3)
         except SetupError as err:        # a kernel that refuses the fallback is right too
             assert "connect" in str(err), err

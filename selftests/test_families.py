@@ -4,7 +4,9 @@ sockets on ::ffff:10.1.<i>.1, the newer mptcp_nvme.sh's first argument), two pat
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, fio, topology
+from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme import topology
 
 FAMILIES = ("ipv6", "v4map")
 

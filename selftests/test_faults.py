@@ -15,7 +15,8 @@ import json
 import pytest
 
 from mptcp_nvme.channel import FAULT
-from mptcp_nvme.guest import DIAG, faults, results_dir, topology
+from mptcp_nvme.guest import DIAG, faults, results_dir
+from mptcp_nvme import topology
 
 FAULT_LINKS = 2
 FAULT_RATE = "30mbit"       # the links, not TCG, bound the bandwidth: recovery shows

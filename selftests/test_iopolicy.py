@@ -15,7 +15,9 @@ from dataclasses import replace
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, fio, topology
+from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme import topology
 
 POLICIES = ("queue-depth", "weighted-lat", "adaptive")
 RATE = "30mbit"

@@ -6,7 +6,12 @@ link names of the file."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, evidence, fio, stream, topology
+from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme.guest.net import stream
+from mptcp_nvme import topology
+from mptcp_nvme.guest.net import proof
+from mptcp_nvme.guest.net import sock_diag
 from mptcp_nvme.poll import PollTimeout, wait_for
 
 MIXED = topology.TOPOLOGY_DIR / "mixed-family.toml"
@@ -44,22 +49,22 @@ def test_v4map_ipv6_mixed_nvme(trtype, network, target, nvme_host, prove_transpo
                                record_property):
     """v4map and ipv6 links mixed over {trtype}: a controller per link, every queue's subflows as the rules give, verified fio over every link"""
     links = network.topology.links
-    by_address = {evidence.normalize(link.traddr): link for link in links}
+    by_address = {sock_diag.normalize(link.traddr): link for link in links}
     with nvme_host.connected(trtype, network.topology.traddrs, target.trsvcid,
                              target.nqn) as connection:
         ctrls = prove_transport(nvme_host, connection.nqn)
         if trtype == "mptcp":
             def unexpected():
                 wrong = []
-                for ctrl in evidence.prove_queues(network.host, nvme_host, connection.nqn,
+                for ctrl in proof.prove_queues(network.host, nvme_host, connection.nqn,
                                                   trtype, links):
                     link = by_address[ctrl.traddr]
                     expected = topology.expected_subflows(network.topology, link)
                     wrong += [f"{ctrl.name} ({link.name}) queue :{q.socket.lport}: "
-                              f"{format_pairs(evidence.subflow_pairs(q.subflows, links))}, "
+                              f"{format_pairs(proof.subflow_pairs(q.subflows, links))}, "
                               f"the rules give {format_pairs(expected)}"
                               for q in ctrl.queues
-                              if evidence.subflow_pairs(q.subflows, links) != expected]
+                              if proof.subflow_pairs(q.subflows, links) != expected]
                 unexpected.last = wrong
                 return not wrong
             try:

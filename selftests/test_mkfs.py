@@ -3,7 +3,8 @@ files with checksums, unmount, disconnect; then reconnect, fsck, mount and compa
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, filesystem, require
+from mptcp_nvme.guest import DIAG, require
+from mptcp_nvme.guest.io import filesystem
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))

@@ -14,9 +14,10 @@ import socket
 
 import pytest
 
-from mptcp_nvme.guest import fio, topology
+from mptcp_nvme.guest.io import fio
+from mptcp_nvme import topology
 from mptcp_nvme.guest import DIAG, require
-from mptcp_nvme.guest.tls import TLS_NEEDS
+from mptcp_nvme.guest.security.psk import TLS_NEEDS
 
 
 @pytest.fixture

@@ -5,6 +5,6 @@ root). Nothing here imports mptcp_nvme.host. Selftests import their API from her
 """
 
 from mptcp_nvme.channel import DIAG, results_dir
-from mptcp_nvme.guest.checks import enable_selftest_checks, require
+from mptcp_nvme.guest.checks.gates import enable_selftest_checks, require
 
 __all__ = ["DIAG", "enable_selftest_checks", "require", "results_dir"]

@@ -1,5 +1,5 @@
 """Guest side: the agent that runs the tests the host asks for, one at a time, and
-answers with pytest's own serialized reports (protocol in host/session.py)."""
+answers with pytest's own serialized reports (protocol in host/vm/guest_session.py)."""
 
 import json
 import os

@@ -31,8 +31,10 @@ import errno
 import re
 import time
 
-from mptcp_nvme.guest import fio, fiolog
-from mptcp_nvme.guest.health import KernelLog
+from mptcp_nvme.guest.io import fio, fiolog
+from mptcp_nvme.guest.net import proof
+from mptcp_nvme.guest.net import sock_diag
+from mptcp_nvme.guest.checks.health import KernelLog
 from mptcp_nvme.poll import wait_for
 
 # Controllers of a fault test: a short keep-alive and reconnect delay, so that failover
@@ -161,7 +163,7 @@ class Endpoint(Fault):
         scene.network.endpoint(scene.network.topology.links[-1].index, True)
 
 
-class Port(Fault):
+class PortFault(Fault):
     name, what = "port", "the subsystem taken off the last controller's nvmet port, then back"
 
     def __init__(self):
@@ -203,7 +205,7 @@ class Delete(Fault):
             scene.controllers[-1] = scene.reconnect(self.address)
 
 
-FAULTS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown, Endpoint, Port,
+FAULTS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown, Endpoint, PortFault,
                                           Reset, Delete, KeepAlive)}
 
 
@@ -218,11 +220,10 @@ class Observation:
 def observe(scene):
     subflows, links = None, frozenset()
     if scene.trtype == "mptcp":
-        from mptcp_nvme.guest import evidence
         with scene.network.host.enter():
-            records = [record for record in evidence.sockets() if record.is_subflow]
+            records = [record for record in sock_diag.sockets() if record.is_subflow]
         subflows = len(records)
-        links = frozenset(evidence.link_of(r.local, scene.network.topology.links) for r in records)
+        links = frozenset(proof.link_of(r.local, scene.network.topology.links) for r in records)
     states = {name: scene.nvme_host.controller(name).state for name in scene.controllers}
     return Observation(time.monotonic(), subflows, links, states)
 

@@ -5,15 +5,17 @@ import signal
 import sys
 from pathlib import Path
 
-from mptcp_nvme.host import kernel as kernel_mod
-from mptcp_nvme.host import merge as merge_mod
-from mptcp_nvme.host import kselftest, rootfs, suite
+from mptcp_nvme import SOURCE_DIR
+from mptcp_nvme.host.inputs import kernel as kernel_mod
+from mptcp_nvme.host.results import merge as merge_mod
+from mptcp_nvme.host import kselftest, suite
+from mptcp_nvme.host.inputs import rootfs
 from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
 from mptcp_nvme.options import FAMILIES
-from mptcp_nvme.host.vm import require_host_tools, resolve_accel
+from mptcp_nvme.host.vm.qemu import require_host_tools, resolve_accel
 
-SOURCE_DIR, SELFTESTS = suite.SOURCE_DIR, suite.SELFTESTS
+SELFTESTS = suite.SELFTESTS
 
 
 def build_parser():
@@ -112,7 +114,7 @@ def cmd_run(args, selftests=True):
         import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1
     if args.kcidb:
-        from mptcp_nvme.host import kcidb
+        from mptcp_nvme.host.results import kcidb
         kcidb.write(args.kcidb, [merge_mod.read_run(results)[1]])
     return code
 
@@ -124,7 +126,7 @@ def cmd_merge(args):
     sys.stdout.write(text)
     print(f"results: {out}", file=sys.stderr)
     if args.kcidb:
-        from mptcp_nvme.host import kcidb
+        from mptcp_nvme.host.results import kcidb
         kcidb.write(args.kcidb, [document])
     return code
 
@@ -174,7 +176,7 @@ def cmd_kselftest(args):
 
 
 def cmd_matrix(args):
-    from mptcp_nvme.host.matrix import run_matrix
+    from mptcp_nvme.host.matrix.run import run_matrix
     return run_matrix(args)
 
 
@@ -186,32 +188,19 @@ def cmd_build(args):
 
 
 def cmd_series(args):
-    from mptcp_nvme.errors import SeriesRejected
-    from mptcp_nvme.host import series as series_mod
-    from mptcp_nvme.host import verdict
+    from mptcp_nvme.host.series import patches
+    from mptcp_nvme.host.series.judge import judge
     tests = suite.test_paths(args.tests)             # bad input: exit 2 before any build
     out = Path(args.results_dir or SOURCE_DIR / "results" /
                datetime.datetime.now().strftime("%Y%m%d-%H%M%S-series"))
-    series = series_mod.resolve(args.series, args.base, out / "input", args.local_mbox)
+    series = patches.resolve(args.series, args.base, out / "input", args.local_mbox)
     chosen = {k: v for k, v in options.values(args).items() if k != "results_dir"}
     selection = [*tests, *(["-k", args.keyword] if args.keyword else []),
                  *options.to_argv(chosen, only=lambda o: "series" in o.commands)]
     print(f"results: {out}", file=sys.stderr)
-    try:
-        series_mod.check_applies(series, out / "input")
-        base, _ = series_mod.build_base(series, out / "build-base.log", args.jobs)
-        patched, _ = series_mod.build_series(series, base, out / "build-series.log", args.jobs)
-    except SeriesRejected as err:
-        verdict.rejected(out, series, str(err))
-        sys.stdout.write((out / "summary.md").read_text())
-        return 1
-    runs = {"base": series_mod.run_selection(base, out / "base", selection),
-            "series": series_mod.run_selection(patched, out / "series", selection)}
-    changes = series_mod.compare(runs["base"], runs["series"])
-    code = series_mod.exit_code(changes)
-    verdict.write(out, series, runs, changes, code)
+    verdict = judge(series, out, selection, args.jobs)
     sys.stdout.write((out / "summary.md").read_text())
-    return code
+    return verdict["exit"]
 
 
 def parse(argv=None):

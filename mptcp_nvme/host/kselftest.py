@@ -21,8 +21,8 @@ from mptcp_nvme import proc
 from mptcp_nvme.channel import KSELFTEST_DIR
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme.guest.kselftest import LIST_NAME, RUNNER
-from mptcp_nvme.host.kernel import LoggedBuild
-from mptcp_nvme.host.rootfs import cache_dir, cache_lock
+from mptcp_nvme.host.inputs.kernel import LoggedBuild
+from mptcp_nvme.host.inputs.rootfs import cache_dir, cache_lock
 
 SELFTESTS = Path("tools/testing/selftests")
 BUILD_LOG = "kselftest-build.log"          # in the results folder

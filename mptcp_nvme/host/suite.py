@@ -4,10 +4,10 @@ code. Used by 'mptcp-nvme run', 'script' and 'matrix'."""
 
 from pathlib import Path
 
+from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme import options
 from mptcp_nvme.errors import UsageError
 
-SOURCE_DIR = Path(__file__).resolve().parents[2]
 SELFTESTS = SOURCE_DIR / "selftests"
 DEFAULT_IO_TIMEOUT = 30      # nvme_core's io_timeout, seconds
 
@@ -43,7 +43,7 @@ def io_timeout(append, rate):
     tcp cell ends in I/O timeouts and error recovery instead of a measurement."""
     if not rate or any(arg.startswith("nvme_core.io_timeout=") for arg in append or ()):
         return []
-    from mptcp_nvme.guest import topology   # pyroute2: not on every CLI start (bench-boot)
+    from mptcp_nvme import topology
     scale = max(1.0, topology.Netem.parse(rate=topology.SCRIPT_RATE).rate_bit /
                 topology.Netem.parse(rate=rate).rate_bit)
     return [f"nvme_core.io_timeout={round(DEFAULT_IO_TIMEOUT * scale)}"]
@@ -53,7 +53,7 @@ def run(argv, plugins=()):
     """pytest.main; (pytest's exit status, the KTAP exit code or None when none was set)."""
     import pytest
 
-    from mptcp_nvme.host.reporters import KTAP_EXIT
+    from mptcp_nvme.host.results.reporters import KTAP_EXIT
     holder = {}
 
     class Capture:

@@ -12,13 +12,13 @@ import sys
 from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY
 
-from mptcp_nvme.guest import evidence
+from mptcp_nvme.guest.net import sock_diag
 
 
 def capture(protocol):
     data = b""
     for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-        req = evidence.dump_request(protocol, family)
+        req = sock_diag.dump_request(protocol, family)
         req["header"]["type"] = SOCK_DIAG_BY_FAMILY
         req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
         req["header"]["sequence_number"] = seq
@@ -35,6 +35,6 @@ def capture(protocol):
 
 if __name__ == "__main__":
     prefix = sys.argv[1]
-    for name, protocol in (("mptcp", evidence.IPPROTO_MPTCP), ("tcp", socket.IPPROTO_TCP)):
+    for name, protocol in (("mptcp", sock_diag.IPPROTO_MPTCP), ("tcp", socket.IPPROTO_TCP)):
         with open(f"{prefix}-{name}.bin", "wb") as out:
             out.write(capture(protocol))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.guest import backing, requirements
+from mptcp_nvme.guest.nvmet import backing
+from mptcp_nvme.guest.checks import requirements
 
 ROOT = os.geteuid() == 0
 

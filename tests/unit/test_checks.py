@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import health, requirements
+from mptcp_nvme.guest.checks import health, requirements
 
-from mptcp_nvme.host import session as remote
-from mptcp_nvme.guest.requirements import Features
+from mptcp_nvme.host.vm import guest_session as remote
+from mptcp_nvme.guest.checks.requirements import Features
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mptcp_nvme.host import rootfs
+from mptcp_nvme.host.inputs import rootfs
 from tests.unit.test_kernel import fake_bzimage
 
 

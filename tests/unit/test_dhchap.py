@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.guest import dhchap, nvme_host, nvmet
+from mptcp_nvme.guest.security import dhchap
+from mptcp_nvme.guest.nvmet import target as nvmet
+from mptcp_nvme.guest.nvme import fabrics
 
 KEYS = (Path(__file__).resolve().parents[1] / "data/dhchap/gen-dhchap-key.txt").read_text().split()
 
@@ -41,5 +43,5 @@ def test_unknown_hash_and_group_are_usage_errors_before_configfs():
     with pytest.raises(UsageError, match="dhchap_dhgroup must be one of null"):
         dhchap.check_host_attributes({"dhchap_dhgroup": "ffdhe1024"})
     with pytest.raises(UsageError, match="dhchap_secret must look like"):
-        nvme_host.checked_options({"dhchap_secret": "oops"})
-    assert nvme_host.checked_options({"dhchap_secret": KEYS[1]}) == {"dhchap_secret": KEYS[1]}
+        fabrics.checked_options({"dhchap_secret": "oops"})
+    assert fabrics.checked_options({"dhchap_secret": KEYS[1]}) == {"dhchap_secret": KEYS[1]}

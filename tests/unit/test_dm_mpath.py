@@ -1,11 +1,11 @@
-"""dm-multipath tables and status lines (guest/dm_mpath.py), without a kernel."""
+"""dm-multipath tables and status lines (guest/nvme/dm_mpath.py), without a kernel."""
 
 from pathlib import Path
 
 import pytest
 
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import dm_mpath
+from mptcp_nvme.guest.nvme import dm_mpath
 
 DATA = Path(__file__).parents[1] / "data" / "dm"
 

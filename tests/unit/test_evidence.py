@@ -1,12 +1,16 @@
-"""evidence.py: queue sockets matched to controllers, the transport proof, MPTcpExt."""
+"""guest/net (sock_diag, proof, netstat): queue sockets matched to controllers, the transport proof, MPTcpExt."""
 
 import socket
 from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import evidence, topology
-from mptcp_nvme.guest.evidence import SocketRecord
+from mptcp_nvme import topology
+from mptcp_nvme.guest.net import netstat
+from mptcp_nvme.guest.net import pdu_capture
+from mptcp_nvme.guest.net import proof
+from mptcp_nvme.guest.net import sock_diag
+from mptcp_nvme.guest.net.sock_diag import SocketRecord
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LINKS = topology.topology_for_paths(4).links
@@ -34,10 +38,10 @@ ADDRESS = {"traddr": TRADDR, "trsvcid": str(PORT), "src_addr": "10.1.1.2"}
 
 def test_mptcp_queues_with_subflows_on_every_link_are_proven():
     records = [mptcp_queue(40001, 11), mptcp_queue(40002, 22), *mesh(11, 50000), *mesh(22, 51000)]
-    ctrl = evidence.controller_sockets("nvme0", ADDRESS, 2, records)
+    ctrl = proof.controller_sockets("nvme0", ADDRESS, 2, records)
     assert ctrl.transport == "mptcp" and [len(q.subflows) for q in ctrl.queues] == [7, 7]
-    assert evidence.coverage_problems(ctrl, LINKS, "mptcp") == []
-    assert evidence.describe(ctrl, LINKS) == (
+    assert proof.coverage_problems(ctrl, LINKS, "mptcp") == []
+    assert proof.describe(ctrl, LINKS) == (
         "nvme0 -> 10.1.1.1:4420: 2/2 queue sockets, mptcp, subflows per queue 7/7, per link "
         "path1=2 path2=4 path3=4 path4=4")
 
@@ -45,8 +49,8 @@ def test_mptcp_queues_with_subflows_on_every_link_are_proven():
 def test_a_missing_link_a_fallback_and_a_missing_queue_are_named():
     no_link4 = [s for s in mesh(11, 50000) if not s.local.startswith("10.1.4.")]
     records = [mptcp_queue(40001, 11), mptcp_queue(40002, 22, fallback=True), *no_link4]
-    ctrl = evidence.controller_sockets("nvme0", ADDRESS, 3, records)
-    problems = evidence.coverage_problems(ctrl, LINKS, "mptcp")
+    ctrl = proof.controller_sockets("nvme0", ADDRESS, 3, records)
+    problems = proof.coverage_problems(ctrl, LINKS, "mptcp")
     assert problems == ["nvme0: 2 queue sockets to 10.1.1.1:4420, sysfs queue_count is 3",
                         "nvme0 queue socket :40001 has 5 subflows, none from path4",
                         "nvme0 queue socket :40002 is tcp (MPTCP fallback), not mptcp"]
@@ -59,11 +63,11 @@ def test_plain_tcp_queues_and_the_subflows_of_other_connections_are_told_apart()
                SocketRecord("tcp", "10.1.3.2", 40003, TRADDR, PORT),        # other source
                SocketRecord("tcp", "10.1.1.2", 40004, TRADDR, 4421),        # other port
                subflow(99, "10.1.1.2", 40005)]
-    ctrl = evidence.controller_sockets("nvme1", ADDRESS, 2, records)
+    ctrl = proof.controller_sockets("nvme1", ADDRESS, 2, records)
     assert [q.socket.lport for q in ctrl.queues] == [40001, 40002]
     assert ctrl.transport == "tcp"
-    assert evidence.coverage_problems(ctrl, LINKS, "tcp") == []
-    assert evidence.coverage_problems(ctrl, LINKS, "mptcp") == [
+    assert proof.coverage_problems(ctrl, LINKS, "tcp") == []
+    assert proof.coverage_problems(ctrl, LINKS, "mptcp") == [
         "nvme1 queue socket :40001 is tcp, not mptcp", "nvme1 queue socket :40002 is tcp, not mptcp"]
 
 
@@ -71,29 +75,29 @@ def test_controllers_sharing_a_target_port_are_proven_together():
     """Two subsystems on one port: their controllers' sockets are indistinguishable, so
     each is checked against the queue_counts of both (the 2-subsystem backing case)."""
     records = [SocketRecord("tcp", "10.1.1.2", 40000 + i, TRADDR, PORT) for i in range(6)]
-    alone = evidence.controller_sockets("nvme0", ADDRESS, 3, records)
-    assert evidence.coverage_problems(alone, LINKS, "tcp") == [
+    alone = proof.controller_sockets("nvme0", ADDRESS, 3, records)
+    assert proof.coverage_problems(alone, LINKS, "tcp") == [
         "nvme0: 6 queue sockets to 10.1.1.1:4420, sysfs queue_count is 3"]
-    shared = evidence.controller_sockets("nvme0", ADDRESS, 3, records, port_queue_count=6)
-    assert evidence.coverage_problems(shared, LINKS, "tcp") == []
-    assert evidence.describe(shared, LINKS) == (
+    shared = proof.controller_sockets("nvme0", ADDRESS, 3, records, port_queue_count=6)
+    assert proof.coverage_problems(shared, LINKS, "tcp") == []
+    assert proof.describe(shared, LINKS) == (
         "nvme0 -> 10.1.1.1:4420: 6/6 queue sockets (with the other controllers to this port), tcp")
-    short = evidence.controller_sockets("nvme0", ADDRESS, 3, records[:5], port_queue_count=6)
-    assert evidence.coverage_problems(short, LINKS, "tcp") == [
+    short = proof.controller_sockets("nvme0", ADDRESS, 3, records[:5], port_queue_count=6)
+    assert proof.coverage_problems(short, LINKS, "tcp") == [
         "nvme0: 5 queue sockets to 10.1.1.1:4420, the queue_count of the controllers to that "
         "port sums to 6"]
-    assert evidence.port_key({**ADDRESS, "traddr": "::ffff:10.1.1.1"}) == (TRADDR, PORT, "10.1.1.2")
+    assert proof.port_key({**ADDRESS, "traddr": "::ffff:10.1.1.1"}) == (TRADDR, PORT, "10.1.1.2")
 
 
 def test_v4mapped_controller_addresses_match_ipv4_sockets():
     address = {"traddr": "::ffff:10.1.1.1", "trsvcid": str(PORT), "src_addr": "::ffff:10.1.1.2"}
-    ctrl = evidence.controller_sockets("nvme0", address, 1, [mptcp_queue(40001, 11), *mesh(11, 0)])
+    ctrl = proof.controller_sockets("nvme0", address, 1, [mptcp_queue(40001, 11), *mesh(11, 0)])
     assert len(ctrl.queues) == 1 and ctrl.traddr == TRADDR
 
 
 def test_mptcp_info_layout():
     raw = bytes([3, 1, 2, 8, 4, 8, 0, 0]) + (1).to_bytes(4, "little") + (0xABCD).to_bytes(4, "little")
-    info = evidence.parse_mptcp_info(raw + bytes(80))
+    info = sock_diag.parse_mptcp_info(raw + bytes(80))
     assert (info["subflows"], info["subflows_max"], info["flags"], info["token"]) == (3, 8, 1, 0xABCD)
 
 
@@ -105,14 +109,14 @@ MPTcpExt: 3 1 12 0 7
 
 
 def test_netstat_counters_deltas_and_problems():
-    counters = evidence.parse_netstat(NETSTAT)
+    counters = netstat.parse_netstat(NETSTAT)
     assert counters == {"MPCapableSYNRX": 3, "MPCapableFallbackACK": 1, "MPJoinSynAckRx": 12,
                         "DataCsumErr": 0, "OFOQueue": 7}
-    assert evidence.reported(counters) == {"DataCsumErr": 0, "MPCapableFallbackACK": 1,
+    assert netstat.reported(counters) == {"DataCsumErr": 0, "MPCapableFallbackACK": 1,
                                            "MPCapableSYNRX": 3, "MPJoinSynAckRx": 12}
-    assert evidence.counter_problems(counters) == ["MPTcpExt MPCapableFallbackACK +1"]
-    assert evidence.counter_problems({"DataCsumErr": 2}) == ["MPTcpExt DataCsumErr +2"]
-    assert evidence.counter_delta({"A": 1, "B": 2}, {"A": 1, "B": 5, "C": 1}) == {"B": 3, "C": 1}
+    assert netstat.counter_problems(counters) == ["MPTcpExt MPCapableFallbackACK +1"]
+    assert netstat.counter_problems({"DataCsumErr": 2}) == ["MPTcpExt DataCsumErr +2"]
+    assert netstat.counter_delta({"A": 1, "B": 2}, {"A": 1, "B": 5, "C": 1}) == {"B": 3, "C": 1}
 
 
 @pytest.mark.parametrize("prefix", sorted({p.name.rsplit("-", 1)[0]
@@ -120,8 +124,8 @@ def test_netstat_counters_deltas_and_problems():
 def test_captured_dumps_parse(prefix):
     """Real sock_diag replies captured in a guest (tests/data/capture_sockdiag.py) with
     NVMe controllers connected: every MPTCP queue socket has its subflows."""
-    mptcp = evidence.parse_dump((DATA / f"{prefix}-mptcp.bin").read_bytes(), evidence.IPPROTO_MPTCP)
-    tcp = evidence.parse_dump((DATA / f"{prefix}-tcp.bin").read_bytes(), socket.IPPROTO_TCP)
+    mptcp = sock_diag.parse_dump((DATA / f"{prefix}-mptcp.bin").read_bytes(), sock_diag.IPPROTO_MPTCP)
+    tcp = sock_diag.parse_dump((DATA / f"{prefix}-tcp.bin").read_bytes(), socket.IPPROTO_TCP)
     assert mptcp and all(r.protocol == "mptcp" and r.token for r in mptcp)
     tokens = {r.token for r in mptcp}
     subflows = [r for r in tcp if r.is_subflow]
@@ -129,7 +133,7 @@ def test_captured_dumps_parse(prefix):
 
 
 def test_garbage_dump_does_not_crash():
-    assert evidence.parse_dump(b"\x00" * 7, socket.IPPROTO_TCP) == []
+    assert sock_diag.parse_dump(b"\x00" * 7, socket.IPPROTO_TCP) == []
 
 
 def ic_frame(kind, dgst, sport=4420, dport=51234, ipv6=False, hlen=128, plen=128):
@@ -150,21 +154,21 @@ def ic_frame(kind, dgst, sport=4420, dport=51234, ipv6=False, hlen=128, plen=128
 
 
 def test_ic_pdus_are_read_from_ipv4_and_ipv6_frames():
-    resp = evidence.parse_ic_pdu(ic_frame(evidence.ICRESP, 3))
-    assert resp == evidence.IcPdu(evidence.ICRESP, 4420, 51234, evidence.HDGST | evidence.DDGST)
-    req = evidence.parse_ic_pdu(ic_frame(evidence.ICREQ, 0, 51234, 4420, ipv6=True))
-    assert req == evidence.IcPdu(evidence.ICREQ, 51234, 4420, 0)
+    resp = pdu_capture.parse_ic_pdu(ic_frame(pdu_capture.ICRESP, 3))
+    assert resp == pdu_capture.IcPdu(pdu_capture.ICRESP, 4420, 51234, pdu_capture.HDGST | pdu_capture.DDGST)
+    req = pdu_capture.parse_ic_pdu(ic_frame(pdu_capture.ICREQ, 0, 51234, 4420, ipv6=True))
+    assert req == pdu_capture.IcPdu(pdu_capture.ICREQ, 51234, 4420, 0)
 
 
-@pytest.mark.parametrize("frame", [ic_frame(0x04, 3), ic_frame(evidence.ICRESP, 3, hlen=24),
-                                   ic_frame(evidence.ICRESP, 3, plen=4096), b"\x00" * 13,
-                                   ic_frame(evidence.ICRESP, 3)[:60]])
+@pytest.mark.parametrize("frame", [ic_frame(0x04, 3), ic_frame(pdu_capture.ICRESP, 3, hlen=24),
+                                   ic_frame(pdu_capture.ICRESP, 3, plen=4096), b"\x00" * 13,
+                                   ic_frame(pdu_capture.ICRESP, 3)[:60]])
 def test_other_frames_are_not_ic_pdus(frame):
-    assert evidence.parse_ic_pdu(frame) is None
+    assert pdu_capture.parse_ic_pdu(frame) is None
 
 
 def test_subflow_pairs_name_the_host_link_and_the_target_link():
     subs = [subflow(11, "10.1.2.2", 50001), subflow(11, "10.1.3.2", 50002, "10.1.3.1"),
             subflow(11, "10.9.9.9", 50003)]
-    assert evidence.subflow_pairs(subs, LINKS) == [
+    assert proof.subflow_pairs(subs, LINKS) == [
         ("10.9.9.9", "path1"), ("path2", "path1"), ("path3", "path3")]

@@ -1,4 +1,4 @@
-"""Fault definitions (guest/faults.py) and the fault table (host/faults_report.py) without
+"""Fault definitions (guest/faults.py) and the fault table (host/results/faults_report.py) without
 a VM; the report is drawn from outcomes recorded by real runs (tests/data/faults)."""
 
 import json
@@ -9,8 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from mptcp_nvme import options
-from mptcp_nvme.guest import faults, fiolog, topology
-from mptcp_nvme.host import faults_report
+from mptcp_nvme.guest import faults
+from mptcp_nvme.guest.io import fiolog
+from mptcp_nvme import topology
+from mptcp_nvme.host.results import faults_report
 
 DATA = Path(__file__).parents[1] / "data" / "faults"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import filesystem
+from mptcp_nvme.guest.io import filesystem
 
 
 def test_a_tree_is_reproducible_and_a_changed_byte_shows(tmp_path):

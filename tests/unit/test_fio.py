@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from mptcp_nvme import proc
-from mptcp_nvme.guest import fio
+from mptcp_nvme.guest.io import fio
 from mptcp_nvme.errors import SetupError, UsageError
 
 DEVICE = "/dev/nvme2n1"

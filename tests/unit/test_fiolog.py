@@ -1,4 +1,4 @@
-"""fio interval logs (mptcp_nvme.guest.fiolog) and their chart, on logs in fio 3.39's format
+"""fio interval logs (mptcp_nvme.guest.io.fiolog) and their chart, on logs in fio 3.39's format
 (tests/data/fio/, 100 ms windows, 128k blocks, the helper thread a few ms late):
 
 - write-gap_bw.log: a 10 s write at ~13 MiB/s (13312 KiB/s median), a fault from 4 s to
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import fiolog
-from mptcp_nvme.guest.fiolog import Sample, Timeline
-from mptcp_nvme.host import timeline_chart
+from mptcp_nvme.guest.io import fiolog
+from mptcp_nvme.guest.io.fiolog import Sample, Timeline
+from mptcp_nvme.host.results import timeline_chart
 
 DATA = Path(__file__).resolve().parents[1] / "data/fio"
 GAP, ZEROS = DATA / "write-gap_bw.log", DATA / "write-zeros_bw.log"

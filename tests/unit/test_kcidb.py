@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.host import kcidb
+from mptcp_nvme.host.results import kcidb
 from tests.unit.test_cli import cli
 
 DATA = Path(__file__).resolve().parents[1] / "data/ci"

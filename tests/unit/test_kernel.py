@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from mptcp_nvme.host import kernel
+from mptcp_nvme.host.inputs import kernel
 from mptcp_nvme.errors import UsageError
 
 
@@ -101,7 +101,7 @@ def test_bzimage_modules_go_to_a_per_kernel_image_not_into_the_rootfs(rootfs, tm
     image of that kernel (ext4, read back with debugfs)."""
     import shutil
     import subprocess
-    from mptcp_nvme.host import rootfs as rootfs_mod
+    from mptcp_nvme.host.inputs import rootfs as rootfs_mod
     if not shutil.which("mkfs.ext4") or not shutil.which("debugfs"):
         pytest.skip("needs e2fsprogs (mkfs.ext4, debugfs)")
     monkeypatch.setenv("MPTCP_NVME_CACHE", str(tmp_path / "cache"))

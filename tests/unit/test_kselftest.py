@@ -12,8 +12,8 @@ from mptcp_nvme import ktap, proc
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.guest import kselftest
 from mptcp_nvme.host import kselftest as host
-from mptcp_nvme.host import session
-from mptcp_nvme.host.runner import share_kselftests
+from mptcp_nvme.host.vm import guest_session as session
+from mptcp_nvme.host.vm.pytest_run import share_kselftests
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests/data/kselftest"

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.guest import topology
-from mptcp_nvme.host import matrix, suite
+from mptcp_nvme import topology
+from mptcp_nvme.host.matrix import run as matrix
+from mptcp_nvme.host import suite
 from tests.unit.test_cli import assert_one_line, cli
 
 

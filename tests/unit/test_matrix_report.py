@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.host import matrix_report as report
+from mptcp_nvme.host.matrix import report
 
 RATE = 30
 LINK_MIB = RATE * 1e6 / 8 / 2**20           # 3.576 MiB/s

@@ -10,7 +10,7 @@ import pytest
 
 from mptcp_nvme import ktap
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.host import merge, summary
+from mptcp_nvme.host.results import merge, summary
 from tests.unit.test_cli import assert_one_line, cli
 
 DATA = Path(__file__).resolve().parents[1] / "data/ci"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import nvmet
+from mptcp_nvme.guest.nvmet import target as nvmet
 from mptcp_nvme.errors import SetupError, UsageError
 
 NQN = "nqn.2014-08.org.nvmexpress.tcpdev.4242.7"
@@ -370,21 +370,21 @@ def test_constants():
     assert nvmet.DISCOVERY_NQN == "nqn.2014-08.org.nvmexpress.discovery"
 
 
-def test_load_modules_loads_nvmet_tcp_explicitly(monkeypatch):
+def test_load_target_modules_loads_nvmet_tcp_explicitly(monkeypatch):
     loaded = []
     monkeypatch.setattr(nvmet.requirements, "load_module",
                         lambda name: loaded.append(name) or name != "nvmet-tcp")
     monkeypatch.setattr(nvmet.requirements, "mount_configfs", lambda: True)
     with pytest.raises(SetupError, match="kernel modules not available: nvmet-tcp"):
-        nvmet.load_modules()
+        nvmet.load_target_modules()
     assert loaded == ["nvmet", "nvmet-tcp"]
 
 
-def test_load_modules_needs_configfs(monkeypatch):
+def test_load_target_modules_needs_configfs(monkeypatch):
     monkeypatch.setattr(nvmet.requirements, "load_module", lambda name: True)
     monkeypatch.setattr(nvmet.requirements, "mount_configfs", lambda: False)
     with pytest.raises(SetupError, match="cannot mount configfs on /sys/kernel/config"):
-        nvmet.load_modules()
+        nvmet.load_target_modules()
 
 
 KEY_1 = "DHHC-1:01:wB7GPs5o/h10xV07fwq581sDpz6njPWazYnscpCLZwueW/s2:"

@@ -5,8 +5,8 @@ import json
 from _pytest.reports import TestReport
 
 from mptcp_nvme import channel as plugin
-from mptcp_nvme.host import reporters
-from mptcp_nvme.host.reporters import ResultsJson
+from mptcp_nvme.host.results import reporters
+from mptcp_nvme.host.results.reporters import ResultsJson
 
 
 def reports(nodeid, call_outcome="passed", longrepr=None, props=(), duration=0.5):

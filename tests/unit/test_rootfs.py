@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mptcp_nvme.host import rootfs
+from mptcp_nvme.host.inputs import rootfs
 
 pytestmark = pytest.mark.skipif(not shutil.which("debugfs"), reason="needs e2fsprogs")
 

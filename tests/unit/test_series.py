@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme.errors import SeriesRejected, SetupError, UsageError
-from mptcp_nvme.host import series as series_mod
-from mptcp_nvme.host import verdict
+from mptcp_nvme.host.series import build
+from mptcp_nvme.host.series import compare
+from mptcp_nvme.host.series import patches
+from mptcp_nvme.host.series import verdict
 from tests.unit.test_cli import assert_one_line, cli
 
 DATA = Path(__file__).resolve().parents[1] / "data/series"
@@ -74,46 +76,46 @@ def format_patch(tree, rng, out, *extra):
 
 def test_an_mbox_is_its_patches_on_the_trees_head(kernel, tmp_path):
     mbox = format_patch(kernel, "master..series", tmp_path / "s.mbox", "--cover-letter")
-    found = series_mod.resolve(str(mbox), kernel, tmp_path / "scratch")
+    found = patches.resolve(str(mbox), kernel, tmp_path / "scratch")
     assert found.kind == "mbox" and found.base == git(kernel, "rev-parse", "master")
     assert [(p.index, p.total, p.subject) for p in found.patches] == [
         (1, 2, "Documentation: nvme: a harmless note"), (2, 2, "nvmet: reject addr_trtype=tcp")]
-    series_mod.check_applies(found, tmp_path / "scratch")
+    patches.check_applies(found, tmp_path / "scratch")
     assert git(kernel, "status", "--porcelain") == ""        # TREE untouched
 
 
 def test_a_range_is_its_commits_on_its_start(kernel, tmp_path):
-    found = series_mod.resolve("master..series", kernel, tmp_path / "scratch")
+    found = patches.resolve("master..series", kernel, tmp_path / "scratch")
     assert found.kind == "range" and found.base == git(kernel, "rev-parse", "master")
     assert [p.subject for p in found.patches] == ["Documentation: nvme: a harmless note",
                                                   "nvmet: reject addr_trtype=tcp"]
-    assert len(series_mod.resolve("series~1..series", kernel, tmp_path / "s2").patches) == 1
+    assert len(patches.resolve("series~1..series", kernel, tmp_path / "s2").patches) == 1
 
 
 def test_a_message_id_goes_through_b4_offline_with_a_local_mbox(kernel, tmp_path):
     mbox = format_patch(kernel, "master..series", tmp_path / "thread.mbox", "--cover-letter")
     cover = next(line for line in mbox.read_text().splitlines()
                  if line.lower().startswith("message-id:")).split("<")[1].rstrip(">")
-    found = series_mod.resolve(f"<{cover}>", kernel, tmp_path / "scratch", local_mbox=mbox)
+    found = patches.resolve(f"<{cover}>", kernel, tmp_path / "scratch", local_mbox=mbox)
     assert found.kind == "msgid"
     assert [p.subject for p in found.patches] == ["Documentation: nvme: a harmless note",
                                                   "nvmet: reject addr_trtype=tcp"]
     with pytest.raises(UsageError, match="b4 found no patch series for nobody@example.org"):
-        series_mod.resolve("nobody@example.org", kernel, tmp_path / "s2", local_mbox=mbox)
+        patches.resolve("nobody@example.org", kernel, tmp_path / "s2", local_mbox=mbox)
 
 
 def test_message_ids_are_recognised():
-    assert series_mod.message_id("<20261129.1@x.org>") == "20261129.1@x.org"
-    assert series_mod.message_id("https://lore.kernel.org/all/20261129.1@x.org/") == "20261129.1@x.org"
-    assert series_mod.message_id("not-a-series") is None
+    assert patches.message_id("<20261129.1@x.org>") == "20261129.1@x.org"
+    assert patches.message_id("https://lore.kernel.org/all/20261129.1@x.org/") == "20261129.1@x.org"
+    assert patches.message_id("not-a-series") is None
 
 
 def test_a_patch_that_does_not_apply_is_named(kernel, tmp_path):
     mbox = format_patch(kernel, "master..series", tmp_path / "s.mbox")
     commit_file(kernel, "drivers/nvme/target/configfs.c", "/* rewritten */\n", "rewrite")
-    found = series_mod.resolve(str(mbox), kernel, tmp_path / "scratch")
+    found = patches.resolve(str(mbox), kernel, tmp_path / "scratch")
     with pytest.raises(SeriesRejected) as err:
-        series_mod.check_applies(found, tmp_path / "scratch")
+        patches.check_applies(found, tmp_path / "scratch")
     assert str(err.value).startswith("patch 2/2 'nvmet: reject addr_trtype=tcp' does not apply: "
                                      "error: patch failed: drivers/nvme/target/configfs.c:"), err.value
 
@@ -164,7 +166,7 @@ def fake_build(monkeypatch, tmp_path):
     monkeypatch.setenv("MPTCP_NVME_CACHE", str(tmp_path / "cache"))
     built = []
 
-    def build(tree, jobs=None, trim=False, log=None):
+    def fake(tree, jobs=None, trim=False, log=None):
         Path(log).write_text("  CC      drivers/nvme/target/configfs.o\n")
         if '"tcp"' not in (tree / "drivers/nvme/target/configfs.c").read_text():
             raise SetupError(f"kernel build in {tree} failed: drivers/nvme/target/configfs.c:3:1: "
@@ -172,7 +174,7 @@ def fake_build(monkeypatch, tmp_path):
         (tree / "arch/x86/boot").mkdir(parents=True, exist_ok=True)
         (tree / "arch/x86/boot/bzImage").write_text("image")
         built.append(tree)
-    monkeypatch.setattr(series_mod.kernel_mod, "build", build)
+    monkeypatch.setattr(build.kernel_mod, "build", fake)
     return built
 
 
@@ -180,29 +182,29 @@ def test_the_series_builds_in_a_copy_of_the_built_base_and_both_are_cached(kerne
                                                                             fake_build):
     (kernel / "drivers/nvme/target/configfs.o").write_text("object")   # a build product
     os.utime(kernel / "drivers/nvme/target/configfs.c", (1_000_000_000, 1_000_000_000))
-    found = series_mod.resolve("master..series~1", kernel, tmp_path / "scratch")
-    base, cached = series_mod.build_base(found, tmp_path / "base.log")
+    found = patches.resolve("master..series~1", kernel, tmp_path / "scratch")
+    base, cached = build.build_base(found, tmp_path / "base.log")
     assert not cached and base.parent.name.startswith(f"base-{found.base[:12]}-")
     assert (base / "drivers/nvme/target/configfs.o").read_text() == "object"
     assert (base / "drivers/nvme/target/configfs.c").stat().st_mtime == 1_000_000_000
-    patched, cached = series_mod.build_series(found, base, tmp_path / "series.log")
+    patched, cached = build.build_series(found, base, tmp_path / "series.log")
     assert not cached and patched.parent.name.startswith("series-")
     assert (patched / "Documentation/nvme/series.rst").is_file()
     assert (patched / "drivers/nvme/target/configfs.c").stat().st_mtime == 1_000_000_000
     assert git(patched, "log", "-1", "--format=%s") == "Documentation: nvme: a harmless note"
     assert not (base / "Documentation/nvme/series.rst").exists()
     assert fake_build == [base, patched]
-    assert series_mod.build_base(found, tmp_path / "base.log") == (base, True)
-    assert series_mod.build_series(found, base, tmp_path / "series.log") == (patched, True)
+    assert build.build_base(found, tmp_path / "base.log") == (base, True)
+    assert build.build_series(found, base, tmp_path / "series.log") == (patched, True)
     assert git(kernel, "status", "--porcelain") == "?? drivers/nvme/target/configfs.o"
 
 
 def test_a_series_that_does_not_build_names_the_error_and_leaves_no_tree(kernel, tmp_path,
                                                                          fake_build):
-    found = series_mod.resolve("master..series", kernel, tmp_path / "scratch")
-    base, _ = series_mod.build_base(found, tmp_path / "base.log")
+    found = patches.resolve("master..series", kernel, tmp_path / "scratch")
+    base, _ = build.build_base(found, tmp_path / "base.log")
     with pytest.raises(SeriesRejected) as err:
-        series_mod.build_series(found, base, tmp_path / "series.log")
+        build.build_series(found, base, tmp_path / "series.log")
     assert str(err.value) == ("base+series does not build: drivers/nvme/target/configfs.c:3:1: "
                               f"error: expected ';' (log: {tmp_path / 'series.log'})")
     assert [p.name for p in (tmp_path / "cache/series").iterdir()] == [base.parent.name]
@@ -222,20 +224,20 @@ def test_compare_sorts_every_change_and_matches_crashes_by_fingerprint():
     series = run_doc(("a", "fail"), ("b", "pass"), ("c", "error"), ("d", "skip"), ("e", "fail"),
                      ("f", "pass", "oops:nvmet_tcp_io_work"), ("g", "fail", "oops:nvmet_tcp_io_work"),
                      ("new", "fail", "bug:nvmet_addr_trtype_store"))
-    changes = series_mod.compare(base, series)
+    changes = compare.compare(base, series)
     assert changes == {"new_failures": ["a", "e", "new"], "fixed": ["b"], "still_failing": ["c", "g"],
                        "new_skips": ["d"], "not_run": ["gone"],
                        "new_crashes": [("new", "bug:nvmet_addr_trtype_store")],
                        "known_crashes": [("f", "oops:nvmet_tcp_io_work"),
                                          ("g", "oops:nvmet_tcp_io_work")]}
-    assert series_mod.exit_code(changes) == 1
+    assert compare.exit_code(changes) == 1
     assert verdict.headline(changes) == ("new failures: a, e, new; "
                                          "new crashes: bug:nvmet_addr_trtype_store")
 
 
 def test_a_new_crash_alone_fails_the_series():
-    changes = series_mod.compare(run_doc(("a", "pass")), run_doc(("a", "pass", "warning:x")))
-    assert changes["new_crashes"] == [("a", "warning:x")] and series_mod.exit_code(changes) == 1
+    changes = compare.compare(run_doc(("a", "pass")), run_doc(("a", "pass", "warning:x")))
+    assert changes["new_crashes"] == [("a", "warning:x")] and compare.exit_code(changes) == 1
 
 
 @pytest.fixture
@@ -250,7 +252,7 @@ def breaking(tmp_path):
 def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_path):
     runs = {name: json.loads((breaking / name / "results.json").read_text())
             for name in ("base", "series")}
-    changes = series_mod.compare(runs["base"], runs["series"])
+    changes = compare.compare(runs["base"], runs["series"])
     modules = "selftests/test_modules.py::test_nvme_tcp_modules_load"
     connect = "selftests/test_datapath.py::test_connect[tcp-1path-loss0]"
     assert changes["new_failures"] == [modules, connect]
@@ -258,9 +260,9 @@ def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_pat
     mbox = tmp_path / "both.mbox"
     mbox.write_text("From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] nvmet: reject "
                     "addr_trtype=tcp\n\n---\ndiff --git a/x b/x\n--- a/x\n+++ b/x\n")
-    found = series_mod.Series("both.mbox", "mbox", Path("/k"), "ecf539427ae7" + "0" * 28,
-                              series_mod.split_mbox(mbox, tmp_path / "scratch"))
-    document = verdict.write(breaking, found, runs, changes, series_mod.exit_code(changes))
+    found = patches.Series("both.mbox", "mbox", Path("/k"), "ecf539427ae7" + "0" * 28,
+                              patches.split_mbox(mbox, tmp_path / "scratch"))
+    document = verdict.write(breaking, found, runs, changes, compare.exit_code(changes))
     text = (breaking / "summary.md").read_text()
     assert text.splitlines()[0] == f"# mptcp-nvme series: new failures: {modules}, {connect}"
     assert f"- `{connect}`: pass -> error (setup failed)" in text
@@ -272,23 +274,23 @@ def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_pat
     import xml.etree.ElementTree as ET
     suites = ET.parse(breaking / "junit.xml").getroot()
     assert [s.get("name").split(":")[0] for s in suites] == ["base", "series"]
-    from mptcp_nvme.host import kcidb
+    from mptcp_nvme.host.results import kcidb
     report = kcidb.validate(json.loads((breaking / "kcidb.json").read_text()))
     assert len(report["checkouts"]) == 2 and len(report["builds"]) == 2
     assert sorted(t["status"] for t in report["tests"]) == ["ERROR", "FAIL", "PASS", "PASS"]
 
 
 def test_the_least_recently_used_builds_beyond_keep_go(kernel, tmp_path, fake_build, monkeypatch):
-    monkeypatch.setattr(series_mod, "KEEP", {"base": 1, "series": 1})
-    base, _ = series_mod.build_base(series_mod.resolve("master..series~1", kernel, tmp_path / "a"),
+    monkeypatch.setattr(build, "KEEP", {"base": 1, "series": 1})
+    base, _ = build.build_base(patches.resolve("master..series~1", kernel, tmp_path / "a"),
                                     tmp_path / "base.log")
-    first, _ = series_mod.build_series(series_mod.resolve("master..series~1", kernel, tmp_path / "a"),
+    first, _ = build.build_series(patches.resolve("master..series~1", kernel, tmp_path / "a"),
                                        base, tmp_path / "1.log")
     (kernel / "drivers/nvme/target/configfs.c").write_text('"tcp" still here\n')
     git(kernel, "commit", "-q", "-am", "another")
     homes = lambda kind: sorted(p.name for p in (tmp_path / "cache/series").glob(f"{kind}-*"))
     assert homes("series") == [first.parent.name]
-    second_series = series_mod.resolve("master~1..master", kernel, tmp_path / "c")
-    second_base, _ = series_mod.build_base(second_series, tmp_path / "base2.log")
-    second, _ = series_mod.build_series(second_series, second_base, tmp_path / "2.log")
+    second_series = patches.resolve("master~1..master", kernel, tmp_path / "c")
+    second_base, _ = build.build_base(second_series, tmp_path / "base2.log")
+    second, _ = build.build_series(second_series, second_base, tmp_path / "2.log")
     assert homes("series") == [second.parent.name] and homes("base") == [second_base.parent.name]

@@ -119,7 +119,7 @@ def test_shards_of_the_whole_suite_merged_equal_the_unsharded_list(tmp_path):
     """The suite's real collection (selftests/, every parameter): shards 1/2 and 2/2,
     merged, list exactly the unsharded run's tests. A spent --time-budget makes every
     test a SKIP before any VM boots, so this needs the rootfs cache but no VM."""
-    from mptcp_nvme.host import rootfs
+    from mptcp_nvme.host.inputs import rootfs
     if not rootfs.default_path().is_dir():
         pytest.skip("no cached rootfs (run ./ci/setup)")
     folders = {}

@@ -1,4 +1,4 @@
-"""ci/mptcp-kernel's pieces (mptcp_nvme/standin.py) and the build log, without a build."""
+"""ci/mptcp-kernel's pieces (mptcp_nvme/host/inputs/standin.py) and the build log, without a build."""
 
 import io
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.host import kernel, standin
+from mptcp_nvme.host.inputs import kernel, standin
 from mptcp_nvme.errors import SetupError
 
 REPO = Path(__file__).resolve().parents[2]

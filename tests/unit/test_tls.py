@@ -13,7 +13,9 @@ import pytest
 from pyroute2.netlink import genlmsg
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from mptcp_nvme.guest import tls
+from mptcp_nvme.guest.security import handshake
+from mptcp_nvme.guest.security import ktls
+from mptcp_nvme.guest.security import psk
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.poll import PollTimeout
 
@@ -162,7 +164,7 @@ def keys(tmp_path, monkeypatch):
         install(bin_dir, name, FAKE_KEYS)
     state = tmp_path / "keys.json"
     state.write_text(json.dumps({".nvme": {"serial": 100, "keys": {
-        "101": ["psk", tls.psk_description("nqn.other-host", SUBSYS)]}}}))
+        "101": ["psk", psk.psk_description("nqn.other-host", SUBSYS)]}}}))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_KEYS_STATE", str(state))
     log = tmp_path / "calls.log"
@@ -188,14 +190,14 @@ def keys(tmp_path, monkeypatch):
 
 def test_tlshd_config_reads_as_tlshd_conf():
     config = configparser.ConfigParser()
-    config.read_string(tls.tlshd_config(debug=3))
+    config.read_string(handshake.tlshd_config(debug=3))
     assert dict(config["debug"]) == {"loglevel": "3", "tls": "3", "nl": "0"}
     assert dict(config["authenticate"]) == {"keyrings": ".nvme"}
 
 
 def test_tlshd_config_separates_keyrings_with_semicolons():
     config = configparser.ConfigParser()
-    config.read_string(tls.tlshd_config(keyrings=(".nvme", ".nfs")))
+    config.read_string(handshake.tlshd_config(keyrings=(".nvme", ".nfs")))
     assert config["authenticate"]["keyrings"] == ".nvme;.nfs"
 
 
@@ -203,16 +205,16 @@ def test_tlshd_config_separates_keyrings_with_semicolons():
 
 
 def test_gen_tls_argv_falls_back_to_gen_tls_key_on_nvme_cli_2(keys):
-    assert tls.gen_tls_argv(HOSTNQN, SUBSYS) == [
+    assert psk.gen_tls_argv(HOSTNQN, SUBSYS) == [
         "nvme", "gen-tls-key", "--keyring=.nvme", f"--hostnqn={HOSTNQN}",
         f"--subsysnqn={SUBSYS}", "--hmac=1", "--insert"]
 
 
 def test_gen_tls_argv_uses_the_keys_plugin_where_it_exists(keys, monkeypatch):
     monkeypatch.setenv("FAKE_KEYS_PLUGIN", "1")
-    assert tls.gen_tls_argv(HOSTNQN, SUBSYS, keyring="mine", hmac=2)[:3] == [
+    assert psk.gen_tls_argv(HOSTNQN, SUBSYS, keyring="mine", hmac=2)[:3] == [
         "nvme", "keys", "gen-tls"]
-    assert tls.gen_tls_argv(HOSTNQN, SUBSYS, keyring="mine", hmac=2)[3:] == [
+    assert psk.gen_tls_argv(HOSTNQN, SUBSYS, keyring="mine", hmac=2)[3:] == [
         "--keyring=mine", f"--hostnqn={HOSTNQN}", f"--subsysnqn={SUBSYS}", "--hmac=2",
         "--insert"]
 
@@ -225,7 +227,7 @@ def test_keys_are_inserted_and_exactly_those_unlinked(keys, monkeypatch, plugin)
     if plugin:
         monkeypatch.setenv("FAKE_KEYS_PLUGIN", "1")
     before = keys.rings()
-    with tls.TlsKeys(HOSTNQN, [SUBSYS, DISCOVERY]) as psks:
+    with psk.TlsKeys(HOSTNQN, [SUBSYS, DISCOVERY]) as psks:
         inside = keys.rings()[".nvme"]["keys"]
         assert {inside[str(serial)][1] for serial in psks.serials.values()} == {
             f"NVMe0R01 {HOSTNQN} {SUBSYS}", f"NVMe0R01 {HOSTNQN} {DISCOVERY}"}
@@ -237,9 +239,9 @@ def test_keys_are_inserted_and_exactly_those_unlinked(keys, monkeypatch, plugin)
 
 
 def test_an_existing_key_is_not_replaced(keys):
-    with tls.TlsKeys(HOSTNQN, [SUBSYS]):
+    with psk.TlsKeys(HOSTNQN, [SUBSYS]):
         with pytest.raises(SetupError, match=f"already holds 'NVMe0R01 {HOSTNQN} {SUBSYS}'"):
-            with tls.TlsKeys(HOSTNQN, [DISCOVERY, SUBSYS]):
+            with psk.TlsKeys(HOSTNQN, [DISCOVERY, SUBSYS]):
                 pass
         assert len(keys.rings()[".nvme"]["keys"]) == 2    # the first context's key stays
     assert len(keys.nvme_calls()) == 2                     # never asked to replace it
@@ -249,7 +251,7 @@ def test_a_failed_insert_unlinks_the_keys_inserted_before(keys, monkeypatch):
     monkeypatch.setenv("FAKE_NVME_REFUSE", DISCOVERY)
     before = keys.rings()
     with pytest.raises(SetupError, match="Permission denied"):
-        with tls.TlsKeys(HOSTNQN, [SUBSYS, DISCOVERY]):
+        with psk.TlsKeys(HOSTNQN, [SUBSYS, DISCOVERY]):
             pass
     assert keys.rings() == before
 
@@ -257,14 +259,14 @@ def test_a_failed_insert_unlinks_the_keys_inserted_before(keys, monkeypatch):
 def test_an_insert_nvme_cli_does_not_report_is_an_error(keys, monkeypatch):
     monkeypatch.setenv("FAKE_NVME_QUIET", "1")
     with pytest.raises(SetupError, match="did not say which key it inserted"):
-        with tls.TlsKeys(HOSTNQN, [SUBSYS]):
+        with psk.TlsKeys(HOSTNQN, [SUBSYS]):
             pass
 
 
 def test_keys_in_a_new_keyring_leave_nothing_behind(keys):
     before = keys.rings()
-    with tls.NewKeyring("scratch") as keyring, \
-            tls.TlsKeys(HOSTNQN, [SUBSYS], keyring=keyring) as psks:
+    with psk.NewKeyring("scratch") as keyring, \
+            psk.TlsKeys(HOSTNQN, [SUBSYS], keyring=keyring) as psks:
         scratch = keys.rings()["scratch"]
         assert scratch["serial"] == keyring.serial
         assert list(scratch["keys"]) == [str(psks.serials[SUBSYS])]
@@ -287,16 +289,16 @@ def nlctrl_notify():
 
 def members_or_skip(group):
     try:
-        return tls.netlink_group_members(tls.NETLINK_GENERIC, group)
+        return handshake.netlink_group_members(handshake.NETLINK_GENERIC, group)
     except OSError as err:
         pytest.skip(f"no netlink sock_diag on this kernel: {err}")
 
 
 def test_group_members_are_the_sockets_that_joined(nlctrl_notify):
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, tls.NETLINK_GENERIC) as genl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, handshake.NETLINK_GENERIC) as genl:
         genl.bind((0, 0))
         inode = os.fstat(genl.fileno()).st_ino
-        assert inode in tls.socket_inodes(os.getpid())
+        assert inode in handshake.socket_inodes(os.getpid())
         assert inode not in members_or_skip(nlctrl_notify)
         genl.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, nlctrl_notify)
         assert inode in members_or_skip(nlctrl_notify)
@@ -306,7 +308,7 @@ def test_group_members_are_the_sockets_that_joined(nlctrl_notify):
 def test_bits_of_a_kernel_bitmap():
     words = [1 << 63, 1 << 1]
     bitmap = b"".join(word.to_bytes(8, sys.byteorder) for word in words)
-    assert [bit for bit in range(130) if tls._has_bit(bitmap, bit)] == [63, 65]
+    assert [bit for bit in range(130) if handshake._has_bit(bitmap, bit)] == [63, 65]
 
 
 # --- tlshd lifecycle (fake tlshd, no namespace) -----------------------------------
@@ -329,7 +331,7 @@ def fake_tlshd(tmp_path, monkeypatch, nlctrl_notify):
     if os.geteuid():
         pytest.skip("tlshd starts in a mount namespace of its own: root only")
     members_or_skip(nlctrl_notify)
-    monkeypatch.setattr(tls, "handshake_group", lambda: nlctrl_notify)
+    monkeypatch.setattr(handshake, "handshake_group", lambda: nlctrl_notify)
     monkeypatch.setenv("FAKE_TLSHD_GROUP", str(nlctrl_notify))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -337,7 +339,7 @@ def fake_tlshd(tmp_path, monkeypatch, nlctrl_notify):
 
     def start(mode="", **options):
         monkeypatch.setenv("FAKE_TLSHD", mode)
-        return tls.Tlshd(HereNetns(), tmp_path / "logs" / "tlshd.log", tlshd=str(path),
+        return handshake.Tlshd(HereNetns(), tmp_path / "logs" / "tlshd.log", tlshd=str(path),
                          **options)
 
     return start
@@ -346,10 +348,10 @@ def fake_tlshd(tmp_path, monkeypatch, nlctrl_notify):
 def test_tlshd_is_ready_once_registered_and_gone_after(fake_tlshd, nlctrl_notify):
     with fake_tlshd() as tlshd:
         pid = tlshd.process.pid
-        assert tls.socket_inodes(pid) & members_or_skip(nlctrl_notify)
+        assert handshake.socket_inodes(pid) & members_or_skip(nlctrl_notify)
         log = tlshd.log_path.read_text()
     assert tlshd.process.ret == -15    # SIGTERM
-    assert not tls.group_processes(pid)
+    assert not handshake.group_processes(pid)
     assert "argv: --stderr --config" in log and "keyrings=.nvme" in log
     assert tlshd.log_path.exists()            # kept as an artifact
 
@@ -358,13 +360,13 @@ def test_tlshd_that_ignores_sigterm_is_killed(fake_tlshd):
     with fake_tlshd("stubborn", stop_timeout=0.5) as tlshd:
         pass
     assert tlshd.process.ret == -9
-    assert not tls.group_processes(tlshd.process.pid)
+    assert not handshake.group_processes(tlshd.process.pid)
 
 
 def test_a_child_left_in_tlshd_group_is_killed_too(fake_tlshd):
     with fake_tlshd("orphan", stop_timeout=0.5) as tlshd:
-        assert len(tls.group_processes(tlshd.process.pid)) == 2
-    assert not tls.group_processes(tlshd.process.pid)
+        assert len(handshake.group_processes(tlshd.process.pid)) == 2
+    assert not handshake.group_processes(tlshd.process.pid)
 
 
 def test_tlshd_that_exits_is_reported_with_its_log(fake_tlshd):
@@ -374,12 +376,12 @@ def test_tlshd_that_exits_is_reported_with_its_log(fake_tlshd):
 
 
 def test_tlshd_that_never_registers_times_out_and_is_stopped(fake_tlshd, monkeypatch):
-    monkeypatch.setattr(tls, "handshake_group", lambda: 31)   # a group it does not join
+    monkeypatch.setattr(handshake, "handshake_group", lambda: 31)   # a group it does not join
     tlshd = fake_tlshd(start_timeout=0.5)
     with pytest.raises(PollTimeout, match="to join the handshake family's 'tlshd' group in here"):
         with tlshd:
             pass
-    assert not tls.group_processes(tlshd.process.pid)
+    assert not handshake.group_processes(tlshd.process.pid)
 
 
 # ss -Htin state established dport = :PORT, as iproute2 prints it: a kTLS socket and a plain
@@ -393,9 +395,9 @@ SS_OUTPUT = """\
 
 
 def test_ss_output_gives_ulp_and_byte_counts():
-    assert tls.parse_ss(SS_OUTPUT) == [
-        tls.Socket("10.1.1.2:45832", "10.1.1.1:21740", "tls", 73120, 2204436),
-        tls.Socket("10.1.2.2:41220", "10.1.2.1:21740", None, 72, 0)]
+    assert ktls.parse_ss(SS_OUTPUT) == [
+        ktls.Socket("10.1.1.2:45832", "10.1.1.1:21740", "tls", 73120, 2204436),
+        ktls.Socket("10.1.2.2:41220", "10.1.2.1:21740", None, 72, 0)]
 
 
 def test_tls_stat_parses_the_counters(tmp_path, monkeypatch):
@@ -405,6 +407,6 @@ def test_tls_stat_parses_the_counters(tmp_path, monkeypatch):
         TlsCurrRxSw                     \t3
         TlsDecryptError                 \t0
         """))
-    monkeypatch.setattr(tls, "TLS_STAT", stat)
-    assert tls.tls_stat(HereNetns()) == {"TlsCurrTxSw": 3, "TlsCurrRxSw": 3,
+    monkeypatch.setattr(ktls, "TLS_STAT", stat)
+    assert ktls.tls_stat(HereNetns()) == {"TlsCurrTxSw": 3, "TlsCurrRxSw": 3,
                                          "TlsDecryptError": 0}

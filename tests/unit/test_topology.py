@@ -16,12 +16,14 @@ from pyroute2 import MPTCP, IPRoute
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from mptcp_nvme.guest import topology
+from mptcp_nvme import topology
+from mptcp_nvme.guest.net import builder
+from mptcp_nvme.guest.net import namespaces
 from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.poll import wait_for
-from mptcp_nvme.guest.stream import mptcp_subflows
-from mptcp_nvme.guest.topology import (TOPOLOGY_DIR, Netem, build, load_topology,
-                                 topology_for_paths)
+from mptcp_nvme.guest.net.stream import mptcp_subflows
+from mptcp_nvme.topology import TOPOLOGY_DIR, Netem, load_topology, topology_for_paths
+from mptcp_nvme.guest.net.builder import build
 
 MINIMAL = '[[link]]\nrate = "1000mbit"\n'
 
@@ -161,7 +163,7 @@ TC_NETEM_REQUEST = bytes.fromhex(
 
 def test_netem_request_encodes_like_tc():
     netem = Netem.parse(rate="1000mbit", delay="5ms", jitter="1ms", loss="0.5%")
-    msg = topology._netem_message(1, netem)
+    msg = builder._netem_message(1, netem)
     msg.encode()
     assert bytes(msg.data[16:]) == TC_NETEM_REQUEST
 
@@ -187,7 +189,7 @@ def _probe_kernel():
                     raise
                 missing["veth (CONFIG_VETH)"] = "creating a veth pair: EOPNOTSUPP"
             try:
-                topology._apply_netem(ipr, topology.Netns(name), "lo", Netem())
+                builder._apply_netem(ipr, namespaces.Netns(name), "lo", Netem())
             except SetupError as err:
                 if err.__cause__.code != errno.ENOENT:
                     raise
@@ -407,7 +409,7 @@ def test_build_2path_with_netem(missing):
         for ns, prefix in ((net.target, "ns1eth"), (net.host, "ns2eth")):
             qdiscs = netem_qdiscs(ns)
             assert netem_rate(qdiscs[f"{prefix}1"]) == 62_500_000
-            assert qdiscs[f"{prefix}1"]["delay"] == Netem(delay_us=5000).options()["delay"]
+            assert qdiscs[f"{prefix}1"]["delay"] == builder.netem_options(Netem(delay_us=5000))["delay"]
             assert qdiscs[f"{prefix}1"]["loss"] == 0
             assert netem_rate(qdiscs[f"{prefix}2"]) == 125_000_000
         assert transfer(net, topo.links[0]) == 1 << 16
@@ -417,7 +419,7 @@ def test_build_2path_with_netem(missing):
 def test_failed_build_leaves_nothing(missing, monkeypatch):
     require(missing, "veth")
     created = []
-    real_create = topology.pyroute2_netns.create
+    real_create = builder.pyroute2_netns.create
 
     def create(name):
         created.append(name)
@@ -426,8 +428,8 @@ def test_failed_build_leaves_nothing(missing, monkeypatch):
     def refuse(*_):
         raise SetupError("injected failure")
 
-    monkeypatch.setattr(topology.pyroute2_netns, "create", create)
-    monkeypatch.setattr(topology, "_add_default_routes", refuse)
+    monkeypatch.setattr(builder.pyroute2_netns, "create", create)
+    monkeypatch.setattr(builder, "_add_default_routes", refuse)
     with pytest.raises(SetupError, match="injected failure"):
         with build(unshaped(topology_for_paths(2))):
             pytest.fail("build() yielded despite a failed step")
@@ -465,8 +467,8 @@ def test_the_host_side_may_live_in_the_initial_netns(tmp_path):
     path.write_text("[host]\ninit_netns = true\n" + MINIMAL)
     loaded = topology.load_topology(path)
     assert loaded.host.init_netns and not loaded.target.init_netns
-    assert topology.INIT_NETNS.path == "/proc/1/ns/net"
-    assert topology.INIT_NETNS.argv() == ["nsenter", "--net=/proc/1/ns/net"]
+    assert namespaces.INIT_NETNS.path == "/proc/1/ns/net"
+    assert namespaces.INIT_NETNS.argv() == ["nsenter", "--net=/proc/1/ns/net"]
 
 
 def test_ipv6_source_routes_need_ipv6_policy_tables():

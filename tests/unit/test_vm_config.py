@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from _pytest.reports import TestReport
 
-from mptcp_nvme.host import reporters
-from mptcp_nvme.host import vm
+from mptcp_nvme.host.results import reporters
+from mptcp_nvme.host.vm import qemu as vm
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.host.kernel import Kernel
+from mptcp_nvme.host.inputs.kernel import Kernel
 
 
 def config(**overrides):
@@ -83,8 +83,8 @@ class _Config:
 
 
 def test_a_boot_failure_is_typed_and_a_host_bug_keeps_its_traceback(monkeypatch):
-    from mptcp_nvme.host import runner
-    from mptcp_nvme.host.vm import BootFailed, VMError
+    from mptcp_nvme.host.vm import pytest_run as runner
+    from mptcp_nvme.host.vm.qemu import BootFailed, VMError
 
     vm_runner = runner.VmRunner(_Config())
     monkeypatch.setattr(vm_runner, "_boot", lambda: (_ for _ in ()).throw(VMError("no agent")))

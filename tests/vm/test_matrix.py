@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mptcp_nvme.host import matrix_report
+from mptcp_nvme.host.matrix import report as matrix_report
 
 pytestmark = pytest.mark.vm
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.host.rootfs import cache_dir
+from mptcp_nvme.host.inputs.rootfs import cache_dir
 
 from .conftest import REPO
 

@@ -1,0 +1,2 @@
+"""What every selftest is checked against: requirements (SKIP reasons), the kernel log,
+leftovers and kmemleak, and the per-test gates that apply them."""

@@ -1,0 +1,120 @@
+"""Guest side (and native runs): per-test requirements, the kernel-log gate, kmemleak,
+artifacts of failed tests, and the run's leftovers check."""
+
+import fnmatch
+import json
+import sys
+
+import pytest
+
+from mptcp_nvme import crash, proc
+from mptcp_nvme.channel import CRASH, DIAG, artifact_dir, results_dir
+from mptcp_nvme.guest.checks import health
+from mptcp_nvme.guest.checks.requirements import Features
+
+
+def enable_selftest_checks(config):
+    """Requirements and kernel health for tests that run on this kernel (idempotent;
+    not on the host of a --vm run, whose tests run in the guest)."""
+    if not config.getoption("vm") and not config.pluginmanager.has_plugin(SelftestChecks.NAME):
+        config.pluginmanager.register(SelftestChecks(config), SelftestChecks.NAME)
+
+
+FEATURES = pytest.StashKey[Features]()
+
+
+def probed(config):
+    """The one probe of this session (loads nvmet, nvmet-tcp, nvme-tcp; mounts configfs)."""
+    if FEATURES not in config.stash:
+        config.stash[FEATURES] = Features.probe()
+    return config.stash[FEATURES]
+
+
+@pytest.fixture(scope="session")
+def features(pytestconfig):
+    """What the running kernel offers (requirements.Features)."""
+    return probed(pytestconfig)
+
+
+def require(config, *requirements):
+    """Skip naming every unmet requirement; with --expect-all-features fail instead,
+    unless each unmet one matches an --allow-missing pattern."""
+    features = probed(config)
+    unmet = [(requirement, why) for requirement in requirements
+             if (why := features.unmet(requirement))]
+    if unmet:
+        message = "missing: " + "; ".join(why for _, why in unmet)
+        allowed = config.getoption("allow_missing") or ()
+        excused = all(any(fnmatch.fnmatchcase(requirement, pattern) for pattern in allowed)
+                      for requirement, _ in unmet)
+        if config.getoption("expect_all_features") and not excused:
+            pytest.fail(message + " (--expect-all-features)", pytrace=False)
+        pytest.skip(message)
+
+
+class SelftestChecks:
+    """Per test: declared requirements checked (every unmet one named in the SKIP), the
+    kernel log since it started checked for problems (a hit fails it), and on failure its
+    kernel log and failure text saved under the results directory."""
+
+    NAME = "mptcp_nvme_checks"
+    TEST_LOG = pytest.StashKey[list]()
+
+    def __init__(self, config):
+        self.config = config
+        self.kernel_log = None
+        self.kmemleak = None
+
+    def pytest_runtest_setup(self, item):
+        if self.kernel_log is None:
+            self.kernel_log = health.KernelLog()
+            self.kmemleak = health.Kmemleak()
+            summary = probed(self.config).summary()
+            if not self.kmemleak.available:
+                summary += f"; kmemleak not checked ({self.kmemleak.why_not})"
+            item.user_properties.append((DIAG, summary))
+        self.kernel_log.new_lines()             # this test's window starts here
+        item.stash[self.TEST_LOG] = []
+        require(self.config, *[r for mark in item.iter_markers("requires") for r in mark.args])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = yield
+        if self.kernel_log is None or self.TEST_LOG not in item.stash:
+            return report
+        lines = self.kernel_log.new_lines()
+        item.stash[self.TEST_LOG] += lines
+        if report.when == "teardown" and self.kmemleak.available:
+            if leaks := self.kmemleak.new_leaks():
+                lines = lines + leaks.splitlines()
+        bad = health.problems(lines, recovery_expected=bool(
+            item.get_closest_marker("nvme_recovery_expected")))
+        if bad and not report.failed:
+            found = crash.extract("\n".join(lines))
+            report.outcome = "failed"
+            report.longrepr = "\n\n".join(
+                [f"kernel log reports problems during {report.when}:"]
+                + [c.describe() for c in found]
+                + (["other problem lines:\n" + "\n".join(bad)] if not found else []))
+            report.user_properties += [(CRASH, c.summary()) for c in found]
+        if report.failed:
+            self._save_artifacts(item, report)
+        return report
+
+    def _save_artifacts(self, item, report):
+        folder = artifact_dir(results_dir(self.config), item.nodeid)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dmesg.txt").write_text("\n".join(item.stash[self.TEST_LOG]) + "\n")
+        (folder / f"{report.when}.txt").write_text(report.longreprtext + "\n" + "".join(
+            f"\n--- {name} ---\n{text}" for name, text in report.sections))
+
+    def pytest_sessionfinish(self, session):
+        if self.kernel_log is not None:
+            dmesg = proc.cmd(["dmesg"], fail=False).stdout
+            (results_dir(self.config) / "dmesg.txt").write_text(dmesg)
+            self.kernel_log.close()
+            left = health.leftovers()
+            (results_dir(self.config) / "leftovers.json").write_text(json.dumps(left, indent=2))
+            if any(left.values()):
+                print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
+

@@ -1,0 +1,1 @@
+"""I/O: fio jobs and their logs, filesystems on the fabric's namespaces."""

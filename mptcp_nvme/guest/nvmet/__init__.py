@@ -1,0 +1,1 @@
+"""The NVMe target (nvmet) through configfs, and its backing stores."""

@@ -1,0 +1,1 @@
+"""Security: tlshd and kernel TLS, PSKs and keyrings, DH-HMAC-CHAP keys."""

@@ -1,0 +1,1 @@
+"""'mptcp-nvme matrix': the seed's results table, its runs and its report."""

@@ -1,0 +1,1 @@
+"""'mptcp-nvme series': a patch series against its base tree."""
