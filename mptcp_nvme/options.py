@@ -14,16 +14,9 @@ import re
 from pathlib import Path
 
 from mptcp_nvme.errors import UsageError
+from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, DM_SELECTORS, FAMILIES, FAULTS, IOPOLICIES,
+                                   MULTIPATH, TRTYPES)
 
-FAMILIES = ("ipv4", "ipv6", "v4map")
-TRTYPES = ("tcp", "mptcp")
-IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
-MULTIPATH = ("native", "dm")
-DM_SELECTORS = ("service-time", "queue-length", "round-robin")
-BACKINGS = ("loop", "file", "null_blk")
-FAULTS = ("link-down", "blackhole", "all-but-one-down", "endpoint", "port", "reset", "delete",
-          "keep-alive")                  # guest/faults.py's
-ACCELS = ("auto", "kvm", "tcg")
 MAX_PATHS = 8
 _MEMORY = re.compile(r"[1-9]\d*[MG]")
 

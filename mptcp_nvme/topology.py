@@ -60,9 +60,9 @@ from dataclasses import dataclass, replace
 
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme.errors import UsageError
+from mptcp_nvme.vocabulary import FAMILIES
 
 TOPOLOGY_DIR = SOURCE_DIR / "topologies"
-FAMILIES = ("ipv4", "ipv6", "v4map")
 MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
 # What a test using this module needs of the kernel and rootfs (plugin.require).
 REQUIREMENTS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")

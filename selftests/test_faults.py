@@ -24,7 +24,7 @@ FAULT_RATE = "30mbit"       # the links, not TCG, bound the bandwidth: recovery 
 
 def pytest_generate_tests(metafunc):
     if "fault" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("fault") or list(faults.FAULTS)
+        chosen = metafunc.config.getoption("fault") or list(faults.INJECTORS)
         metafunc.parametrize("fault", chosen)
 
 
@@ -43,7 +43,7 @@ def topo(request):
 def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_transport,
                record_property):
     """fault {fault} during verified writes over {trtype}"""
-    injected = faults.FAULTS[fault]()
+    injected = faults.INJECTORS[fault]()
     count = max(1 if trtype == "mptcp" else len(network.topology.links), injected.controllers)
     traddrs = network.topology.traddrs[:count]
     if reason := injected.unmet(faults.Scene(network, nvme_host, None, trtype, traddrs)):

@@ -205,8 +205,8 @@ class Delete(Fault):
             scene.controllers[-1] = scene.reconnect(self.address)
 
 
-FAULTS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown, Endpoint, PortFault,
-                                          Reset, Delete, KeepAlive)}
+INJECTORS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown, Endpoint, PortFault,
+                                             Reset, Delete, KeepAlive)}
 
 
 @dataclasses.dataclass

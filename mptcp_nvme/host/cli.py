@@ -14,6 +14,7 @@ from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
 from mptcp_nvme.options import FAMILIES
 from mptcp_nvme.host.vm.qemu import require_host_tools, resolve_accel
+from mptcp_nvme.vocabulary import SCRIPT_IOPOLICIES, TRTYPES
 
 SELFTESTS = suite.SELFTESTS
 
@@ -131,8 +132,8 @@ def cmd_merge(args):
     return code
 
 
-SCRIPT_CHOICES = (("trtype", ("tcp", "mptcp"), "mptcp"), ("paths", ("1", "2", "3", "4"), "1"),
-                  ("iopolicy", ("numa", "round-robin", "queue-depth"), "numa"),
+SCRIPT_CHOICES = (("trtype", TRTYPES, "mptcp"), ("paths", ("1", "2", "3", "4"), "1"),
+                  ("iopolicy", SCRIPT_IOPOLICIES, "numa"),
                   ("loss", ("0", "1"), "0"))
 
 

@@ -13,6 +13,7 @@ from pyroute2.netlink import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY
 
 from mptcp_nvme.guest.net import sock_diag
+from mptcp_nvme.vocabulary import IPPROTO_MPTCP
 
 
 def capture(protocol):
@@ -35,6 +36,6 @@ def capture(protocol):
 
 if __name__ == "__main__":
     prefix = sys.argv[1]
-    for name, protocol in (("mptcp", sock_diag.IPPROTO_MPTCP), ("tcp", socket.IPPROTO_TCP)):
+    for name, protocol in (("mptcp", IPPROTO_MPTCP), ("tcp", socket.IPPROTO_TCP)):
         with open(f"{prefix}-{name}.bin", "wb") as out:
             out.write(capture(protocol))

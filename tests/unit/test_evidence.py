@@ -11,6 +11,7 @@ from mptcp_nvme.guest.net import pdu_capture
 from mptcp_nvme.guest.net import proof
 from mptcp_nvme.guest.net import sock_diag
 from mptcp_nvme.guest.net.sock_diag import SocketRecord
+from mptcp_nvme.vocabulary import IPPROTO_MPTCP
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LINKS = topology.topology_for_paths(4).links
@@ -124,7 +125,7 @@ def test_netstat_counters_deltas_and_problems():
 def test_captured_dumps_parse(prefix):
     """Real sock_diag replies captured in a guest (tests/data/capture_sockdiag.py) with
     NVMe controllers connected: every MPTCP queue socket has its subflows."""
-    mptcp = sock_diag.parse_dump((DATA / f"{prefix}-mptcp.bin").read_bytes(), sock_diag.IPPROTO_MPTCP)
+    mptcp = sock_diag.parse_dump((DATA / f"{prefix}-mptcp.bin").read_bytes(), IPPROTO_MPTCP)
     tcp = sock_diag.parse_dump((DATA / f"{prefix}-tcp.bin").read_bytes(), socket.IPPROTO_TCP)
     assert mptcp and all(r.protocol == "mptcp" and r.token for r in mptcp)
     tokens = {r.token for r in mptcp}

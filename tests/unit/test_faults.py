@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mptcp_nvme import options
+from mptcp_nvme import vocabulary
 from mptcp_nvme.guest import faults
 from mptcp_nvme.guest.io import fiolog
 from mptcp_nvme import topology
@@ -24,7 +24,7 @@ def scene(trtype="tcp", links=2, controllers=2, endpoint_flags=("subflow",)):
 
 
 def test_the_options_choices_are_the_faults():
-    assert options.FAULTS == tuple(faults.FAULTS)
+    assert vocabulary.FAULTS == tuple(faults.INJECTORS)
 
 
 @pytest.mark.parametrize("fault, case, reason", [
@@ -35,11 +35,11 @@ def test_the_options_choices_are_the_faults():
     ("all-but-one-down", scene("tcp", links=1), "one link"),
 ])
 def test_a_fault_that_cannot_apply_says_why(fault, case, reason):
-    assert reason in faults.FAULTS[fault]().unmet(case)
+    assert reason in faults.INJECTORS[fault]().unmet(case)
 
 
 def test_every_fault_applies_to_two_links_over_mptcp_and_tcp():
-    for name, fault in faults.FAULTS.items():
+    for name, fault in faults.INJECTORS.items():
         assert fault().unmet(scene("mptcp", controllers=1)) is None, name
         if name != "endpoint":
             assert fault().unmet(scene("tcp")) is None, name
@@ -78,7 +78,7 @@ def test_the_table_has_a_row_per_case_in_fault_order():
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| fault | transport × controllers | MiB/s before | longest stall")
     rows = [line.split(" | ")[0][2:] for line in lines[1:]]
-    assert rows == sorted(rows, key=list(options.FAULTS).index)
+    assert rows == sorted(rows, key=list(vocabulary.FAULTS).index)
     assert len(lines) - 1 == len(outcomes)
 
 

@@ -81,3 +81,38 @@ def test_the_guest_starts_without_pyroute2():
               "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2'))\n")
     assert proc.cmd([sys.executable, "-P", "-c", script]).stdout.strip() == "[]"
+
+
+def _vocabulary():
+    from mptcp_nvme import vocabulary
+    return {name: value for name, value in vars(vocabulary).items()
+            if name.isupper() and isinstance(value, (tuple, int, str))}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "mptcp_nvme").rglob("*.py")) + GUEST_SIDE,
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_each_word_has_one_definition(path):
+    """mptcp_nvme/vocabulary.py defines the suite's words: no other module assigns one of
+    its names, and no framework module spells out one of its lists (a copy that would
+    drift); a selftest's matrix marker may name the values it runs."""
+    if path.name == "vocabulary.py":
+        return
+    words = _vocabulary()
+    lists = {value: name for name, value in words.items() if isinstance(value, tuple)}
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        for target in targets:
+            assert not (isinstance(target, ast.Name) and target.id in words), \
+                f"{path.name}:{node.lineno} defines {target.id} again: import it from vocabulary"
+    for node in ast.walk(tree) if "selftests" not in path.parts else ():
+        if isinstance(node, ast.Tuple) and len(node.elts) > 1:
+            try:
+                value = ast.literal_eval(node)
+            except ValueError:
+                continue
+            try:
+                copied = lists.get(value)
+            except TypeError:           # a tuple holding a list or a dict: no word
+                continue
+            assert copied is None, f"{path.name}:{node.lineno} spells out vocabulary.{copied}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mptcp_nvme import vocabulary
 from mptcp_nvme.guest.nvmet import target as nvmet
 from mptcp_nvme.errors import SetupError, UsageError
 
@@ -366,7 +367,7 @@ def test_listen_addresses():
 
 def test_constants():
     assert nvmet.TRTYPES == ("tcp", "mptcp")
-    assert nvmet.NVMF_TRTYPE_MPTCP == 4
+    assert vocabulary.NVMF_TRTYPE_MPTCP == 4
     assert nvmet.DISCOVERY_NQN == "nqn.2014-08.org.nvmexpress.discovery"
 
 

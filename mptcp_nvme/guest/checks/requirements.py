@@ -19,14 +19,14 @@ import shutil
 from pathlib import Path
 
 from mptcp_nvme import proc
+from mptcp_nvme.vocabulary import IOPOLICIES, TRTYPES
 
 CONFIGFS = Path("/sys/kernel/config")
 NVMET = CONFIGFS / "nvmet"
 FABRICS_DEV = Path("/dev/nvme-fabrics")
 IOPOLICY_PARAM = Path("/sys/module/nvme_core/parameters/iopolicy")
 PROBE_MODULES = ("nvmet", "nvmet_tcp", "nvme_tcp")
-PROBE_TRTYPES = ("tcp", "mptcp")
-IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
+PROBE_TRTYPES = TRTYPES
 TOOLS = ("nvme", "fio", "keyctl", "tlshd", "iperf3", "losetup", "nsenter")
 KINDS = ("module", "kconfig", "tool", "trtype", "iopolicy", "feature", "tls")
 # Why TLS is refused on a transport, beyond nvmet's errno.

@@ -25,8 +25,8 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, nla
 from pyroute2.netlink.diag import (SOCK_DIAG_BY_FAMILY, SS_ESTABLISHED, DiagSocket,
                                    MarshalDiag, inet_diag_msg, inet_diag_req)
 
+from mptcp_nvme.vocabulary import IPPROTO_MPTCP
 
-IPPROTO_MPTCP = 262
 INET_DIAG_INFO_EXT = 1 << (2 - 1)          # idiag_ext bit of INET_DIAG_INFO (= 2)
 MPTCP_INFO_FLAG_FALLBACK = 1 << 0
 # struct mptcp_info up to mptcpi_bytes_acked (include/uapi/linux/mptcp.h): 6 x u8,

@@ -17,8 +17,8 @@ from mptcp_nvme.guest.net.netstat import counter_delta, mptcp_counters
 from mptcp_nvme.guest.net.sock_diag import sockets
 from mptcp_nvme.guest.net.proof import subflow_pairs
 from mptcp_nvme.poll import wait_for
+from mptcp_nvme.vocabulary import IPPROTO_MPTCP
 
-IPPROTO_MPTCP = 262
 SOL_MPTCP = 284
 MPTCP_INFO = 1
 CHUNK = 64 * 1024

@@ -16,12 +16,11 @@ from mptcp_nvme.guest.security import dhchap
 from mptcp_nvme.guest.checks import requirements
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError, UsageError
+from mptcp_nvme.vocabulary import TRTYPES
 
 CONFIGFS_ROOT = requirements.CONFIGFS
 # What a test using this module needs of the kernel and rootfs (plugin.require).
 REQUIREMENTS = ("module:nvmet", "module:nvmet_tcp")
-TRTYPES = ("tcp", "mptcp")
-NVMF_TRTYPE_MPTCP = 4
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 WILDCARD_ADDRESSES = {"ipv4": "0.0.0.0", "ipv6": "::"}
 TREQS = ("required", "not required")

@@ -21,10 +21,10 @@ from mptcp_nvme import proc
 from mptcp_nvme.host.inputs import kernel as kernel_mod
 from mptcp_nvme.errors import ArgumentParser, SetupError, run_command
 from mptcp_nvme.host.inputs.rootfs import KERNEL_SUITE, SUITE, cache_dir, debian_mirror
+from mptcp_nvme.vocabulary import BUILT_STAMP
 
 SOURCE_PACKAGE = "linux-source-7.3"
 PATCH = SOURCE_DIR / "ci" / "mptcp-standin.patch"
-BUILT_STAMP = ".mptcp-nvme-built"
 LISTS_MAX_AGE = 24 * 3600.0
 APT_TIMEOUT = 600.0
 

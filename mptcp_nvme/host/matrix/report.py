@@ -15,14 +15,12 @@ import statistics
 from pathlib import Path
 
 from mptcp_nvme.errors import UsageError
+from mptcp_nvme.vocabulary import MULTIPATH, SCRIPT_IOPOLICIES, TRTYPES
 
 VERSION = 1
 BASELINE = "baseline"             # the kernel every other kernel is compared with
 CALIBRATION_MIN = 0.95            # framework ÷ bare below this: the framework itself costs throughput
 KINDS = ("fabric", "bare", "raw")
-IOPOLICIES = ("numa", "round-robin", "queue-depth")
-TRTYPES = ("tcp", "mptcp")
-MULTIPATH = ("native", "dm")
 IDENTITY = ("kernel", "kind", "trtype", "paths", "multipath", "iopolicy", "loss", "tls")
 REQUIRED = {"settings": ("rate_mbit", "runtime_s", "repeat"),
             "cell": tuple(f for f in IDENTITY if f != "multipath")     # see identity()
@@ -242,7 +240,7 @@ def order(row):
     round-robin, queue-depth, others) or selector, paths and tls, tcp before mptcp: each
     mptcp cell right after its tcp cell."""
     return (KINDS.index(row.kind), row.kernel, row.loss or 0, _rank(row.multipath, MULTIPATH),
-            _rank(row.iopolicy, IOPOLICIES), row.paths or 0, bool(row.tls),
+            _rank(row.iopolicy, SCRIPT_IOPOLICIES), row.paths or 0, bool(row.tls),
             _rank(row.trtype, TRTYPES), row.label)
 
 

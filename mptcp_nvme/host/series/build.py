@@ -9,7 +9,8 @@ from mptcp_nvme import proc
 from mptcp_nvme.errors import SeriesRejected, SetupError
 from mptcp_nvme.host.inputs import kernel as kernel_mod
 from mptcp_nvme.host.inputs.rootfs import cache_dir
-from mptcp_nvme.host.series.patches import BUILT_STAMP, GIT_TIMEOUT, first_error, git, say
+from mptcp_nvme.host.series.patches import GIT_TIMEOUT, first_error, git, say
+from mptcp_nvme.vocabulary import BUILT_STAMP
 
 
 KEEP = {"base": 2, "series": 4}        # built trees kept in the cache, per kind

@@ -34,7 +34,6 @@ from pathlib import Path
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SeriesRejected, UsageError
 
-BUILT_STAMP = ".mptcp-nvme-built"
 GIT_TIMEOUT = 600.0
 # git am's commits in the series' build tree: a fixed committer, author dates kept
 COMMITTER = {"GIT_COMMITTER_NAME": "mptcp-nvme series", "GIT_COMMITTER_EMAIL": "series@mptcp-nvme"}

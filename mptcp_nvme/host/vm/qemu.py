@@ -24,8 +24,8 @@ import psutil
 from mptcp_nvme.host.inputs import tools
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme.host.inputs.rootfs import cache_dir
+from mptcp_nvme.vocabulary import ACCELS
 
-ACCELS = ("auto", "kvm", "tcg")
 KVM_PROBE_TIMEOUT = 40.0
 CONSOLE_TAIL_LINES = 40
 
