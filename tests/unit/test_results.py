@@ -5,7 +5,7 @@ import json
 from _pytest.reports import TestReport
 
 from mptcp_nvme import channel as plugin
-from mptcp_nvme.host.results import reporters
+from mptcp_nvme.host.results import outcome
 from mptcp_nvme.host.results.reporters import ResultsJson
 
 
@@ -47,7 +47,90 @@ def test_every_test_with_result_time_reason_crashes_artifacts_and_flaky(tmp_path
 
 def test_failure_window_keeps_head_and_tail():
     lines = [f"line {i}" for i in range(200)]
-    window = reporters.failure_window(lines)
+    window = outcome.failure_window(lines)
     assert window[0] == "line 0" and window[-1] == "line 199"
-    assert len(window) == reporters.FAILURE_LINES + 1 and "lines in junit.xml" in window[40]
-    assert reporters.failure_window(lines[:10]) == lines[:10]
+    assert len(window) == outcome.FAILURE_LINES + 1 and "lines in junit.xml" in window[40]
+    assert outcome.failure_window(lines[:10]) == lines[:10]
+
+
+RENDERED = '''
+import pytest
+
+def test_passes(record_property):
+    record_property("ktap_diag", "a diagnostic line")
+
+def test_fails():
+    assert 1 + 1 == 3, "arithmetic broke"
+
+def test_skips():
+    pytest.skip("missing: tool fio not installed")
+
+@pytest.mark.xfail(reason="known")
+def test_xfails():
+    assert False
+
+@pytest.mark.xfail(reason="known", strict=False)
+def test_xpasses():
+    pass
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup broke")
+
+def test_setup_error(broken):
+    pass
+
+def test_overran(record_property):
+    record_property("ktap_directive", "TIMEOUT")
+    raise AssertionError("the VM overran --test-timeout")
+
+def test_kselftest_like(record_property):
+    record_property("ktap_subtests", "TAP version 13\\n1..2\\nok 1 inner one\\nnot ok 2 inner two\\n")
+'''
+
+
+def test_every_renderer_says_what_the_run_printed(tmp_path):
+    """One outcome, every renderer: KTAP on stdout, results.json, the KTAP re-rendered from
+    results.json (merge, series), KCIDB and JUnit agree test by test."""
+    import io
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from mptcp_nvme import ktap, proc
+    from mptcp_nvme.host.results import kcidb, summary
+
+    (tmp_path / "test_rendered.py").write_text(RENDERED)
+    run = proc.cmd([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+                    "-p", "no:mptcp_nvme_checks", "--rootdir", tmp_path, "--ktap", tmp_path / "out.ktap",
+                    "--results-dir", tmp_path / "results", "--junitxml", tmp_path / "junit.xml",
+                    tmp_path / "test_rendered.py"], fail=False, cwd=tmp_path)
+    printed = (tmp_path / "out.ktap").read_text()
+    assert run.ret == 1, run.stdout
+    document = json.loads((tmp_path / "results/results.json").read_text())
+    tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
+    assert {name: (t["result"], t["reason"]) for name, t in tests.items()} == {
+        "test_passes": ("pass", None), "test_fails": ("fail", None),
+        "test_skips": ("skip", "missing: tool fio not installed"),
+        "test_xfails": ("xfail", "known"), "test_xpasses": ("xpass", None),
+        "test_setup_error": ("error", "setup failed"), "test_overran": ("error", "TIMEOUT"),
+        "test_kselftest_like": ("pass", None)}
+    assert "arithmetic broke" in tests["test_fails"]["failure"]
+    assert [s["ok"] for s in tests["test_kselftest_like"]["subtests"]] == [True, False]
+
+    rendered = io.StringIO()
+    summary.write_ktap(document, rendered)
+    assert rendered.getvalue() == printed
+    for line in ("# a diagnostic line", "  not ok 2 inner two", "# E       AssertionError: arithmetic broke"):
+        assert line in printed.splitlines(), line
+    _, results = ktap.parse(printed)
+    assert [(r.ok, r.directive, r.reason) for r in results] == [
+        (ktap.OUTCOMES[t["result"]][0], ktap.OUTCOMES[t["result"]][1], t["reason"] or "")
+        for t in document["tests"]]
+
+    statuses = {t["misc"]["nodeid"].split("::")[1]: t["status"]
+                for t in kcidb.build_report([document])["tests"]}
+    assert statuses["test_overran"] == "ERROR" and statuses["test_fails"] == "FAIL"
+    junit = {case.get("name"): case for case in ET.parse(tmp_path / "junit.xml").iter("testcase")}
+    failed = {name for name, case in junit.items() if case.find("failure") is not None
+              or case.find("error") is not None}
+    assert failed == {name for name, t in tests.items() if t["result"] in ("fail", "error")}

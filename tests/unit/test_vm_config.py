@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from _pytest.reports import TestReport
 
-from mptcp_nvme.host.results import reporters
+from mptcp_nvme.host.results import outcome
 from mptcp_nvme.host.vm import qemu as vm
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme.host.inputs.kernel import Kernel
@@ -72,7 +72,7 @@ def report(when, outcome, longrepr=None, **extra):
       report("teardown", "passed")], ("xpass", "")),
 ])
 def test_summarize(reports, expected):
-    assert reporters.summarize(reports) == expected
+    assert outcome.summarize(reports) == expected
 
 
 class _Config:
