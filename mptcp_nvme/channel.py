@@ -22,8 +22,8 @@ DIRECTIVE = "ktap_directive"  # TIMEOUT for a test the VM overran
 CRASH = "crash"               # crash.Crash.summary() of a kernel crash report
 ARTIFACT = "artifact"         # a file kept for the test (host path)
 FLAKY = "flaky"               # failed attempts before it passed
-MATRIX = "matrix"             # a matrix cell's measurement: JSON {"read_mib", "write_mib"}
-FAULT = "fault"               # a fault test's outcome: JSON of guest/faults.Outcome
+MATRIX = "matrix"             # a matrix cell's measurement: payloads.Measurement
+FAULT = "fault"               # a fault test's outcome: payloads.FaultOutcome
 SUBTESTS = "ktap_subtests"    # a kselftest's own output as KTAP, nested under its result
 
 

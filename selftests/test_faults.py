@@ -10,11 +10,9 @@ FAULT property: faults.md, faults.json and a timeline per case on the host), not
 asserted, except a stall long enough to be a hang.
 """
 
-import json
 
 import pytest
 
-from mptcp_nvme.channel import FAULT
 from mptcp_nvme.guest import DIAG, faults, results_dir
 from mptcp_nvme import topology
 
@@ -71,7 +69,7 @@ def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_tr
                                 str(logs / f"{fault}-{trtype}"), prefix=network.host.argv())
     for line in faults.describe(outcome):
         record_property(DIAG, line)
-    record_property(FAULT, json.dumps(outcome.to_json()))
+    record_property(*outcome.to_property())
     assert not outcome.verify_error, f"verify errors: {outcome.verify_error}"
     assert not outcome.io_error, f"I/O errors while a path remained: {outcome.io_error}"
     assert not outcome.problem, outcome.problem

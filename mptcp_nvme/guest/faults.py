@@ -35,6 +35,7 @@ from mptcp_nvme.guest.io import fio, fiolog
 from mptcp_nvme.guest.net import proof
 from mptcp_nvme.guest.net import sock_diag
 from mptcp_nvme.guest.checks.health import KernelLog
+from mptcp_nvme.payloads import FaultOutcome
 from mptcp_nvme.poll import wait_for
 
 # Controllers of a fault test: a short keep-alive and reconnect delay, so that failover
@@ -237,30 +238,6 @@ def sample_until(scene, deadline, samples, stop=lambda: False):
         time.sleep(min(SAMPLE_S, max(0.0, deadline - time.monotonic())))
 
 
-@dataclasses.dataclass
-class Outcome:
-    """What one fault did; times in seconds, relative to the fault's start."""
-
-    fault: str
-    trtype: str
-    paths: int
-    window_s: float
-    impact: fiolog.FaultImpact | None
-    timeline: list             # [(end s, MiB/s)] of the written bandwidth
-    written_mib: float
-    io_error: str | None       # fio's first non-verify error
-    verify_error: str | None
-    subflows: dict             # before/during (fewest)/after
-    states_during: list        # every controller state seen during the fault
-    recovery_lines: list       # the kernel's NVMe error-recovery lines
-    problem: str | None        # the phase that did not hold, or None
-
-    def to_json(self):
-        data = dataclasses.asdict(self)
-        data["impact"] = dataclasses.asdict(self.impact) if self.impact else None
-        return data
-
-
 def inject(fault, scene, device, log_prefix, prefix=()):
     """Run the verifying fio job on ``device`` and ``fault`` in its middle: the Outcome."""
     window = fault.window_s(scene)
@@ -318,15 +295,15 @@ def inject(fault, scene, device, log_prefix, prefix=()):
                     "links_before": sorted(before[-1].links), "links_after": sorted(after[-1].links)}
         if lost := sorted(before[-1].links - after[-1].links):
             problem = problem or f"subflows: none on {', '.join(lost)} after the fault"
-    return Outcome(
+    return FaultOutcome(
         fault=fault.name, trtype=scene.trtype, paths=len(scene.controllers), window_s=window,
         impact=_relative(impact, fault_start) if impact else None,
-        timeline=[(round(end - fault_start, 2), round(value / 1024, 3))
-                  for end, value in zip(timeline.times_s, timeline.values)],
+        timeline=tuple((round(end - fault_start, 2), round(value / 1024, 3))
+                       for end, value in zip(timeline.times_s, timeline.values)),
         written_mib=round(result.write.io_bytes / 2**20, 1) if result else 0.0,
         io_error=io_error, verify_error=verify_error, subflows=subflows,
-        states_during=sorted({s for o in during for s in o.states.values() if s}),
-        recovery_lines=lines[:20], problem=problem)
+        states_during=tuple(sorted({s for o in during for s in o.states.values() if s})),
+        recovery_lines=tuple(lines[:20]), problem=problem)
 
 
 def _relative(impact, origin):

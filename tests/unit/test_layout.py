@@ -4,11 +4,10 @@ selftests import only the guest API."""
 
 import ast
 import sys
-from pathlib import Path
 
 import pytest
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_SIDE = sorted((REPO / "mptcp_nvme/guest").rglob("*.py")) + sorted((REPO / "selftests").rglob("*.py"))
 # plugin.py is pytest's entry point for both sides: it wires them, lazily, and is the one
 # module at this level that may name either.

@@ -11,6 +11,8 @@ per_job_logs=0 the jobs' logs are appended one after the other to the same file.
 import dataclasses
 import statistics
 
+from mptcp_nvme.payloads import FaultImpact
+
 STALL_FRACTION = 0.05   # a window at or under 5 % of the baseline is stalled
 RAMP_UP_S = 1.0         # left out of the baseline when there is enough data after it
 STEADY_S = 1.0          # recovered: this long at or above the fraction of the baseline
@@ -121,37 +123,6 @@ def timeline(samples, interval_ms=100, direction=None):
     first, last = min(total), max(total)
     return Timeline(first * interval_ms, interval_ms,
                     tuple(total.get(w, 0.0) for w in range(first, last + 1)))
-
-
-@dataclasses.dataclass(frozen=True)
-class FaultImpact:
-    """What a fault from ``fault_start_s`` to ``fault_end_s`` (seconds on the log's clock)
-    did to a timeline; values in its unit (KiB/s for a bw log), times in seconds.
-
-    baseline: median of the windows before the fault, less the first second (ramp-up)
-        when a second remains; None without a window before the fault.
-    during: median of the windows ending within the fault; None without one.
-    longest_stall_s: longest run of windows at or under 5 % of the baseline from the fault
-        start to the end of the log, 0 without one; None without a baseline.
-    stall_start_s: start of that run's first window; None without a stall.
-    stall_at_end: that run reaches the end of the log: its length is a lower bound.
-    recovery_s: from the fault end to the start of the first 1 s whose mean is >=
-        recovered_fraction × baseline (0 if it never fell); else None. (A mean, not every
-        window: at 100 ms a window holds a few I/Os and single windows go to 0 at full rate.)
-    recovered: recovery_s is not None. reason: why it is None, else None.
-    """
-
-    fault_start_s: float
-    fault_end_s: float
-    recovered_fraction: float
-    baseline: float | None
-    during: float | None
-    longest_stall_s: float | None
-    stall_start_s: float | None
-    stall_at_end: bool
-    recovery_s: float | None
-    recovered: bool
-    reason: str | None
 
 
 def analyse(timeline, fault_start_s, fault_end_s, recovered_fraction=0.9):

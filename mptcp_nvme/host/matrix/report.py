@@ -1,7 +1,7 @@
 """Host side: the summary of a ``mptcp-nvme matrix`` run (rows, matrix.md, matrix.png),
 rendered from its matrix.json.
 
-matrix.py runs the cells and writes matrix.json; this module only reads it (a reporter
+run.py runs the cells and writes matrix.json (document.py); this module only reads it (a reporter
 never drives the run), so the report can be redrawn from a finished or resumed run
 without a VM. The table has the seed table's shape and puts the seed's ratios next to
 the measured ones: the links here are not the seed's 1000 Mbit/s, so the ratios are
@@ -9,23 +9,15 @@ what should match, not the MiB/s.
 """
 
 import dataclasses
-import json
 import math
 import statistics
 from pathlib import Path
 
-from mptcp_nvme.errors import UsageError
+from mptcp_nvme.host.matrix.document import IDENTITY, KINDS, identity, key
 from mptcp_nvme.vocabulary import MULTIPATH, SCRIPT_IOPOLICIES, TRTYPES
 
-VERSION = 1
 BASELINE = "baseline"             # the kernel every other kernel is compared with
 CALIBRATION_MIN = 0.95            # framework ÷ bare below this: the framework itself costs throughput
-KINDS = ("fabric", "bare", "raw")
-IDENTITY = ("kernel", "kind", "trtype", "paths", "multipath", "iopolicy", "loss", "tls")
-REQUIRED = {"settings": ("rate_mbit", "runtime_s", "repeat"),
-            "cell": tuple(f for f in IDENTITY if f != "multipath")     # see identity()
-            + ("label", "links", "usable_links", "link_rate_mbit", "runs"),
-            "run": ("status", "read_mib", "write_mib")}
 NONE = "—"
 
 # (trtype, paths, iopolicy, loss) -> (READ MiB/s, WRITE MiB/s or None): 4 links at
@@ -84,66 +76,6 @@ class Row:
 
 def mib_per_s(mbit):
     return mbit * 1e6 / 8 / 2**20
-
-
-def load(path):
-    """matrix.json as a dict; UsageError (one line, naming the file) when it is unusable."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read: {err.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path}: not JSON ({err})") from None
-    problem = _problem(doc)
-    if problem:
-        raise UsageError(f"{path}: {problem}")
-    return doc
-
-
-def _problem(doc):
-    """What makes ``doc`` unusable, or None."""
-    if not isinstance(doc, dict):
-        return "not a matrix.json object"
-    if doc.get("version") != VERSION:
-        return f"matrix.json version {doc.get('version')!r}, this mptcp-nvme reads version {VERSION}"
-    missing = [key for key in ("created", "settings", "kernels", "cells") if key not in doc]
-    if missing:
-        return f"lacks {', '.join(map(repr, missing))}"
-    if not (isinstance(doc["kernels"], dict) and isinstance(doc["cells"], list)):
-        return "'kernels' must be an object and 'cells' a list"
-    checks, seen = [("settings", doc["settings"], "settings")], {}
-    for index, cell in enumerate(doc["cells"]):
-        checks.append((f"cells[{index}]", cell, "cell"))
-        if isinstance(cell, dict) and isinstance(cell.get("runs"), list):
-            checks += [(f"cells[{index}].runs[{i}]", run, "run") for i, run in enumerate(cell["runs"])]
-    for where, value, kind in checks:
-        if not isinstance(value, dict):
-            return f"{where} is not an object"
-        missing = [key for key in REQUIRED[kind] if key not in value]
-        if missing:
-            return f"{where} lacks {', '.join(map(repr, missing))}"
-        if kind != "cell":
-            continue
-        if not isinstance(value["runs"], list):
-            return f"{where}.runs is not a list"
-        if value["kind"] not in KINDS:
-            return f"{where} has kind {value['kind']!r}, not one of {', '.join(KINDS)}"
-        if value["kernel"] not in doc["kernels"]:
-            return f"{where} names kernel {value['kernel']!r}, absent from 'kernels'"
-        if seen.setdefault(key(value), where) != where:
-            return f"{where} is the same cell as {seen[key(value)]}"
-    return None
-
-
-def key(cell, **changes):
-    return tuple(changes[f] if f in changes else identity(cell, f) for f in IDENTITY)
-
-
-def identity(cell, field):
-    """A cell's identity field; multipath is native for an old file's non-raw cells."""
-    if field == "multipath" and "multipath" not in cell:
-        return None if cell["kind"] == "raw" else "native"
-    return cell[field]
 
 
 def measure(cell):

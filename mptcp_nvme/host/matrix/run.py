@@ -1,6 +1,6 @@
 """``mptcp-nvme matrix``: the seed's results table, measured on a kernel (and a baseline).
 
-Every cell is selftests/bench_matrix.py's ``test_cell`` for one (trtype, paths,
+Every cell is selftests/bench/bench_matrix.py's ``test_cell`` for one (trtype, paths,
 iopolicy, loss), run --repeat times; pytest parametrizes them from the run options, the
 VM runner runs them (over -n VMs), and this module picks which to run, records every
 run in matrix.json as it ends (so that Ctrl-C keeps what was measured and --resume goes
@@ -11,8 +11,6 @@ raw cell (the fio job on the backing device, no fabric), --calibrate runs each.
 
 import datetime
 import hashlib
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,19 +18,19 @@ from tqdm import tqdm
 
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme import options
-from mptcp_nvme.channel import MATRIX
+from mptcp_nvme.payloads import Measurement
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme import topology
 from mptcp_nvme.host.inputs import kernel as kernel_mod
-from mptcp_nvme.host.matrix import report as matrix_report
+from mptcp_nvme.host.matrix import document, report as matrix_report
 from mptcp_nvme.host.inputs import rootfs
 from mptcp_nvme.host import suite
 from mptcp_nvme.host.vm.qemu import require_host_tools
 
-BENCH = suite.SELFTESTS / "bench_matrix.py"
+BENCH = suite.SELFTESTS / "bench" / "bench_matrix.py"
 DEFAULT_RATE = "30mbit"       # 4 links of it (14.3 MiB/s) stay below what TCG here moves
 KINDS = {"test_cell": "fabric", "test_bare": "bare", "test_raw": "raw"}
-AXES = matrix_report.IDENTITY[2:-1]       # trtype, paths, multipath, iopolicy, loss
+AXES = document.IDENTITY[2:-1]       # trtype, paths, multipath, iopolicy, loss
 
 
 def axes(args):
@@ -115,16 +113,16 @@ class Recorder:
         cell = self.planned.get(report.nodeid)
         if cell is None or (report.when != "call" and report.passed):
             return             # a setup that passed: the call follows
-        measured = next((json.loads(v) for k, v in report.user_properties if k == MATRIX), {})
+        measured = Measurement.find(report.user_properties)
         status = ("passed" if report.passed and measured else
                   "skipped" if report.skipped else "failed")
-        run = {"nodeid": report.nodeid, "repeat": cell["repeat"], "status": status,
-               "read_mib": measured.get("read_mib"), "write_mib": measured.get("write_mib"),
-               "duration_s": round(report.duration, 2),
-               "reason": None if status == "passed" else reason(report)}
-        entry = find_cell(self.doc, cell["key"])
-        entry["runs"] = [r for r in entry["runs"] if r.get("nodeid") != report.nodeid] + [run]
-        save(self.doc, self.path)
+        run = document.Run(nodeid=report.nodeid, repeat=cell["repeat"], status=status,
+                           read_mib=measured and measured.read_mib,
+                           write_mib=measured and measured.write_mib,
+                           duration_s=round(report.duration, 2),
+                           reason=None if status == "passed" else reason(report))
+        document.add_run(find_cell(self.doc, cell["key"]), run)
+        document.save(self.doc, self.path)
         if report.when != "teardown":
             self.bar.update(1)
 
@@ -145,14 +143,7 @@ def find_cell(doc, key):
 
 
 def cell_key(cell):
-    return matrix_report.key(cell)
-
-
-def save(doc, path):
-    """Write matrix.json atomically: an interrupted run never leaves half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    return document.key(cell)
 
 
 def kernel_info(kernel, root):
@@ -187,11 +178,10 @@ def plan(items, doc, kernel, args, rate):
         except KeyError:
             rates, usable = (cell_links(values["trtype"], values["paths"], values["iopolicy"],
                                         args.topology, rate) if kind != "raw" else ([], 0))
-            entry = {"kernel": kernel, "kind": kind, **values, "tls": key[-1],
-                     "label": label(kind, values, args.tls, args.topology),
-                     "links": len(rates), "usable_links": usable, "link_rate_mbit": rates,
-                     "runs": []}
-            doc["cells"].append(entry)
+            entry = document.add_cell(doc, document.Cell(
+                kernel=kernel, kind=kind, **values, tls=key[-1],
+                label=label(kind, values, args.tls, args.topology),
+                links=len(rates), usable_links=usable, link_rate_mbit=rates, runs=[]))
         if any(r.get("nodeid") == nodeid and r["status"] != "failed" for r in entry["runs"]):
             continue               # measured (or skipped) in the run --resume continues
         planned[nodeid] = {"key": key, "repeat": repeat}
@@ -212,17 +202,15 @@ def new_doc(args, rate):
     rate_bit = topology.Netem.parse(rate=rate).rate_bit
     # the guest's CPUs: one NVMe/TCP I/O queue (one TCP flow) each per controller
     note = topology.loss_profile(rate_bit, args.cpus)[1]
-    return {"version": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "settings": {"rate_mbit": rate_bit / 1e6,
-                         "runtime_s": args.runtime, "repeat": args.repeat,
-                         "loss": {"note": note}, "topology": args.topology, "tls": args.tls,
-                         "append": [*(args.append or ()), *suite.io_timeout(args.append, rate)]},
-            "kernels": {}, "cells": []}
+    return document.new(document.Settings(
+        rate_mbit=rate_bit / 1e6, runtime_s=args.runtime, repeat=args.repeat,
+        loss={"note": note}, topology=args.topology, tls=args.tls,
+        append=[*(args.append or ()), *suite.io_timeout(args.append, rate)]))
 
 
 def resume(folder, args, rate):
     """matrix.json of an interrupted matrix, checked to be the same measurement."""
-    doc = matrix_report.load(folder / "matrix.json")
+    doc = document.load(folder / "matrix.json")
     settings = doc["settings"]
     wanted = new_doc(args, rate)["settings"]
     for name in ("rate_mbit", "runtime_s", "topology", "tls"):
@@ -267,7 +255,7 @@ def run_matrix(args):
         results.mkdir(exist_ok=True)
         argv = suite.pytest_argv(chosen, results, ktap=results / "ktap.txt")
         planned = plan(collect(argv), doc, name, args, rate)
-        save(doc, path)
+        document.save(doc, path)
         if not planned:
             continue
         with tqdm(total=len(planned), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -1,0 +1,104 @@
+"""Fault definitions (guest/faults.py) and the fault table (host/results/faults_report.py) without
+a VM; the report is drawn from outcomes recorded by real runs (tests/data/faults)."""
+
+import json
+import struct
+from types import SimpleNamespace
+
+import pytest
+
+from mptcp_nvme import vocabulary
+from mptcp_nvme.guest import faults
+from mptcp_nvme.guest.io import fiolog
+from mptcp_nvme import topology
+from mptcp_nvme.host.results import faults_report
+import tests
+
+DATA = tests.DATA / "faults"
+
+
+def scene(trtype="tcp", links=2, controllers=2, endpoint_flags=("subflow",)):
+    topo = topology.topology_for_paths(links)
+    topo = topology.replace(topo, host=topology.replace(topo.host, endpoint_flags=endpoint_flags))
+    return faults.Scene(SimpleNamespace(topology=topo), None, None, trtype, ["nvme0"] * controllers)
+
+
+def test_the_options_choices_are_the_faults():
+    assert vocabulary.FAULTS == tuple(faults.INJECTORS)
+
+
+@pytest.mark.parametrize("fault, case, reason", [
+    ("endpoint", scene("tcp"), "MPTCP endpoints carry no NVMe/TCP connection"),
+    ("endpoint", scene("mptcp", endpoint_flags=()), "no MPTCP endpoints"),
+    ("link-down", scene("mptcp", links=1), "one link"),
+    ("blackhole", scene("tcp", links=1), "one link"),
+    ("all-but-one-down", scene("tcp", links=1), "one link"),
+])
+def test_a_fault_that_cannot_apply_says_why(fault, case, reason):
+    assert reason in faults.INJECTORS[fault]().unmet(case)
+
+
+def test_every_fault_applies_to_two_links_over_mptcp_and_tcp():
+    for name, fault in faults.INJECTORS.items():
+        assert fault().unmet(scene("mptcp", controllers=1)) is None, name
+        if name != "endpoint":
+            assert fault().unmet(scene("tcp")) is None, name
+    assert faults.Delete.controllers == 2 and faults.LinkDown.controllers == 1
+
+
+def test_the_keep_alive_window_outlasts_the_keep_alive_timeout():
+    assert faults.KeepAlive().window_s(scene()) > faults.TIMEOUTS["keep_alive_tmo"]
+    assert faults.Reset().window_s(scene()) == 0
+
+
+def test_link_faults_pick_the_last_link_or_all_but_it():
+    three = scene(links=3)
+    assert faults.LinkDown().links(three) == [3]
+    assert faults.AllButOneDown().links(three) == [1, 2]
+    assert [link.index for link in faults.KeepAlive().links(three)] == [1, 2, 3]
+
+
+def test_impact_times_are_made_relative_to_the_fault():
+    impact = fiolog.FaultImpact(fault_start_s=1000.5, fault_end_s=1008.5, recovered_fraction=0.9,
+                                baseline=7000.0, during=3500.0, longest_stall_s=1.2,
+                                stall_start_s=1000.6, stall_at_end=False, recovery_s=0.4,
+                                recovered=True, reason=None)
+    shifted = faults._relative(impact, 1000.5)
+    assert (shifted.fault_start_s, shifted.fault_end_s, shifted.stall_start_s) == (0, 8.0, 0.1)
+    assert shifted.longest_stall_s == 1.2 and shifted.recovery_s == 0.4
+
+
+def recorded():
+    return json.loads((DATA / "faults.json").read_text())
+
+
+def test_the_table_has_a_row_per_case_in_fault_order():
+    outcomes = recorded()
+    text = faults_report.markdown(outcomes)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| fault | transport × controllers | MiB/s before | longest stall")
+    rows = [line.split(" | ")[0][2:] for line in lines[1:]]
+    assert rows == sorted(rows, key=list(vocabulary.FAULTS).index)
+    assert len(lines) - 1 == len(outcomes)
+
+
+def test_a_row_shows_stall_recovery_errors_and_subflows():
+    outcome = next(o for o in recorded() if o["trtype"] == "mptcp")
+    cells = faults_report.row(outcome)
+    assert cells[0] == outcome["fault"] and cells[1] == f"mptcp ×{outcome['paths']}"
+    assert cells[3].endswith(" s") and cells[6] == "0"
+    assert cells[7] == "/".join(str(outcome["subflows"][k]) for k in ("before", "during", "after"))
+    failed = dict(outcome, impact=dict(outcome["impact"], recovered=False), verify_error="EILSEQ",
+                  problem="recovery: not back")
+    cells = faults_report.row(failed)
+    assert (cells[5], cells[6], cells[-1]) == ("**no**", "verify", "recovery: not back")
+
+
+def test_write_outputs_draws_a_timeline_per_case(tmp_path):
+    outcomes = recorded()
+    written = faults_report.write_outputs(outcomes, tmp_path)
+    assert written[:2] == [tmp_path / "faults.json", tmp_path / "faults.md"]
+    pngs = sorted(tmp_path.glob("faults/*.png"))
+    assert len(pngs) == len([o for o in outcomes if o["timeline"]]) > 0
+    data = pngs[0].read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1080, 480)

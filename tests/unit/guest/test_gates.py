@@ -1,0 +1,135 @@
+"""Requirements, kernel-log checks and the guest command line, without a VM."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from mptcp_nvme.guest.checks import health, requirements
+
+from mptcp_nvme.host.vm import guest_session as remote
+from mptcp_nvme.guest.checks.requirements import Features
+from tests import REPO
+
+
+
+@pytest.fixture
+def features():
+    return Features(
+        release="7.3.4", kconfig={"NVME_TCP": "m", "NVME_TCP_TLS": "y", "MPTCP": "n"},
+        modules={"nvmet": True}, configfs=True,
+        trtypes={"tcp": None, "mptcp": "nvmet rejects addr_trtype=mptcp (EINVAL)"},
+        tls_trtypes={"tcp": None, "mptcp": "NVMe transport mptcp missing"},
+        iopolicies=("numa", "round-robin"), fabrics_options=("transport", "tls"),
+        tools={"nvme": "/usr/sbin/nvme", "tlshd": None})
+
+
+@pytest.mark.parametrize("requirement, reason", [
+    ("kconfig:NVME_TCP", None),
+    ("kconfig:NVME_TCP_TLS", None),
+    ("kconfig:MPTCP", "CONFIG_MPTCP not set"),
+    ("kconfig:VETH", "CONFIG_VETH not set"),
+    ("trtype:tcp", None),
+    ("trtype:mptcp", "NVMe transport mptcp: nvmet rejects addr_trtype=mptcp (EINVAL)"),
+    ("iopolicy:round-robin", None),
+    ("iopolicy:queue-depth", "iopolicy queue-depth not offered by nvme_core"),
+    ("feature:tls", None),
+    ("tls:tcp", None),
+    ("tls:mptcp", "TLS over mptcp: NVMe transport mptcp missing"),
+    ("tool:nvme", None),
+    ("tool:definitely-not-installed", "tool definitely-not-installed not installed"),
+])
+def test_requirements(features, requirement, reason):
+    assert features.unmet(requirement) == reason
+
+
+def test_unknown_requirement_kind_is_a_bug_in_the_test(features):
+    with pytest.raises(ValueError, match="unknown requirement 'colour:blue'"):
+        features.unmet("colour:blue")
+
+
+def test_summary_names_refused_transports(features):
+    summary = features.summary()
+    assert "nvmet trtypes tcp (nvmet rejects addr_trtype=mptcp (EINVAL))" in summary
+    assert "tls tcp;" in summary
+    assert "missing tools tlshd" in summary
+
+
+def test_summary_names_tls_refused_on_a_transport_the_kernel_has(features):
+    features.trtypes["mptcp"] = None
+    features.tls_trtypes["mptcp"] = ("nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL): "
+                                     + requirements.TLS_REFUSAL_HINTS["mptcp"])
+    assert features.unmet("tls:mptcp").startswith("TLS over mptcp: nvmet rejects addr_tsas")
+    assert "MPTCP kTLS" in features.summary()
+
+
+def test_problem_patterns():
+    lines = ["[ 1.0] nvme nvme0: starting error recovery", "[ 1.1] all good",
+             "[ 2.0] WARNING: CPU: 0 PID: 1 at net/mptcp/protocol.c:42",
+             "[ 3.0] BUG: KASAN: slab-use-after-free in nvmet_tcp_io_work",
+             "[ 4.0] rcu: INFO: rcu_preempt self-detected stall on CPU"]
+    assert health.problems(lines) == [lines[0], lines[2], lines[3], lines[4]]
+
+
+def test_keep_alive_aborted_by_a_disconnect_is_not_a_problem():
+    lines = ["[102.19] nvme nvme1: Removing ctrl: NQN \"nqn.x\"",
+             "[102.26] nvme nvme1: long keepalive RTT (4294774608 ms)",
+             "[102.27] nvme nvme1: failed nvme_keep_alive_end_io error=4",
+             "[103.00] nvme nvme2: failed nvme_keep_alive_end_io error=4"]
+    assert health.problems(lines) == [lines[3]]     # nvme2 was not being removed
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/kmsg"),
+                    reason="writing /dev/kmsg needs root")
+def test_kernel_log_cursor_sees_only_new_lines():
+    log = health.KernelLog()
+    try:
+        Path("/dev/kmsg").write_text("mptcp-nvme unit test: WARNING: synthetic\n")
+        lines = log.new_lines()
+        assert any("mptcp-nvme unit test: WARNING: synthetic" in line for line in lines)
+        assert health.problems(lines)
+        assert log.new_lines() == []
+    finally:
+        log.close()
+
+
+def test_guest_paths_map_into_the_shared_source_tree():
+    assert remote.guest_path(REPO / "selftests") == "/mnt/src/selftests"
+    assert (remote.guest_path(f"{REPO}/selftests/test_modules.py::test_x[tcp]")
+            == "/mnt/src/selftests/test_modules.py::test_x[tcp]")
+    with pytest.raises(ValueError, match="must live inside"):
+        remote.guest_path("/etc/passwd")
+
+
+def test_on_the_host_root_the_guest_uses_host_paths_and_this_venv(tmp_path):
+    layout = remote.GuestLayout.on_host_root(tmp_path)
+    command = remote.guest_command([REPO / "selftests"], (), layout)
+    assert command.startswith(f"cd {REPO} && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+                              f"exec {sys.executable} -P {REPO}/mptcp_nvme/guest/launch.py")
+    assert f"--results-dir {tmp_path}" in command
+    assert command.endswith(f"{REPO}/selftests 3<&0 4>&1 1>&2")
+
+
+def test_guest_command_keeps_the_channel_off_pytest_capture():
+    command = remote.guest_command([REPO / "selftests"],
+                                   ["--guest-config", "/mnt/results/guest-config.json"])
+    assert command.startswith("cd /mnt/src && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+                              "exec python3 -P /mnt/src/mptcp_nvme/guest/launch.py")
+    assert "--guest-config /mnt/results/guest-config.json" in command
+    assert command.endswith("/mnt/src/selftests 3<&0 4>&1 1>&2")
+
+
+def test_the_guest_gets_test_files_not_node_ids():
+    """The command travels on the kernel command line: 60 node ids overflowed it."""
+    nodeids = [f"{REPO}/selftests/bench/bench_matrix.py::test_cell[r{r}-tcp-4path-numa-loss0]"
+               for r in range(60)] + [f"{REPO}/selftests/test_modules.py::test_x"]
+    command = remote.guest_command(nodeids)
+    assert command.count("/mnt/src/selftests/bench/bench_matrix.py") == 1 and "::" not in command
+    assert "/mnt/src/selftests/test_modules.py" in command and len(command) < 400
+
+
+def test_a_built_in_module_without_sysfs_entry_counts_as_loaded(tmp_path):
+    (tmp_path / "modules.builtin").write_text("kernel/net/x/mptcp_nvme_fake.ko\n")
+    assert requirements.load_module("mptcp-nvme-fake", modules_dir=tmp_path)
+    assert not requirements.load_module("mptcp-nvme-absent", modules_dir=tmp_path)
