@@ -11,16 +11,10 @@ from contextlib import ExitStack, nullcontext
 
 import pytest
 
-from mptcp_nvme.guest.nvmet import backing as stores, target as nvmet
-from mptcp_nvme.guest.nvme import dm_mpath
-from mptcp_nvme import topology
-from mptcp_nvme.guest.net import netstat
-from mptcp_nvme.guest.nvme import initiator
-from mptcp_nvme.guest.nvme import nvme_multipath
-from mptcp_nvme.guest import DIAG, enable_selftest_checks, require, results_dir
-from mptcp_nvme.guest.security.psk import SUITE_HOSTNQN, TlsKeys
-from mptcp_nvme.guest.security.handshake import Tlshd
-from mptcp_nvme.options import BACKINGS, DM_SELECTORS
+from mptcp_nvme.guest import (
+    BACKINGS, DIAG, DM_SELECTORS, SUITE_HOSTNQN, backing as stores, dm_mpath,
+    enable_selftest_checks, initiator, netstat, nvme_multipath, require, results_dir,
+    target as nvmet, Tlshd, TlsKeys, topology)
 
 # builder and proof are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
@@ -122,7 +116,7 @@ def prove_transport(request, network, trtype):
     ``trtype`` (mptcp: no fallback, subflows from every host link with an MPTCP
     endpoint); their description goes into the test's diagnostics, a mismatch fails it
     (after the test body, so its own results still show)."""
-    from mptcp_nvme.guest.net import proof
+    from mptcp_nvme.guest import proof
     links = network.topology.links if network.topology.host.endpoint_flags else ()
 
     def prove(nvme_host, nqn):
@@ -188,7 +182,7 @@ def topo(request, paths, loss):
 def make_network(request):
     """build(topo): ``topo`` built in new namespaces, torn down after the test; the
     MPTcpExt counters of every network built here are checked after the test."""
-    from mptcp_nvme.guest.net import builder
+    from mptcp_nvme.guest import builder
     with ExitStack() as networks:
         def build(topo):
             require(request.config, *topology.REQUIREMENTS, *topology.requirements(topo))

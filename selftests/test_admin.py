@@ -4,8 +4,7 @@ path of the subsystem is live, and the health and error logs are clean."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.nvmet import target as nvmet
+from mptcp_nvme.guest import DIAG, target as nvmet
 
 NVMET_MODEL = "Linux"          # nvmet's default attr_model
 

@@ -7,9 +7,7 @@ subflows use every link, so link bytes cannot tell)."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.poll import wait_for
+from mptcp_nvme.guest import DIAG, fio, wait_for
 
 QUIET = 0.02          # a path the iopolicy must avoid carries at most this share
 MID_IO_QUIET = 0.05   # after a change mid-I/O: what was in flight on the old path completes

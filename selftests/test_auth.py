@@ -5,12 +5,8 @@ refused), and re-authentication after the key changed."""
 
 import pytest
 
-from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import DIAG, require
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.nvme import initiator
-from mptcp_nvme.guest.security.psk import SUITE_HOSTNQN, DerivedPsks
-from mptcp_nvme.poll import wait_for
+from mptcp_nvme.guest import (
+    DIAG, SUITE_HOSTNQN, DerivedPsks, fio, initiator, require, SetupError, wait_for)
 
 AUTH_NEEDS = ("kconfig:NVME_HOST_AUTH", "kconfig:NVME_TARGET_AUTH")
 CASES = {  # name: (nvmet dhchap_hash, dhchap_dhgroup, bidirectional)

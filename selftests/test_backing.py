@@ -15,9 +15,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.nvmet import target as nvmet
+from mptcp_nvme.guest import DIAG, fio, target as nvmet
 
 SIZES = {("A", 1): 512 * 2**20, ("A", 2): 64 * 2**20, ("B", 1): 96 * 2**20}
 SIGNATURE_OFFSET = 2**20

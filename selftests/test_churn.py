@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.checks import health
-from mptcp_nvme.guest.nvmet import target as nvmet
-from mptcp_nvme.guest.net import sock_diag
-from mptcp_nvme.poll import wait_for
+from mptcp_nvme.guest import DIAG, health, sock_diag, target as nvmet, wait_for
 
 CONNECT_CYCLES = 100
 PORT_CYCLES = 20

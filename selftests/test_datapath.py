@@ -3,14 +3,8 @@ evidence the script never gathered: which links the traffic really used."""
 
 import pytest
 
-from mptcp_nvme.guest.nvme import dm_mpath
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.nvmet import target as nvmet
-from mptcp_nvme.guest.net import stream
-from mptcp_nvme import topology
-from mptcp_nvme.guest.net import proof
-from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest import (
+    DIAG, dm_mpath, fio, proof, SetupError, stream, target as nvmet, topology)
 
 # Short fio runs keep the matrix affordable under TCG; the script's own scenario
 # (selftests/test_script.py) runs the full 10 s.

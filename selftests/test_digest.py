@@ -4,9 +4,7 @@ ICResp grants them (captured on the host's links), none when none were asked."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.net.pdu_capture import DDGST, HDGST, IcCapture
+from mptcp_nvme.guest import DDGST, DIAG, HDGST, fio, IcCapture
 
 DIGESTS = {"none": {}, "hdr+data": {"hdr_digest": True, "data_digest": True}}
 

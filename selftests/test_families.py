@@ -4,10 +4,7 @@ sockets on ::ffff:10.1.<i>.1, the newer mptcp_nvme.sh's first argument), two pat
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme import topology
-from mptcp_nvme.vocabulary import FAMILIES
+from mptcp_nvme.guest import DIAG, FAMILIES, fio, topology
 
 OTHER_FAMILIES = FAMILIES[1:]       # ipv4 is every other test's
 

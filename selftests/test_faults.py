@@ -13,8 +13,7 @@ asserted, except a stall long enough to be a hang.
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, faults, results_dir
-from mptcp_nvme import topology
+from mptcp_nvme.guest import DIAG, faults, results_dir, topology
 
 FAULT_LINKS = 2
 FAULT_RATE = "30mbit"       # the links, not TCG, bound the bandwidth: recovery shows

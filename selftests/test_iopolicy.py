@@ -15,9 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme import topology
+from mptcp_nvme.guest import DIAG, fio, topology
 
 POLICIES = ("queue-depth", "weighted-lat", "adaptive")
 RATE = "30mbit"

@@ -6,13 +6,7 @@ link names of the file."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.net import stream
-from mptcp_nvme import topology
-from mptcp_nvme.guest.net import proof
-from mptcp_nvme.guest.net import sock_diag
-from mptcp_nvme.poll import PollTimeout, wait_for
+from mptcp_nvme.guest import DIAG, fio, PollTimeout, proof, sock_diag, stream, topology, wait_for
 
 MIXED = topology.TOPOLOGY_DIR / "mixed-family.toml"
 

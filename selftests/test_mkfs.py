@@ -3,8 +3,7 @@ files with checksums, unmount, disconnect; then reconnect, fsck, mount and compa
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, require
-from mptcp_nvme.guest.io import filesystem
+from mptcp_nvme.guest import DIAG, filesystem, require
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))

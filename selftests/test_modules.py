@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest.checks.requirements import NVMET, load_module
+from mptcp_nvme.guest import NVMET, load_module
 
 
 @pytest.mark.requires("kconfig:CONFIGFS_FS", "kconfig:NVME_TARGET_TCP", "kconfig:NVME_TCP")

@@ -7,9 +7,7 @@ import re
 
 import pytest
 
-from mptcp_nvme.guest import DIAG
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.checks.health import KernelLog
+from mptcp_nvme.guest import DIAG, fio, KernelLog
 
 LAYOUTS = {  # name: (connect options, mapped default/read/poll queues)
     "io1": ({"nr_io_queues": 1}, (1, 0, 0)),

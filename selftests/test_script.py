@@ -14,10 +14,7 @@ import socket
 
 import pytest
 
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme import topology
-from mptcp_nvme.guest import DIAG, require
-from mptcp_nvme.guest.security.psk import TLS_NEEDS
+from mptcp_nvme.guest import DIAG, TLS_NEEDS, fio, require, topology
 
 
 @pytest.fixture

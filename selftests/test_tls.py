@@ -9,10 +9,8 @@ import re
 
 import pytest
 
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.errors import SetupError
-from mptcp_nvme.guest.security.psk import TLS_NEEDS, NewKeyring, TlsKeys, psk_description
-from mptcp_nvme.guest.security.ktls import tcp_sockets_to, tls_stat
+from mptcp_nvme.guest import (
+    TLS_NEEDS, fio, NewKeyring, psk_description, SetupError, tcp_sockets_to, tls_stat, TlsKeys)
 
 SHORT_FIO = fio.FioJob(runtime=3)
 

@@ -9,10 +9,7 @@ topology always has 4 links and ``paths`` is the number of NVMe connections.
 
 import pytest
 
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme.guest.net import stream
-from mptcp_nvme import topology
-from mptcp_nvme.guest import DIAG
+from mptcp_nvme.guest import DIAG, fio, stream, topology
 
 BENCH_RATE = "30mbit"
 RUNS = (1, 2, 3)

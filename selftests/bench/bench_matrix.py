@@ -19,12 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import proc
-from mptcp_nvme.payloads import Measurement
-from mptcp_nvme.guest import DIAG, require
-from mptcp_nvme.guest.io import fio
-from mptcp_nvme import topology
-from mptcp_nvme.guest.security.psk import TLS_NEEDS
+from mptcp_nvme.guest import DIAG, TLS_NEEDS, fio, Measurement, proc, require, topology
 
 BARE_CELL = Path(__file__).with_name("bare_cell.sh")
 
