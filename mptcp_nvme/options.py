@@ -267,6 +267,17 @@ def for_pytest(option):
     return option.guest or "run" in option.commands or "script" in option.commands
 
 
+def defaults(command):
+    """{name: value} of ``command``'s options when none is given, as argparse makes them
+    (a string default goes through the option's type)."""
+    chosen = {}
+    for option in OPTIONS:
+        if command in option.commands:
+            default = option.argparse_kwargs()["default"]
+            chosen[option.name] = option.convert(default) if isinstance(default, str) else default
+    return chosen
+
+
 def values(namespace):
     """{name: value} of every option present on an argparse/pytest namespace."""
     return {o.name: getattr(namespace, o.name) for o in OPTIONS if hasattr(namespace, o.name)}

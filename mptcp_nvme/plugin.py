@@ -1,7 +1,9 @@
-"""The pytest plugin (``pytest11`` entry point), for the host and the guest alike: the
-options (options.OPTIONS), test descriptions, and which side's plugins to register:
-the VM runner and reporters on the host (mptcp_nvme.host), the agent and the selftest
-checks in the guest (mptcp_nvme.guest). Inert unless --ktap, --vm or --guest-agent.
+"""The pytest plugin (``pytest11`` entry point) of both sides: the options
+(options.OPTIONS), the markers and the tests' KTAP descriptions, then each side's own
+plugin: mptcp_nvme.guest.plugin (the agent, the selftest checks, kselftest items) and,
+outside the agent, mptcp_nvme.host.plugin (the VM runner, shards, budget, reporters).
+Inert unless --ktap, --vm or --guest-agent. The one module at the top level that names
+either side; it imports the host's only when the run is not the guest's agent.
 """
 
 import collections
@@ -12,10 +14,7 @@ import pytest
 
 from mptcp_nvme import options
 from mptcp_nvme.channel import DESCRIPTION
-from mptcp_nvme.channel import results_dir
-from mptcp_nvme.guest.checks.gates import enable_selftest_checks
-from mptcp_nvme.guest.checks.gates import features  # noqa: F401 -- a fixture of this plugin
-from mptcp_nvme.guest import kselftest
+from mptcp_nvme.guest import plugin as guest_plugin
 
 
 def pytest_addoption(parser):
@@ -44,39 +43,10 @@ def pytest_configure(config):
     if config.getoption("guest_config"):
         options.apply_guest_config(Path(config.getoption("guest_config")).read_text(),
                                    config.option, tempfile.mkdtemp(prefix="mptcp-nvme-"))
-    if config.getoption("guest_agent"):
-        from mptcp_nvme.guest.agent import GuestAgent
-        config.pluginmanager.register(GuestAgent(config), "mptcp_nvme_agent")
-        enable_selftest_checks(config)
-    elif config.getoption("vm"):
-        if not is_xdist_controller(config):
-            from mptcp_nvme.host.vm.pytest_run import VmRunner
-            config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
-    elif config.getoption("ktap"):
-        enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
-    if not config.getoption("guest_agent") and (config.getoption("vm") or config.getoption("ktap")):
-        from mptcp_nvme.host import budget, shard
-        shard.register(config)
-        budget.register(config)            # after VmRunner: its protocol hook goes first
-    if config.getoption("ktap") and not hasattr(config, "workerinput"):
-        from mptcp_nvme.host.results.reporters import KtapReporter, ResultsJson
-        config.pluginmanager.register(KtapReporter(config), "mptcp_nvme_ktap")
-        if config.getoption("results_dir"):
-            folder = results_dir(config)
-            config.pluginmanager.register(ResultsJson(folder / "results.json", folder),
-                                          "mptcp_nvme_results_json")
-            from mptcp_nvme.host.results.faults_report import FaultsReport
-            config.pluginmanager.register(FaultsReport(folder), "mptcp_nvme_faults")
-
-
-def pytest_collect_file(file_path, parent):
-    """A kselftest install's kselftest-list.txt: the tree's own kselftests as items."""
-    return kselftest.collect_file(file_path, parent)
-
-
-def is_xdist_controller(config):
-    return (not hasattr(config, "workerinput")
-            and getattr(config.option, "numprocesses", None) not in (None, 0))
+    config.pluginmanager.register(guest_plugin, "mptcp_nvme_guest")
+    if not guest_plugin.register(config):
+        from mptcp_nvme.host import plugin as host_plugin
+        host_plugin.register(config)
 
 
 def describe(item, unique=False):

@@ -13,9 +13,6 @@ the skeleton.
 
 import importlib
 
-from mptcp_nvme.channel import DIAG, results_dir
-from mptcp_nvme.guest.checks.gates import enable_selftest_checks, require
-
 # name -> (module, attribute or None for the module itself)
 API = {
     # reporting and gating

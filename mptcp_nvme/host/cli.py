@@ -1,5 +1,6 @@
 """The ``mptcp-nvme`` command: setup, run, kselftest, script, matrix, merge, build, series."""
 
+import argparse
 import datetime
 import signal
 import sys
@@ -158,7 +159,8 @@ def script_options(values):
 
 def cmd_script(args):
     chosen = script_options(args.script_args)
-    run_args = build_parser().parse_args(["run", str(SELFTESTS / "test_script.py")])
+    run_args = argparse.Namespace(command="run", tests=[str(SELFTESTS / "test_script.py")],
+                                  keyword=None, **options.defaults("run"))
     for option in options.OPTIONS:
         if "script" in option.commands:
             setattr(run_args, option.name, getattr(args, option.name))

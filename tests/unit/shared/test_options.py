@@ -97,3 +97,11 @@ def test_unknown_guest_option_is_refused(tmp_path):
     from mptcp_nvme.errors import UsageError
     with pytest.raises(UsageError, match="unknown option 'kernel'"):
         options.apply_guest_config('{"kernel": "/x"}', argparse.Namespace(), tmp_path)
+
+
+@pytest.mark.parametrize("command", ["run", "script", "matrix", "setup"])
+def test_defaults_are_what_the_parser_gives_without_arguments(command):
+    """cmd_script builds its run from options.defaults('run'), not by parsing again."""
+    argv = {"script": [], "run": [], "matrix": [], "setup": []}[command]
+    parsed = vars(cli.build_parser().parse_args([command, *argv]))
+    assert {k: parsed[k] for k in options.defaults(command)} == options.defaults(command)
