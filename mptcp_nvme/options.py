@@ -1,6 +1,6 @@
 """Every option of a run, declared once: type, default, choices or range, help, and
 where it appears. The ``mptcp-nvme`` parsers, the pytest options and the JSON handed to
-the guest are generated from OPTIONS (tests/unit/test_options.py proves they agree).
+the guest are generated from OPTIONS (tests/unit/shared/test_options.py proves they agree).
 
 Values are checked here, on the host, before any VM boots: a bad one is a UsageError
 (one line, exit 2). File options are read and validated on the host, and the guest gets

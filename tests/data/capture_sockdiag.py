@@ -1,5 +1,5 @@
 """Capture raw sock_diag dump replies (MPTCP sockets, TCP sockets with ULP info) of the
-calling network namespace, for tests/unit/test_evidence.py:
+calling network namespace, for tests/unit/guest/test_net_evidence.py:
 
     python3 tests/data/capture_sockdiag.py PREFIX     # writes PREFIX-mptcp.bin, PREFIX-tcp.bin
 

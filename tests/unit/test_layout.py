@@ -133,3 +133,24 @@ def test_each_word_has_one_definition(path):
             except TypeError:           # a tuple holding a list or a dict: no word
                 continue
             assert copied is None, f"{path.name}:{node.lineno} spells out vocabulary.{copied}"
+
+
+def test_the_readme_skeleton_uses_the_api():
+    """README 'Writing a selftest': its skeleton compiles and names only API names and
+    fixtures that selftests/conftest.py defines."""
+    import re
+
+    from mptcp_nvme import guest
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Writing a selftest"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("mptcp_nvme"):
+            assert node.module == "mptcp_nvme.guest"
+            assert {a.name for a in node.names} <= set(guest.API)
+    conftest = ast.parse((REPO / "selftests/conftest.py").read_text())
+    fixtures = {f.name for f in conftest.body if isinstance(f, ast.FunctionDef)}
+    test = next(f for f in tree.body if isinstance(f, ast.FunctionDef))
+    assert {a.arg for a in test.args.args} - {"record_property", "request"} <= fixtures
