@@ -71,6 +71,20 @@ def build_parser():
     series.add_argument("-j", "--jobs", type=int, help="make jobs of the builds")
     options.add_arguments(series, "series")
 
+    patchwork = sub.add_parser("patchwork", help="a CI bot on patchwork: new series in, "
+                               "checks and results pages out (README: patchwork CI bot)")
+    verbs = patchwork.add_subparsers(dest="verb", required=True, parser_class=ArgumentParser)
+    for verb, text in (("poll", "one pass: new series since the saved cursor, each run"),
+                       ("serve", "poll every --interval seconds until stopped"),
+                       ("run", "one series end to end: pending, run, final checks")):
+        action = verbs.add_parser(verb, help=text)
+        action.add_argument("--config", required=True, metavar="FILE", help="the bot's TOML file")
+        if verb == "serve":
+            action.add_argument("--interval", type=int, default=120, metavar="S",
+                                help="seconds between passes (default 120)")
+        if verb == "run":
+            action.add_argument("series_id", type=int, metavar="SERIES_ID")
+
     build = sub.add_parser("build", help="build a kernel tree with vng and kconfigs/ fragments")
     build.add_argument("tree")
     build.add_argument("--debug", action="store_true", help="add KASAN, kmemleak, lockdep")
@@ -206,6 +220,21 @@ def cmd_series(args):
     return verdict["exit"]
 
 
+def cmd_patchwork(args):
+    from mptcp_nvme.host.patchwork import bot, config
+    from mptcp_nvme.host.patchwork.state import State
+    chosen = config.load(args.config)                 # bad config: exit 2, nothing runs
+    with State(chosen.state_path) as state:
+        runner = bot.make(chosen, state=state)
+        if args.verb == "poll":
+            runner.poll()
+        elif args.verb == "serve":
+            bot.serve(runner, args.interval)
+        else:
+            runner.run(args.series_id)
+    return 0
+
+
 def parse(argv=None):
     """The command line; for 'series', test paths may also follow its options
     (``series SERIES --base TREE selftests/x.py``: argparse takes one run of positionals)."""
@@ -233,7 +262,7 @@ def main(argv=None):
         args = parse(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
                     "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest,
-                    "series": cmd_series}
+                    "series": cmd_series, "patchwork": cmd_patchwork}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)
 

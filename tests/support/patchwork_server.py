@@ -228,10 +228,11 @@ class PatchworkServer:
             self._projects[project["id"]] = project
             return self._project_json(project, LATEST, embedded=False)
 
-    def add_series(self, project, name, version, patches, cover=None, complete=True):
+    def add_series(self, project, name, version, patches, cover=None, complete=True, tag=None):
         """A series of ``patches`` [(subject, diff text), ...] with an optional ``cover``
         (subject, body) as mailed to ``project`` (link name or id), with its events. An
-        incomplete one (``complete=False``) lacks its last patch until complete()."""
+        incomplete one (``complete=False``) lacks its last patch until complete(). ``tag``
+        is a subject tag ([PATCH net-next v2 1/3])."""
         if not patches:
             raise ValueError("a series has at least one patch")
         with self._lock:
@@ -240,7 +241,7 @@ class PatchworkServer:
                 raise KeyError(f"add_series: no project {project!r}")
             series = {"id": next(self._ids["series"]), "project": found["id"],
                       "name": name, "version": version, "date": self._tick(),
-                      "total": len(patches), "cover": None, "patches": [],
+                      "total": len(patches), "cover": None, "patches": [], "tag": tag,
                       "pending": list(patches)}
             self._series[series["id"]] = series
             self._event("series-created", series["project"], series=series["id"])
@@ -317,7 +318,8 @@ class PatchworkServer:
     def _submission(self, kind, series, number, subject, content):
         """A cover letter (``number`` 0) or a patch as patchwork parsed its mail."""
         numbered = series["total"] > 1 or series["cover"] is not None or number == 0
-        prefixes = ([f"v{series['version']}"] if series["version"] > 1 else []) + \
+        prefixes = ([series["tag"]] if series.get("tag") else []) + \
+            ([f"v{series['version']}"] if series["version"] > 1 else []) + \
             ([f"{number}/{series['total']}"] if numbered else [])
         date = self._tick()
         ident = next(self._ids[kind])
