@@ -27,6 +27,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import traceback
 import urllib.parse
 
@@ -190,6 +191,7 @@ class PatchworkServer:
     def __init__(self, token="test-token"):
         self.token = token
         self.requests = []
+        self.received = []         # (time.monotonic(), method, target): when each came
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._failures = []
@@ -346,6 +348,7 @@ class PatchworkServer:
         """The Reply to one request, or None for no answer."""
         with self._lock:
             self.requests.append((method, target))
+            self.received.append((time.monotonic(), method, target))
             split = urllib.parse.urlsplit(target)
             kind = self._failure(split.path)
             if kind is not None:

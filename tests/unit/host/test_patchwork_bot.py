@@ -316,3 +316,17 @@ def _events(server):
     import urllib.request
     with urllib.request.urlopen(server.url + "/api/1.2/events/?per_page=250") as answer:
         return json.loads(answer.read())
+
+
+def test_the_readme_example_config_loads(tmp_path, kernel, monkeypatch):
+    """README 'Running as a patchwork CI bot': its example is a config the bot takes."""
+    monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    text = (tests.REPO / "README.md").read_text()
+    section = text[text.index("### Running as a patchwork CI bot"):]
+    example = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    example = example.replace("/srv/net-next", str(kernel)).replace("/srv/nvme", str(kernel))
+    (tmp_path / "bot.toml").write_text(example.replace("/srv/mptcp-nvme", str(tmp_path / "r")))
+    loaded = config_mod.load(tmp_path / "bot.toml")
+    assert [t.tag for t in loaded.trees] == ["net-next", "nvme-7.4"]
+    assert loaded.ours == config_mod.OURS and loaded.delegate == "someone"
+    assert loaded.flaky_reason("selftests/test_churn.py::test_connect_cycles[tcp]")
