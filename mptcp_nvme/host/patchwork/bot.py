@@ -18,6 +18,7 @@ A failure the base has too is not the series'; a failure is retried once on a fr
 
 import dataclasses
 import datetime
+import json
 import re
 import sys
 import time
@@ -134,6 +135,7 @@ class Bot:
             verdict = self.judge(series, out, self.selection(tree))
         state, description = check_for(verdict, self.config.flaky_reason)
         self._post_all(series_id, state, description, url, detail=detail)
+        self._record(out, detail, state, description)
         self.state.update(series_id, status="done", decision=f"{state}: {description}")
         self._log(entry, f"{state}: {description}")
         return 1
@@ -179,6 +181,15 @@ class Bot:
                 continue                       # never downgrade a final check
             self.client.post_check(patch["id"], state, self.config.context, description, url)
             self.state.posted(patch["id"], series_id, state, description, url)
+
+    def _record(self, out, detail, state, description):
+        """patchwork.json beside the verdict (the results page shows it)."""
+        keep = lambda item, keys: {k: item.get(k) for k in keys}
+        (out / "patchwork.json").write_text(json.dumps({
+            "series": keep(detail, ("id", "name", "version", "web_url", "mbox")),
+            "patches": [keep(p, ("id", "name", "web_url")) for p in detail.get("patches") or ()],
+            "check": {"state": state, "description": description,
+                      "context": self.config.context}}, indent=2) + "\n")
 
     def _delegated(self, detail):
         for patch in detail.get("patches") or ():

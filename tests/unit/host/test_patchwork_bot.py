@@ -113,6 +113,9 @@ def test_a_poll_judges_ours_and_leaves_the_rest(world, capsys):
     assert check["description"] == "new failure: test_nvme_tcp_modules_load, test_connect[tcp-1path-loss0]"
     assert check["context"] == "mptcp-nvme"
     assert check["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{breaking['id']}-v1/"
+    recorded = json.loads((bot.config.results_dir / f"series-{breaking['id']}-v1/patchwork.json")
+                          .read_text())
+    assert recorded["check"]["state"] == "fail" and recorded["series"]["id"] == breaking["id"]
     success = server.checks[harmless["patches"][0]["id"]][-1]["description"]
     assert success == "2 pass, 0 skip; no new failures"
     err = capsys.readouterr().err
