@@ -1,4 +1,6 @@
-"""Two network namespaces joined by veth paths, as in mptcp_nvme.sh.
+"""Two network namespaces joined by veth paths, as in mptcp_nvme.sh: the model (shared
+by both sides: the host reads topologies, the guest builds them with
+guest/net/builder.py, the only code that needs pyroute2).
 
 A topology file is TOML; only ``[[link]]`` is required, defaults are the script's::
 
@@ -64,7 +66,7 @@ from mptcp_nvme.vocabulary import FAMILIES
 
 TOPOLOGY_DIR = SOURCE_DIR / "topologies"
 MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
-# What a test using this module needs of the kernel and rootfs (plugin.require).
+# What a test using this module needs of the kernel and rootfs (guest.checks.gates.require).
 REQUIREMENTS = ("kconfig:VETH", "kconfig:NET_SCH_NETEM", "kconfig:MPTCP", "tool:nsenter")
 ENDPOINT_FLAGS = {"signal": 1, "subflow": 2, "backup": 4, "fullmesh": 8}
 

@@ -58,7 +58,7 @@ class Scene:
     """What a fault acts on: the network, the host, the target and the connection."""
 
     network: object          # topology.Network
-    nvme_host: object        # nvme_host.Host
+    nvme_host: object        # initiator.NvmeHost
     target: object           # nvmet.Target
     trtype: str
     controllers: list        # controller names, one per path

@@ -32,7 +32,7 @@ class StreamResult:
     subflows: int            # additional subflows the host's MPTCP socket joined
     moved: object            # topology.LinkBytes during the measured interval
     mpjoin: dict             # MPTcpExt MPJoin* counters of the host namespace
-    pairs: tuple = ()        # (host link, target link) of each subflow (evidence.subflow_pairs)
+    pairs: tuple = ()        # (host link, target link) of each subflow (proof.subflow_pairs)
 
     @property
     def mbit_per_s(self):

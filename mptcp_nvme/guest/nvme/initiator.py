@@ -29,7 +29,7 @@ from mptcp_nvme.guest.nvme.fabrics import (CONNECT_OPTIONS, FABRICS_DEVICE, TCP_
                                          parse_address, parse_discovery, parse_fabrics_reply)
 from mptcp_nvme.poll import wait_for
 
-# What a test using this module needs of the kernel and rootfs (plugin.require).
+# What a test using this module needs of the kernel and rootfs (checks.gates.require).
 REQUIREMENTS = ("module:nvme_tcp", "kconfig:NVME_MULTIPATH", "tool:nvme")
 CONNECT_TIMEOUT = 60
 

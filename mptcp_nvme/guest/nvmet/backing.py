@@ -23,7 +23,7 @@ from mptcp_nvme.guest.nvmet.target import _Resource
 from mptcp_nvme.poll import wait_for
 
 SIZE = 512 * 2**20
-# What each kind needs of the kernel and rootfs (plugin.require).
+# What each kind needs of the kernel and rootfs (checks.gates.require).
 REQUIREMENTS = {
     "loop": ("kconfig:BLK_DEV_LOOP", "tool:losetup"),
     "file": (),

@@ -19,7 +19,7 @@ from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.vocabulary import TRTYPES
 
 CONFIGFS_ROOT = requirements.CONFIGFS
-# What a test using this module needs of the kernel and rootfs (plugin.require).
+# What a test using this module needs of the kernel and rootfs (checks.gates.require).
 REQUIREMENTS = ("module:nvmet", "module:nvmet_tcp")
 DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 WILDCARD_ADDRESSES = {"ipv4": "0.0.0.0", "ipv6": "::"}
