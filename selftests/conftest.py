@@ -13,8 +13,8 @@ import pytest
 
 from mptcp_nvme.guest import (
     BACKINGS, DIAG, DM_SELECTORS, SUITE_HOSTNQN, backing as stores, dm_mpath,
-    enable_selftest_checks, initiator, netstat, nvme_multipath, require, results_dir,
-    target as nvmet, Tlshd, TlsKeys, topology)
+    enable_selftest_checks, initiator, mptcp_counter_findings, nvme_multipath, require,
+    results_dir, target as nvmet, Tlshd, TlsKeys, topology)
 
 # builder and proof are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
@@ -45,15 +45,11 @@ def pytest_runtest_call(item):
     try:
         return (yield)
     finally:
+        fallback_expected = bool(item.get_closest_marker("mptcp_fallback_expected"))
         for network in item.stash.get(NETWORKS, []):
-            for side, netns in (("target", network.target), ("host", network.host)):
-                with netns.enter():
-                    counters = netstat.mptcp_counters()
-                if shown := netstat.reported({k: v for k, v in counters.items() if v}):
-                    item.user_properties.append(
-                        (DIAG, f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in shown.items())))
-                if not item.get_closest_marker("mptcp_fallback_expected"):
-                    problems += [f"{side}: {p}" for p in netstat.counter_problems(counters)]
+            shown, found = mptcp_counter_findings(network, fallback_expected)
+            item.user_properties += [(DIAG, line) for line in shown]
+            problems += found
         if problems:
             raise AssertionError("MPTCP evidence: " + "; ".join(problems))
 

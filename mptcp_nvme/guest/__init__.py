@@ -20,6 +20,7 @@ API = {
     "results_dir": ("mptcp_nvme.channel", "results_dir"),
     "require": ("mptcp_nvme.guest.checks.gates", "require"),
     "enable_selftest_checks": ("mptcp_nvme.guest.checks.gates", "enable_selftest_checks"),
+    "mptcp_counter_findings": ("mptcp_nvme.guest.checks.gates", "mptcp_counter_findings"),
     "requirements": ("mptcp_nvme.guest.checks.requirements", None),
     "NVMET": ("mptcp_nvme.guest.checks.requirements", "NVMET"),
     "load_module": ("mptcp_nvme.guest.checks.requirements", "load_module"),

@@ -118,3 +118,19 @@ class SelftestChecks:
             if any(left.values()):
                 print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
 
+
+def mptcp_counter_findings(network, fallback_expected=False):
+    """After a test that built ``network``: (diagnostics, problems) of the MPTcpExt
+    counters of its two namespaces (made for the test, so the counters are its own): the
+    non-zero counters worth reporting, and a fallback or checksum error unless the test
+    expects fallbacks (marker mptcp_fallback_expected)."""
+    from mptcp_nvme.guest.net import netstat
+    shown, problems = [], []
+    for side, netns in (("target", network.target), ("host", network.host)):
+        with netns.enter():
+            counters = netstat.mptcp_counters()
+        if reported := netstat.reported({k: v for k, v in counters.items() if v}):
+            shown.append(f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in reported.items()))
+        if not fallback_expected:
+            problems += [f"{side}: {p}" for p in netstat.counter_problems(counters)]
+    return shown, problems

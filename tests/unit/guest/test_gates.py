@@ -133,3 +133,30 @@ def test_a_built_in_module_without_sysfs_entry_counts_as_loaded(tmp_path):
     (tmp_path / "modules.builtin").write_text("kernel/net/x/mptcp_nvme_fake.ko\n")
     assert requirements.load_module("mptcp-nvme-fake", modules_dir=tmp_path)
     assert not requirements.load_module("mptcp-nvme-absent", modules_dir=tmp_path)
+
+
+def test_mptcp_counters_of_both_namespaces_are_diagnostics_and_fallbacks_problems(monkeypatch):
+    import contextlib
+    from types import SimpleNamespace
+
+    from mptcp_nvme.guest.checks import gates
+    from mptcp_nvme.guest.net import netstat
+
+    entered = []
+
+    def side(name):
+        @contextlib.contextmanager
+        def enter():
+            entered.append(name)
+            yield
+        return SimpleNamespace(enter=enter)
+
+    counters = {"target": {"MPCapableSYNRX": 3, "MPJoinSynRx": 6, "Unrelated": 0},
+                "host": {"MPCapableSYNTX": 3, "MPCapableFallbackACK": 1}}
+    monkeypatch.setattr(netstat, "mptcp_counters", lambda: counters[entered[-1]])
+    network = SimpleNamespace(target=side("target"), host=side("host"))
+    shown, problems = gates.mptcp_counter_findings(network)
+    assert shown == ["MPTcpExt target: MPCapableSYNRX=3 MPJoinSynRx=6",
+                     "MPTcpExt host: MPCapableFallbackACK=1 MPCapableSYNTX=3"]
+    assert problems == ["host: MPTcpExt MPCapableFallbackACK +1"]
+    assert gates.mptcp_counter_findings(network, fallback_expected=True)[1] == []
