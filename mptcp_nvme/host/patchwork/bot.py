@@ -76,7 +76,14 @@ class Bot:
             self.state.set_cursor(cursor)
         ran = 0
         for entry in self.state.pending():
-            ran += self.consider(entry)
+            try:
+                ran += self.consider(entry)
+            except PatchworkError as err:
+                if err.status == 404:          # deleted from patchwork: nothing to judge
+                    self.state.update(entry["id"], status="errored", decision="not on patchwork")
+                self._log(entry, f"left for the next pass: {err}")
+            except SetupError as err:          # the run broke (a VM, a tool): next pass again
+                self._log(entry, f"run failed, left for the next pass: {err}")
         return ran
 
     def consider(self, entry):

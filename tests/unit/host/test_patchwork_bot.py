@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import tests
-from mptcp_nvme.errors import UsageError
+from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.host.patchwork import bot as bot_mod, config as config_mod
 from mptcp_nvme.host.patchwork.client import Patchwork
 from mptcp_nvme.host.patchwork.state import State
@@ -333,3 +333,24 @@ def test_the_readme_example_config_loads(tmp_path, kernel, monkeypatch):
     assert [t.tag for t in loaded.trees] == ["net-next", "nvme-7.4"]
     assert loaded.ours == config_mod.OURS and loaded.delegate == "someone"
     assert loaded.flaky_reason("selftests/test_churn.py::test_connect_cycles[tcp]")
+
+
+def test_one_broken_series_does_not_hold_up_the_others(world, capsys):
+    server, bot, calls, _ = world
+    first = server.add_series("linux-nvme", "first", 1, [HARMLESS])
+    second = server.add_series("linux-nvme", "second", 1, [HARMLESS])
+    real = bot.judge
+
+    def broken(series, out, selection):
+        if len(calls) == 0:
+            calls.append("broken")
+            raise SetupError("mptcp-nvme run exited 1 without results.json")
+        return real(series, out, selection)
+    bot.judge = broken
+    assert bot.poll() == 1
+    assert "run failed, left for the next pass" in capsys.readouterr().err
+    assert bot.state.series(first["id"])["status"] == "running"
+    assert bot.state.series(second["id"])["status"] == "done"
+    server.fail_next(f"/api/1.2/series/{first['id']}/", 404)
+    bot.poll()
+    assert bot.state.series(first["id"])["status"] == "errored"
