@@ -1,9 +1,11 @@
-"""mptcp-nvme series on the CI stand-in kernel (MPTCP_NVME_TEST_KERNEL, ./ci/mptcp-kernel):
-a two-patch series made here, one harmless (a Documentation line), one that breaks
-nvmet (configfs rejects addr_trtype=tcp). The harmless patch alone gives "no new
-failures", exit 0; with the breaking one the tcp connect test is named a new failure,
-exit 1: test_connect[tcp-1path...] (with --expect-all-features a missing transport fails
-its setup) and test_modules (it asserts that nvmet takes addr_trtype=tcp).
+"""The series machinery on the CI stand-in kernel (MPTCP_NVME_TEST_KERNEL, ./ci/mptcp-kernel),
+driven end to end by the patchwork bot ('mptcp-nvme patchwork poll') against the
+in-process patchwork (tests/support/patchwork_server.py): three series, one harmless (a
+Documentation line), one that also breaks nvmet (configfs rejects addr_trtype=tcp) and
+one touching none of our files. The harmless one gets pending then success; the breaking
+one pending then fail naming the new failures: test_connect[tcp-1path...] (with
+--expect-all-features a missing transport fails its setup) and test_modules (it asserts
+that nvmet takes addr_trtype=tcp); the third no check at all; a second poll runs nothing.
 
 The stand-in is a Debian linux-source tree, not git: its git base is a copy of the built
 tree committed once (Debian's .gitignore ignores every top-level path; that rule is
@@ -14,11 +16,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mptcp_nvme.host.inputs.rootfs import cache_dir
+from tests.support.patchwork_server import PatchworkServer
 
 from .conftest import REPO
 
@@ -86,39 +91,85 @@ def make_patches(tree, scratch):
     return harmless, both
 
 
+def mails(mbox):
+    """[(subject without [PATCH ...], diff)] of a git format-patch mbox."""
+    found = []
+    for mail in re.split(r"^From [0-9a-f]{40} ", mbox, flags=re.M)[1:]:
+        subject = re.search(r"^Subject: \[PATCH[^\]]*\] (.*)$", mail, re.M).group(1)
+        diff = mail[mail.index("diff --git "):]
+        found.append((subject, re.split(r"^-- \n", diff, flags=re.M)[0]))
+    return found
+
+
+def bot_config(folder, url, tree):
+    path = folder / "bot.toml"
+    path.write_text("\n".join([
+        "[patchwork]", f'url = "{url}"', 'project = "linux-nvme"', 'token_env = "PW_TEST_TOKEN"',
+        "[results]", f'dir = "{folder / "results"}"', 'url = "https://ci.example.org/mptcp-nvme"',
+        '[trees."nvme-7.3"]', f'path = "{tree}"', 'branch = "HEAD"',
+        "tests = [" + ", ".join(f'"{t}"' for t in SELECTION[:2]) + "]",
+        "args = [" + ", ".join(f'"{a}"' for a in SELECTION[2:]) + "]", ""]))
+    return path
+
+
+def poll(config, token):
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mptcp_nvme.host.cli", "patchwork", "poll",
+                           "--config", str(config)], capture_output=True, text=True, timeout=3600,
+                          cwd=REPO, env={**os.environ, "PW_TEST_TOKEN": token})
+    return done, started
+
+
 @needs_kernel
-def test_a_harmless_patch_and_one_breaking_nvmet_tcp(mptcp_nvme, tmp_path):
+def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
     tree = git_base(KERNEL)
     harmless, both = make_patches(tree, tmp_path)
+    token = "integration-token"
+    with PatchworkServer(token=token) as server:
+        server.add_project("linux-nvme")
+        good = server.add_series("linux-nvme", "nvme: a note on the selftests", 1,
+                                 mails(harmless.read_text()))
+        bad = server.add_series("linux-nvme", "nvmet: reject addr_trtype=tcp", 1,
+                                mails(both.read_text()))
+        foreign = server.add_series("linux-nvme", "net: elsewhere", 1, [(
+            "net: a note elsewhere", "diff --git a/Documentation/networking/x.rst "
+            "b/Documentation/networking/x.rst\nnew file mode 100644\n--- /dev/null\n"
+            "+++ b/Documentation/networking/x.rst\n@@ -0,0 +1 @@\n+Not NVMe.\n")])
+        config = bot_config(tmp_path, server.url, tree)
+        first, started = poll(config, token)
+        assert first.returncode == 0, first.stderr[-5000:]
+        states = {s["id"]: [[c["state"] for c in server.checks.get(p["id"], [])]
+                            for p in s["patches"]] for s in (good, bad, foreign)}
+        assert states == {good["id"]: [["pending", "success"]],
+                          bad["id"]: [["pending", "fail"]] * 2, foreign["id"]: [[]]}, states
+        fail = server.checks[bad["patches"][0]["id"]][-1]
+        assert re.fullmatch(r"new failure: test_nvme_tcp_modules_load, test_connect\[tcp-1path.*\]",
+                            fail["description"]), fail
+        assert fail["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{bad['id']}-v1/"
+        assert token not in first.stderr
+        assert f"series {foreign['id']} 'net: elsewhere' v1: not ours" in first.stderr
+        posted = [(t, target) for t, method, target in server.received if method == "POST"]
+        latency = {name: [t - started for t, target in posted
+                          if f"/patches/{s['patches'][0]['id']}/checks/" in target]
+                   for name, s in (("harmless", good), ("breaking", bad))}
 
-    good = mptcp_nvme("series", harmless, "--base", tree, *SELECTION,
-                      "--results-dir", tmp_path / "harmless", timeout=1800)
-    good.results_dir = tmp_path / "harmless"
-    assert good.code == 0, good.stdout + good.stderr[-5000:]
-    assert good.stdout.startswith("# mptcp-nvme series: no new failures\n"), good.stdout
-    verdict = json.loads((good.results_dir / "results.json").read_text())
-    assert verdict["verdict"] == "no new failures" and verdict["exit"] == 0
-    assert len(verdict["tests"]) == 2 and all(
-        t["base"]["result"] == t["series"]["result"] == "pass" for t in verdict["tests"])
-    for name in ("summary.md", "junit.xml", "kcidb.json", "base/results.json",
-                 "series/results.json", "base/ktap.txt", "series/ktap.txt"):
-        assert (good.results_dir / name).is_file(), name
-    kcidb = json.loads((good.results_dir / "kcidb.json").read_text())
-    assert len(kcidb["checkouts"]) == 2 and len(kcidb["builds"]) == 2
-    assert len(kcidb["tests"]) == 4
-    good_seconds = good.seconds
+        results = tmp_path / "results"
+        verdict = json.loads((results / f"series-{bad['id']}-v1/results.json").read_text())
+        modules, connect = verdict["changes"]["new_failures"]
+        assert modules == "selftests/test_modules.py::test_nvme_tcp_modules_load"
+        assert connect.startswith("selftests/test_datapath.py::test_connect[tcp-1path"), connect
+        assert not verdict["changes"]["fixed"] and not verdict["changes"]["still_failing"]
+        folder = results / f"series-{bad['id']}-v1"
+        assert "addr_trtype=tcp (EINVAL)" in (folder / "series/ktap.txt").read_text()
+        assert "series: the base build is cached" in first.stderr, first.stderr[-3000:]
+        good_verdict = json.loads((results / f"series-{good['id']}-v1/results.json").read_text())
+        assert good_verdict["verdict"] == "no new failures" and len(good_verdict["tests"]) == 2
+        for name in ("summary.md", "junit.xml", "kcidb.json", "base/results.json",
+                     "series/results.json", "base/ktap.txt", "series/ktap.txt"):
+            assert (results / f"series-{good['id']}-v1" / name).is_file(), name
 
-    bad = mptcp_nvme("series", both, "--base", tree, *SELECTION,
-                     "--results-dir", tmp_path / "both", timeout=1800)
-    bad.results_dir = tmp_path / "both"
-    assert bad.code == 1, bad.stdout + bad.stderr[-5000:]
-    verdict = json.loads((bad.results_dir / "results.json").read_text())
-    modules, connect = verdict["changes"]["new_failures"]
-    assert modules == "selftests/test_modules.py::test_nvme_tcp_modules_load"
-    assert connect.startswith("selftests/test_datapath.py::test_connect[tcp-1path"), connect
-    assert bad.stdout.splitlines()[0] == (f"# mptcp-nvme series: new failures: {modules}, "
-                                          f"{connect}"), bad.stdout
-    assert "addr_trtype=tcp (EINVAL)" in (bad.results_dir / "series/ktap.txt").read_text()
-    assert not verdict["changes"]["fixed"] and not verdict["changes"]["still_failing"]
-    assert "series: the base build is cached" in bad.stderr, bad.stderr[-3000:]
-    print(f"harmless: {good_seconds:.0f}s, breaking: {bad.seconds:.0f}s")
+        again, _ = poll(config, token)              # nothing new: nothing runs, nothing posted
+        assert again.returncode == 0, again.stderr
+        assert sum(len(c) for c in server.checks.values()) == 5
+    print(f"pending after {latency['harmless'][0]:.1f} s; final: harmless {latency['harmless'][-1]:.0f} s, "
+          f"breaking {latency['breaking'][-1]:.0f} s after the poll started")
