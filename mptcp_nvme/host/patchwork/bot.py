@@ -25,6 +25,7 @@ import time
 
 from mptcp_nvme.errors import SeriesRejected, SetupError, UsageError
 from mptcp_nvme.host.patchwork.client import PatchworkError
+from mptcp_nvme.host.results import pages
 from mptcp_nvme.host.series import patches
 
 _DIFF_PATH = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.M)
@@ -135,7 +136,9 @@ class Bot:
         (input_dir / "series.mbox").write_text(mbox)
         tree, series, why = self.base_for(detail, input_dir)
         if tree is None:
-            verdict = {"verdict": why, "tests": [], "kernels": {}, "changes": {}}
+            verdict = {"format": 1, "verdict": why, "exit": 1, "series": None, "kernels": {},
+                       "totals": {}, "changes": {}, "tests": []}
+            (out / "results.json").write_text(json.dumps(verdict, indent=2) + "\n")
         else:
             self.state.update(series_id, tree=tree.tag)
             self._log(entry, f"running on {tree.tag} ({tree.branch})")
@@ -143,6 +146,8 @@ class Bot:
         state, description = check_for(verdict, self.config.flaky_reason)
         self._post_all(series_id, state, description, url, detail=detail)
         self._record(out, detail, state, description)
+        pages.write_series_page(out)
+        pages.write_index(self.config.results_dir)
         self.state.update(series_id, status="done", decision=f"{state}: {description}")
         self._log(entry, f"{state}: {description}")
         return 1

@@ -116,6 +116,10 @@ def test_a_poll_judges_ours_and_leaves_the_rest(world, capsys):
     recorded = json.loads((bot.config.results_dir / f"series-{breaking['id']}-v1/patchwork.json")
                           .read_text())
     assert recorded["check"]["state"] == "fail" and recorded["series"]["id"] == breaking["id"]
+    page = (bot.config.results_dir / f"series-{breaking['id']}-v1/index.html").read_text()
+    assert "test_nvme_tcp_modules_load" in page and "reject tcp" in page
+    index = (bot.config.results_dir / "index.html").read_text()
+    assert f"series-{breaking['id']}-v1" in index and f"series-{harmless['id']}-v1" in index
     success = server.checks[harmless["patches"][0]["id"]][-1]["description"]
     assert success == "2 pass, 0 skip; no new failures"
     err = capsys.readouterr().err
@@ -174,6 +178,9 @@ def test_a_series_that_applies_nowhere_fails_naming_why(world):
     bot.poll()
     check = server.checks[broken["patches"][0]["id"]][-1]
     assert check["state"] == "fail" and check["description"].startswith("does not apply: nvme-7.4:")
+    folder = bot.config.results_dir / f"series-{broken['id']}-v1"
+    assert json.loads((folder / "results.json").read_text())["verdict"] == check["description"]
+    assert "does not apply" in (folder / "index.html").read_text()
     assert not calls
 
 

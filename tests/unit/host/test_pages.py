@@ -1,0 +1,340 @@
+"""The results pages (host/results/pages.py) opened in a real headless browser, Debian's
+chromium: the series page of the runs recorded in tests/data/series/breaking (a patch
+making nvmet reject addr_trtype=tcp), its DOM as chromium built it and a screenshot
+that shows the page was drawn; escaping of everything a document or patchwork says; a
+rejected series; a plain run's page; the index, newest first.
+
+Without chromium the browser tests skip, except under CI (CI set), where they fail:
+ci/setup installs it."""
+
+import json
+import os
+import re
+import shutil
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from mptcp_nvme import proc
+from mptcp_nvme.host.results import faults_report, pages
+from mptcp_nvme.host.series import compare, patches, verdict
+import tests
+
+DATA = tests.DATA / "series" / "breaking"
+MODULES = "selftests/test_modules.py::test_nvme_tcp_modules_load"
+CONNECT = "selftests/test_datapath.py::test_connect[tcp-1path-loss0]"
+SUBJECT = "nvmet: reject addr_trtype=tcp"
+WIDTH, HEIGHT = 1280, 2000
+BLUE, GREEN = (0, 0, 255), (0, 128, 0)        # the fault timeline and matrix stand-ins
+MBOX = ("From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] " + SUBJECT + "\n\n---\n"
+        "diff --git a/x b/x\n--- a/x\n+++ b/x\n")
+PATCHWORK = {"series": {"id": 7, "name": "nvmet: reject tcp", "version": 2,
+                        "web_url": "https://patchwork.example.org/project/nvme/list/?series=7",
+                        "mbox": "https://patchwork.example.org/series/7/mbox/"},
+             "patches": [{"id": 11, "name": f"[v2,1/1] {SUBJECT}",
+                          "web_url": "https://patchwork.example.org/patch/11/"}],
+             "check": {"state": "fail", "context": "mptcp-nvme",
+                       "description": "new failure: test_nvme_tcp_modules_load, "
+                                      "test_connect[tcp-1path-loss0]"}}
+
+
+class Dom(HTMLParser):
+    """What chromium's --dump-dom printed: its tags, text, links, images, the text of each
+    element with an id, and each table's rows as (tr class, [cell texts])."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+            "source", "wbr"}
+    BLOCKS = {"article", "br", "details", "div", "figcaption", "figure", "footer", "h1", "h2",
+              "h3", "h4", "header", "li", "p", "pre", "section", "summary", "table", "td",
+              "th", "tr", "ul"}
+
+    def __init__(self, markup):
+        super().__init__()
+        self.tags, self.links, self.images, self.by_id, self.tables = [], [], [], {}, {}
+        self._open, self._table, self._row, self._all = [], None, None, []
+        self.feed(markup)
+        self.close()
+        self.text = " ".join("".join(self._all).split())
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        self._space(tag)
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag == "img":
+            self.images.append(attrs.get("src"))
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id") or len(self.tables), [])
+        if tag == "tr" and self._table is not None:
+            self._row = []
+            self._table.append((attrs.get("class") or "", self._row))
+        if tag not in self.VOID:
+            self._open.append((tag, attrs, []))
+
+    def handle_endtag(self, tag):
+        self._space(tag)
+        while self._open:
+            name, attrs, parts = self._open.pop()
+            text = " ".join("".join(parts).split())
+            if attrs.get("id"):
+                self.by_id[attrs["id"]] = text
+            if name in ("td", "th") and self._row is not None:
+                self._row.append(text)
+            if name == "table":
+                self._table = None
+            if name == tag:
+                return
+
+    def _space(self, tag):
+        if tag in self.BLOCKS:           # a block's edge separates words, as on screen
+            self.handle_data(" ")
+
+    def handle_data(self, data):
+        if not any(name in ("style", "title") for name, _, _ in self._open):
+            self._all.append(data)
+        for _, _, parts in self._open:
+            parts.append(data)
+
+
+class Chromium:
+    """chromium --headless on file:// pages, a fresh profile (and HOME) of its own. Without
+    the binary, opening a page skips the test, or under CI fails it."""
+
+    MISSING = ("chromium is not installed: the results pages are tested in a real browser "
+               "(ci/setup installs it with the host packages)")
+
+    def __init__(self, binary, profile):
+        self.binary, self.profile = binary, profile
+
+    def run(self, page, *flags):
+        if self.binary is None:
+            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+                pytest.fail(f"{self.MISSING}; CI must run these tests", pytrace=False)
+            pytest.skip(self.MISSING)
+        argv = [self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-dev-shm-usage", "--hide-scrollbars",
+                f"--user-data-dir={self.profile / 'data'}", *flags, Path(page).as_uri()]
+        return proc.cmd(argv, timeout=60, env={**os.environ, "HOME": str(self.profile)})
+
+    def dom(self, page):
+        return Dom(self.run(page, "--dump-dom").stdout)
+
+    def screenshot(self, page, png):
+        self.run(page, f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}")
+        return png
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    return Chromium(shutil.which("chromium"), tmp_path_factory.mktemp("chromium"))
+
+
+def a_series(tmp_path, mbox=MBOX):
+    found = tmp_path / "both.mbox"
+    found.write_text(mbox)
+    return patches.Series("both.mbox", "mbox", Path("/k"), "ecf539427ae7" + "0" * 28,
+                          patches.split_mbox(found, tmp_path / "scratch"))
+
+
+@pytest.fixture
+def breaking(tmp_path):
+    """The recorded runs judged as 'mptcp-nvme series' does (test_series.py), the bot's
+    patchwork.json beside them, a console log, a fault table and two charts."""
+    out = tmp_path / "series-7-v2"
+    shutil.copytree(DATA, out)
+    runs = {name: json.loads((out / name / "results.json").read_text())
+            for name in ("base", "series")}
+    changes = compare.compare(runs["base"], runs["series"])
+    verdict.write(out, a_series(tmp_path), runs, changes, compare.exit_code(changes))
+    (out / "patchwork.json").write_text(json.dumps(PATCHWORK))
+    (out / "series/vm-main").mkdir()
+    (out / "series/vm-main/console-1.log").write_text("[    0.000000] Linux version 7.3.4\n")
+    outcome = {"fault": "link-down", "trtype": "mptcp", "paths": 2,
+               "impact": {"baseline": 2048, "longest_stall_s": 1.5, "recovered": True,
+                          "recovery_s": 2.0}, "subflows": {"before": 2, "during": 1, "after": 2}}
+    (out / "series/faults.md").write_text(faults_report.markdown([outcome]))
+    (out / "series/faults").mkdir()
+    image(out / "series/faults/link-down-mptcp.png", BLUE, (40, 200))
+    image(out / "series/matrix.png", GREEN, (60, 300))
+    return out
+
+
+def image(path, colour, shape):
+    import matplotlib.image
+    import numpy
+    matplotlib.image.imsave(path, numpy.tile(numpy.array(colour) / 255, (*shape, 1)))
+
+
+def rows(dom, table):
+    """(class, cells) of a table's rows under its head."""
+    return dom.tables[table][1:]
+
+
+def test_series_page_of_real_runs_shows_what_the_series_broke(breaking, browser, tmp_path):
+    page = pages.write_series_page(breaking)
+    assert page == breaking / "index.html"
+    dom = browser.dom(page)
+    assert f"new failures: {MODULES}, {CONNECT}" in dom.by_id["verdict"]
+    assert "patchwork check mptcp-nvme: fail new failure: test_nvme_tcp_modules_load" in \
+        dom.by_id["check"]
+    assert dom.by_id["patches"] == f"1/1 {SUBJECT}"
+    assert PATCHWORK["patches"][0]["web_url"] in dom.links
+    assert PATCHWORK["series"]["web_url"] in dom.links
+    kernels = [cells for _, cells in rows(dom, "kernel-runs")]
+    assert kernels == [["base", "7.3.4-virtme", "ecf539427ae787b0e1404bf076e8b0fa507582f6",
+                        "x86_64", "2 pass"],
+                       ["base+series", "7.3.4-virtme", "0416ce45642ea2e83162d8ec351dcd7ca022dd91",
+                        "x86_64", "1 fail, 1 error"]]
+    assert [(cls, cells[0].split()[0], cells[1].split()[0], cells[2].split()[0], cells[3])
+            for cls, cells in rows(dom, "results")] == [
+        ("changed new", MODULES, "pass", "fail", "new failure: pass -> fail"),
+        ("changed new", CONNECT, "pass", "error", "new failure: pass -> error")]
+    assert [t for t in dom.by_id if re.fullmatch(r"t\d+", t)] == ["t0", "t1"]
+    assert "base+series: error reason: setup failed" in dom.by_id["t1"]
+    assert "nvmet trtypes mptcp (nvmet rejects addr_trtype=tcp (EINVAL))" in dom.by_id["t0"]
+    assert "link-down mptcp ×2 2.0 1.5 s" in dom.text
+    assert dom.images == ["series/faults/link-down-mptcp.png", "series/matrix.png"]
+    for href in [*dom.images, "series/vm-main/console-1.log", "series/junit.xml", "kcidb.json"]:
+        assert href in dom.links and (breaking / href).is_file(), href
+    assert "script" not in dom.tags
+    shot = browser.screenshot(page, tmp_path / "page.png")
+    # the verdict's banner in the fail state's colour, the two charts as drawn
+    assert_drawn(shot, {pages.COLOURS["fail"]: 50_000, BLUE: 7_000, GREEN: 16_000})
+
+
+def assert_drawn(png, colours):
+    """A WIDTH × HEIGHT PNG of many colours, with at least N pixels of each of
+    ``colours`` ({"#rrggbb" or (r, g, b): N})."""
+    import matplotlib.image
+    import numpy
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (WIDTH, HEIGHT)
+    pixels = numpy.rint(matplotlib.image.imread(png)[:, :, :3] * 255).astype(int)
+    assert len(numpy.unique(pixels[::2, ::2].reshape(-1, 3), axis=0)) > 20
+    for colour, least in colours.items():
+        rgb = colour if isinstance(colour, tuple) else tuple(
+            int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        near = numpy.all(numpy.abs(pixels - numpy.array(rgb)) <= 3, axis=-1)
+        assert near.sum() >= least, f"{colour}: {near.sum()} pixels, not {least}"
+
+
+def test_the_page_shows_what_documents_and_patchwork_say_as_text(tmp_path, browser):
+    out = tmp_path / "hostile"
+    (out / "series").mkdir(parents=True)
+    hostile = {"nodeid": "t.py::test_x", "description": "<script>alert(1)</script>",
+               "result": "fail", "reason": "<b>bold</b>", "time_ms": 5,
+               "failure": "assert 1 < 2 & 3 > 4\n</pre><script>alert(2)</script>",
+               "crashes": ["panic: <oops> (fingerprint f&1)"], "artifacts": ["../../etc/passwd"]}
+    runs = {"base": {"tests": [{**hostile, "result": "pass", "failure": None, "crashes": []}]},
+            "series": {"tests": [hostile]}}
+    changes = compare.compare(runs["base"], runs["series"])
+    document = verdict.document(a_series(tmp_path, MBOX.replace(SUBJECT, "<i>x</i> & y")), runs,
+                                changes, 1)
+    (out / "results.json").write_text(json.dumps(document))
+    (out / "series/results.json").write_text(json.dumps(runs["series"]))
+    patchwork = {"series": {"name": "<img src=x onerror=alert(3)>",
+                            "web_url": "javascript:alert(4)"},
+                 "patches": [{"web_url": "javascript:alert(5)"}],
+                 "check": {"state": "fail", "description": "<marquee>"}}
+    dom = browser.dom(pages.write_series_page(out, patchwork))
+    assert not {"script", "img", "marquee", "b", "i"} & set(dom.tags)
+    assert sorted(dom.links) == ["#t0", "results.json", "series/results.json"]
+    for text in ("<script>alert(1)</script>", "reason: <b>bold</b>",
+                 "assert 1 < 2 & 3 > 4 </pre><script>alert(2)</script>",
+                 "panic: <oops> (fingerprint f&1)", "../../etc/passwd (not kept)",
+                 "<img src=x onerror=alert(3)>", "1/1 <i>x</i> & y", "<marquee>"):
+        assert text in dom.text, text
+
+
+def test_a_rejected_series_page_says_why_and_that_nothing_ran(tmp_path, browser):
+    out = tmp_path / "rejected"
+    verdict.rejected(out, a_series(tmp_path), "patch 1/1 does not apply: configfs.c")
+    dom = browser.dom(pages.write_series_page(out))
+    assert dom.by_id["verdict"] == "fail patch 1/1 does not apply: configfs.c"
+    assert dom.by_id["patches"] == f"1/1 {SUBJECT}"
+    assert "No kernel ran." in dom.by_id["kernels"] and "No test ran." in dom.by_id["tests"]
+    assert "failures" not in dom.by_id
+    bot = tmp_path / "no-tree"          # the bot's own verdict: no tree took the series
+    bot.mkdir()
+    (bot / "patchwork.json").write_text(json.dumps({"check": {"state": "fail",
+                                                              "description": "does not apply"}}))
+    assert "does not apply" in pages.write_series_page(bot).read_text()
+
+
+def test_run_page_of_a_real_run_shows_every_test_and_links_its_files(tmp_path, browser):
+    run = tmp_path / "run"
+    shutil.copytree(DATA / "series", run)
+    document = json.loads((run / "results.json").read_text())
+    log = "vm-main/artifacts/test_connect/nvme-connect.log"
+    document["tests"][1]["artifacts"] = [log, "vm-main/artifacts/gone.txt"]
+    (run / "results.json").write_text(json.dumps(document))
+    (run / log).parent.mkdir(parents=True)
+    (run / log).write_text("nvme connect: EINVAL\n")
+    (run / "vm-main/console-1.log").write_text("boot\n")
+    dom = browser.dom(pages.write_run_page(run))
+    assert dom.by_id["verdict"] == "fail 2 tests: 1 fail, 1 error"
+    assert "7.3.4-virtme" in dom.by_id["run"]
+    assert "0416ce45642ea2e83162d8ec351dcd7ca022dd91" in dom.by_id["run"]
+    assert [(cls, cells[0].split()[0], cells[1].split()[0], cells[2])
+            for cls, cells in rows(dom, "results")] == [
+        ("failed", MODULES, "fail", ""), ("failed", CONNECT, "error", "setup failed")]
+    details = dom.by_id["details"]
+    assert "nvmet trtypes mptcp (nvmet rejects addr_trtype=tcp (EINVAL))" in details
+    assert "reason: setup failed" in details and "vm-main/artifacts/gone.txt (not kept)" in details
+    for href in (log, "vm-main/console-1.log", "ktap.txt", "junit.xml", "results.json"):
+        assert href in dom.links and (run / href).is_file(), href
+    assert "vm-main/artifacts/gone.txt" not in dom.links
+
+
+def test_the_index_lists_every_series_judged_newest_first(tmp_path, browser):
+    root = tmp_path / "results"
+    for name, exit_code, age, check in (("series-1-v1", 0, 300, None),
+                                        ("series-2-v1", 1, 200, None),
+                                        ("series-3-v2", 1, 100, "warning")):
+        out = root / name
+        verdict.rejected(out, a_series(tmp_path), f"verdict of {name}")
+        document = json.loads((out / "results.json").read_text())
+        (out / "results.json").write_text(json.dumps({**document, "exit": exit_code}))
+        if check:
+            (out / "patchwork.json").write_text(json.dumps(
+                {"series": {"name": "the third", "version": 2},
+                 "check": {"state": check, "description": "new skips: test_y"}}))
+        pages.write_series_page(out)
+        stamp = 1_800_000_000 - age
+        os.utime(out / "results.json", (stamp, stamp))
+    (root / "unfinished").mkdir()
+    (root / "unfinished/results.json").write_text("{}")    # no page yet: not listed
+    entries = pages.index_entries(root)
+    assert [(e["folder"], e["state"], e["title"], e["version"]) for e in entries] == [
+        ("series-3-v2", "warning", "the third", 2), ("series-2-v1", "fail", "both.mbox", None),
+        ("series-1-v1", "success", "both.mbox", None)]
+    assert entries[0]["date"] == "2027-01-15T07:58:20+00:00"
+    dom = browser.dom(pages.write_index(root))
+    assert dom.by_id["counts"] == "3 series: 1 success, 1 warning, 1 fail"
+    assert [(cells[1], cells[3], cells[4]) for _, cells in rows(dom, "index")] == [
+        ("the third", "warning", "verdict of series-3-v2 new skips: test_y"),
+        ("both.mbox", "fail", "verdict of series-2-v1"),
+        ("both.mbox", "success", "verdict of series-1-v1")]
+    assert dom.links == [f"{e['folder']}/index.html" for e in entries]
+
+
+def test_the_tests_table_puts_what_changed_first_new_failures_at_the_top():
+    base = {"tests": [{"nodeid": n, "description": n, "result": r}
+                      for n, r in (("same", "pass"), ("fixed", "fail"), ("broke", "pass"),
+                                   ("skipped", "pass"), ("gone", "pass"))]}
+    series = {"tests": [{"nodeid": n, "description": n, "result": r}
+                        for n, r in (("same", "pass"), ("fixed", "pass"), ("broke", "fail"),
+                                     ("skipped", "skip"), ("new", "xfail"))]}
+    document = verdict.document(a_series_stub(), {"base": base, "series": series},
+                                compare.compare(base, series), 1)
+    assert [(c, t["nodeid"]) for c, t in pages.sorted_tests(document)] == [
+        ("new_failures", "broke"), ("fixed", "fixed"), ("new_skips", "skipped"),
+        ("not_run", "gone"), ("changed", "new"), (None, "same")]
+
+
+def a_series_stub():
+    return patches.Series("x.mbox", "mbox", Path("/k"), "0" * 40, ())
