@@ -168,6 +168,11 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
                      "series/results.json", "base/ktap.txt", "series/ktap.txt"):
             assert (results / f"series-{good['id']}-v1" / name).is_file(), name
 
+        page = (folder / "index.html").read_text()           # rendered in Chromium: unit tests
+        assert "test_nvme_tcp_modules_load" in page and "base+series" in page
+        index = (results / "index.html").read_text()
+        assert f"series-{good['id']}-v1/" in index and f"series-{bad['id']}-v1/" in index
+
         again, _ = poll(config, token)              # nothing new: nothing runs, nothing posted
         assert again.returncode == 0, again.stderr
         assert sum(len(c) for c in server.checks.values()) == 5
