@@ -148,10 +148,11 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
         assert fail["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{bad['id']}-v1/"
         assert token not in first.stderr
         assert f"series {foreign['id']} 'net: elsewhere' v1: not ours" in first.stderr
-        posted = [(t, target) for t, method, target in server.received if method == "POST"]
-        latency = {name: [t - started for t, target in posted
+        posts = [(t, target) for t, method, target in server.received if method == "POST"]
+        latency = {name: [t - started for t, target in posts
                           if f"/patches/{s['patches'][0]['id']}/checks/" in target]
                    for name, s in (("harmless", good), ("breaking", bad))}
+        (tmp_path.parent / "bot-latency.json").write_text(json.dumps(latency))
 
         results = tmp_path / "results"
         verdict = json.loads((results / f"series-{bad['id']}-v1/results.json").read_text())
@@ -173,8 +174,10 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
         index = (results / "index.html").read_text()
         assert f"series-{good['id']}-v1/" in index and f"series-{bad['id']}-v1/" in index
 
+        posted = sum(len(c) for c in server.checks.values())    # 1 + 2 patches, 2 checks each
+        assert posted == 6
         again, _ = poll(config, token)              # nothing new: nothing runs, nothing posted
         assert again.returncode == 0, again.stderr
-        assert sum(len(c) for c in server.checks.values()) == 5
+        assert sum(len(c) for c in server.checks.values()) == posted
     print(f"pending after {latency['harmless'][0]:.1f} s; final: harmless {latency['harmless'][-1]:.0f} s, "
           f"breaking {latency['breaking'][-1]:.0f} s after the poll started")
