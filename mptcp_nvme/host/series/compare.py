@@ -9,9 +9,8 @@ from pathlib import Path
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError
+from mptcp_nvme.host.results.outcome import FAILED
 
-
-FAILED = ("fail", "error", "xpass")
 SKIPPED = ("skip",)
 _FINGERPRINT = re.compile(r"\(fingerprint (\S+)\)\s*$")
 
