@@ -11,22 +11,19 @@ import json
 import os
 import re
 import shutil
-import struct
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from mptcp_nvme import proc
 from mptcp_nvme.host.results import faults_report, pages
 from mptcp_nvme.host.series import compare, patches, verdict
 import tests
+from tests.support.browser import assert_drawn, browser_in
 
 DATA = tests.DATA / "series" / "breaking"
 MODULES = "selftests/test_modules.py::test_nvme_tcp_modules_load"
 CONNECT = "selftests/test_datapath.py::test_connect[tcp-1path-loss0]"
 SUBJECT = "nvmet: reject addr_trtype=tcp"
-WIDTH, HEIGHT = 1280, 2000
 BLUE, GREEN = (0, 0, 255), (0, 128, 0)        # the fault timeline and matrix stand-ins
 MBOX = ("From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] " + SUBJECT + "\n\n---\n"
         "diff --git a/x b/x\n--- a/x\n+++ b/x\n")
@@ -40,96 +37,9 @@ PATCHWORK = {"series": {"id": 7, "name": "nvmet: reject tcp", "version": 2,
                                       "test_connect[tcp-1path-loss0]"}}
 
 
-class Dom(HTMLParser):
-    """What chromium's --dump-dom printed: its tags, text, links, images, the text of each
-    element with an id, and each table's rows as (tr class, [cell texts])."""
-
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-            "source", "wbr"}
-    BLOCKS = {"article", "br", "details", "div", "figcaption", "figure", "footer", "h1", "h2",
-              "h3", "h4", "header", "li", "p", "pre", "section", "summary", "table", "td",
-              "th", "tr", "ul"}
-
-    def __init__(self, markup):
-        super().__init__()
-        self.tags, self.links, self.images, self.by_id, self.tables = [], [], [], {}, {}
-        self._open, self._table, self._row, self._all = [], None, None, []
-        self.feed(markup)
-        self.close()
-        self.text = " ".join("".join(self._all).split())
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append(tag)
-        self._space(tag)
-        if tag == "a" and attrs.get("href"):
-            self.links.append(attrs["href"])
-        if tag == "img":
-            self.images.append(attrs.get("src"))
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("id") or len(self.tables), [])
-        if tag == "tr" and self._table is not None:
-            self._row = []
-            self._table.append((attrs.get("class") or "", self._row))
-        if tag not in self.VOID:
-            self._open.append((tag, attrs, []))
-
-    def handle_endtag(self, tag):
-        self._space(tag)
-        while self._open:
-            name, attrs, parts = self._open.pop()
-            text = " ".join("".join(parts).split())
-            if attrs.get("id"):
-                self.by_id[attrs["id"]] = text
-            if name in ("td", "th") and self._row is not None:
-                self._row.append(text)
-            if name == "table":
-                self._table = None
-            if name == tag:
-                return
-
-    def _space(self, tag):
-        if tag in self.BLOCKS:           # a block's edge separates words, as on screen
-            self.handle_data(" ")
-
-    def handle_data(self, data):
-        if not any(name in ("style", "title") for name, _, _ in self._open):
-            self._all.append(data)
-        for _, _, parts in self._open:
-            parts.append(data)
-
-
-class Chromium:
-    """chromium --headless on file:// pages, a fresh profile (and HOME) of its own. Without
-    the binary, opening a page skips the test, or under CI fails it."""
-
-    MISSING = ("chromium is not installed: the results pages are tested in a real browser "
-               "(ci/setup installs it with the host packages)")
-
-    def __init__(self, binary, profile):
-        self.binary, self.profile = binary, profile
-
-    def run(self, page, *flags):
-        if self.binary is None:
-            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-                pytest.fail(f"{self.MISSING}; CI must run these tests", pytrace=False)
-            pytest.skip(self.MISSING)
-        argv = [self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-dev-shm-usage", "--hide-scrollbars",
-                f"--user-data-dir={self.profile / 'data'}", *flags, Path(page).as_uri()]
-        return proc.cmd(argv, timeout=60, env={**os.environ, "HOME": str(self.profile)})
-
-    def dom(self, page):
-        return Dom(self.run(page, "--dump-dom").stdout)
-
-    def screenshot(self, page, png):
-        self.run(page, f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}")
-        return png
-
-
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory):
-    return Chromium(shutil.which("chromium"), tmp_path_factory.mktemp("chromium"))
+    return browser_in(tmp_path_factory.mktemp("chromium"))
 
 
 def a_series(tmp_path, mbox=MBOX):
@@ -205,21 +115,32 @@ def test_series_page_of_real_runs_shows_what_the_series_broke(breaking, browser,
     assert_drawn(shot, {pages.COLOURS["fail"]: 50_000, BLUE: 7_000, GREEN: 16_000})
 
 
-def assert_drawn(png, colours):
-    """A WIDTH × HEIGHT PNG of many colours, with at least N pixels of each of
-    ``colours`` ({"#rrggbb" or (r, g, b): N})."""
-    import matplotlib.image
-    import numpy
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    assert struct.unpack(">II", data[16:24]) == (WIDTH, HEIGHT)
-    pixels = numpy.rint(matplotlib.image.imread(png)[:, :, :3] * 255).astype(int)
-    assert len(numpy.unique(pixels[::2, ::2].reshape(-1, 3), axis=0)) > 20
-    for colour, least in colours.items():
-        rgb = colour if isinstance(colour, tuple) else tuple(
-            int(colour[i:i + 2], 16) for i in (1, 3, 5))
-        near = numpy.all(numpy.abs(pixels - numpy.array(rgb)) <= 3, axis=-1)
-        assert near.sum() >= least, f"{colour}: {near.sum()} pixels, not {least}"
+def test_a_series_with_a_matrix_shows_its_table_and_chart(tmp_path, browser):
+    """The bot's trees with a matrix: base+series against the base, as 'mptcp-nvme matrix'
+    writes it, on the page as a table and the chart."""
+    from mptcp_nvme.host.matrix import document as matrix_json, report
+    from tests.unit.host.test_matrix_report import cell, document
+    out = tmp_path / "series-8-v1"
+    shutil.copytree(DATA / "base", out / "base")
+    shutil.copytree(DATA / "base", out / "series")
+    runs = {name: json.loads((out / name / "results.json").read_text())
+            for name in ("base", "series")}
+    changes = compare.compare(runs["base"], runs["series"])
+    verdict.write(out, a_series(tmp_path), runs, changes, compare.exit_code(changes))
+    doc = document([cell(t, 4, "numa", kernel=k, reads=(r - 0.1, r, r + 0.1))
+                    for k, reads in (("main", (3.4, 13.2)), ("baseline", (3.4, 13.1)))
+                    for t, r in zip(("tcp", "mptcp"), reads)], baseline=True)
+    (out / "matrix").mkdir()
+    matrix_json.save(doc, out / "matrix/matrix.json")
+    report.write_outputs(doc, out / "matrix")
+    verdict.add_matrix(out, 0)
+    dom = browser.dom(pages.write_series_page(out))
+    assert "matrix/matrix.png" in dom.images and "matrix/matrix.md" in dom.links
+    section = dom.by_id["extras-matrix"]
+    assert section.startswith("base+series against base: the matrix")
+    assert "mptcp 4 numa 0" in section and "within noise" in section, section
+    assert_drawn(browser.screenshot(out / "index.html", tmp_path / "page.png"),
+                 {pages.COLOURS["success"]: 20_000})
 
 
 def test_the_page_shows_what_documents_and_patchwork_say_as_text(tmp_path, browser):
