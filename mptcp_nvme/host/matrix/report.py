@@ -316,6 +316,24 @@ def chart(doc, rows, path):
     return path
 
 
+def headline(rows):
+    """The ratio that justifies the series, in a few words ('mptcp 4-path numa 3.8x tcp'):
+    the mptcp cell over most paths without loss, numa first, beside tcp on the same paths
+    and iopolicy; None when the matrix has no such pair."""
+    pairs = [r for r in rows if r.kind == "fabric" and r.trtype == "mptcp" and not r.loss
+             and not r.tls and r.multipath == "native" and r.ratio_vs_tcp is not None]
+    if not pairs:
+        return None
+    best = max(pairs, key=lambda r: (r.paths or 0, r.iopolicy == "numa"))
+    return f"mptcp {best.paths}-path {best.iopolicy} {best.ratio_vs_tcp:.1f}x tcp"
+
+
+def regressions(rows):
+    """'label -12%' of every cell whose READ fell beyond the repeats' spread against the
+    baseline kernel."""
+    return [f"{r.label} {r.delta_read:+.0%}" for r in rows if r.verdict == "regression"]
+
+
 def write_outputs(doc, folder):
     """matrix.md and matrix.png in ``folder`` (next to matrix.json): their paths."""
     folder = Path(folder)

@@ -9,7 +9,8 @@ series' results page as its link. What the checks mean (check_for):
 
 - success: no new failures (nor crashes, nor skips) against the base;
 - warning: new failures only in known-flaky tests ([flaky] in the config), tests that
-  passed only on a retry (unstable), or new skips;
+  passed only on a retry (unstable), new skips, or (a tree with a matrix) a matrix cell
+  that failed or fell beyond the repeats' spread against the base;
 - fail: a new failure or a new crash, a patch that does not apply or a build that fails.
 
 A failure the base has too is not the series'; a failure is retried once on a fresh VM
@@ -142,7 +143,7 @@ class Bot:
         else:
             self.state.update(series_id, tree=tree.tag)
             self._log(entry, f"running on {tree.tag} ({tree.branch})")
-            verdict = self.judge(series, out, self.selection(tree))
+            verdict = self.judge(series, out, self.selection(tree), matrix=tree.matrix)
         state, description = check_for(verdict, self.config.flaky_reason)
         self._post_all(series_id, state, description, url, detail=detail)
         self._record(out, detail, state, description)
@@ -234,11 +235,17 @@ def check_for(verdict, flaky_reason=lambda nodeid: None):
         warnings.append("unstable (passed on a retry): " + _names(unstable))
     if changes.get("new_skips"):
         warnings.append("new skips: " + _names(changes["new_skips"]))
+    matrix = verdict.get("matrix") or {}
+    if matrix.get("regressions"):
+        warnings.append("matrix regression against the base: " + ", ".join(matrix["regressions"]))
+    if matrix.get("exit"):
+        warnings.append("a matrix cell failed")
     if warnings:
-        return "warning", _line("; ".join(warnings))
+        return "warning", _line("; ".join([*warnings, *filter(None, [matrix.get("headline")])]))
     totals = (verdict.get("totals") or {}).get("series") or {}
-    return "success", _line(f"{totals.get('pass', 0)} pass, {totals.get('skip', 0)} skip; "
-                            "no new failures")
+    return "success", _line("; ".join([f"{totals.get('pass', 0)} pass, {totals.get('skip', 0)} "
+                                       "skip", "no new failures",
+                                       *filter(None, [matrix.get("headline")])]))
 
 
 def _names(nodeids):

@@ -22,6 +22,9 @@ variable are one line each (UsageError, exit 2).
     branch = "net-next/main"               # the base: a revision of that tree
     tests = ["selftests/test_datapath.py"] # optional: the selection (default: all)
     args = ["--expect-all-features"]       # optional: more 'mptcp-nvme run' options
+    matrix = ["--paths", "4", "--loss", "0"]   # optional: 'mptcp-nvme matrix' options;
+                                           # it measures base+series against the base
+                                           # when the tests found nothing new broken
 
     [flaky]                                # known-flaky tests: a failure there is a warning
     "selftests/test_churn.py::test_connect_cycles" = "https://lore.kernel.org/... (why)"
@@ -42,7 +45,9 @@ OURS = ("drivers/nvme/", "include/linux/nvme*", "net/mptcp/", "Documentation/nvm
 APIS = ("1.1", "1.2", "1.3")
 KEYS = {"patchwork": {"url", "api", "project", "delegate", "token_env", "context"},
         "series": {"ours"}, "results": {"dir", "url"}, "trees": None, "flaky": None}
-TREE_KEYS = {"path", "branch", "tests", "args"}
+TREE_KEYS = {"path", "branch", "tests", "args", "matrix"}
+# what the bot itself chooses for each run: not for a tree's args or matrix
+BOT_OPTIONS = ("--kernel", "--results-dir", "--baseline-kernel", "--resume")
 _CONTEXT = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
@@ -53,6 +58,7 @@ class Tree:
     branch: str
     tests: tuple
     args: tuple
+    matrix: tuple | None = None      # 'mptcp-nvme matrix' options; None: no matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +188,29 @@ def _trees(where, table):
         branch = entry.get("branch") or "HEAD"
         if not isinstance(branch, str):
             raise UsageError(f"{where}: trees.{tag}.branch must be a string")
+        args = _options(where, entry, f"trees.{tag}.args", "run")
+        matrix = _options(where, entry, f"trees.{tag}.matrix", "matrix") \
+            if "matrix" in entry else None
         trees.append(Tree(tag, path.resolve(), branch,
-                          _strings(where, entry, f"trees.{tag}.tests", ()),
-                          _strings(where, entry, f"trees.{tag}.args", ())))
+                          _strings(where, entry, f"trees.{tag}.tests", ()), args, matrix))
     return tuple(trees)
+
+
+def _options(where, entry, name, command):
+    """A tree's 'mptcp-nvme COMMAND' options, parsed as that command parses them."""
+    from mptcp_nvme import options
+    from mptcp_nvme.errors import ArgumentParser
+    values = _strings(where, entry, name, ())
+    chosen = next((v for v in values if v.split("=", 1)[0] in BOT_OPTIONS), None)
+    if chosen:
+        raise UsageError(f"{where}: {name}: {chosen.split('=', 1)[0]} is the bot's to choose")
+    parser = ArgumentParser(prog=f"{name} (mptcp-nvme {command})", add_help=False)
+    options.add_arguments(parser, command)
+    try:
+        parser.parse_args(values)
+    except UsageError as err:
+        raise UsageError(f"{where}: {err}") from None
+    return values
 
 
 def _flaky(where, table):

@@ -36,6 +36,7 @@ from mptcp_nvme.host.results.outcome import FAILED
 STATES = ("success", "warning", "fail", "pending")      # patchwork's check states
 COLOURS = {"success": "#1a7f37", "warning": "#9a6700", "fail": "#cf222e", "pending": "#57606a"}
 RUNS = {"base": "base", "series": "base+series"}
+MATRIX = "matrix"
 # the verdict's categories, in the order the tests table shows them
 ORDER = {"new_failures": "new failure", "new_crashes": "new crash",
          "still_failing": "still failing", "fixed": "fixed", "new_skips": "new skip",
@@ -77,12 +78,14 @@ def write_series_page(folder, patchwork=None):
     check = patchwork.get("check") or {}
     headline = verdict.get("verdict") or check.get("description") or "no verdict (no results.json)"
     tests = sorted_tests(verdict)
+    # the matrix ('patchwork' trees with a matrix) measured base+series against the base
+    shown = {**RUNS, **({MATRIX: "base+series against base"} if verdict.get("matrix") else {})}
     body = [_header(headline, state_of(verdict, patchwork), check),
             _series_section(verdict.get("series") or {}, patchwork),
             _kernels_section(verdict), _tests_section(tests),
             _failures_section(folder, tests, runs),
-            *(_extras(folder, name, label) for name, label in RUNS.items()),
-            _files_section(folder, TOP_FILES, RUNS)]
+            *(_extras(folder, name, label) for name, label in shown.items()),
+            _files_section(folder, TOP_FILES, shown)]
     title = (patchwork.get("series") or {}).get("name") or (verdict.get("series") or {}).get(
         "spec") or folder.name
     return _write(folder / "index.html", f"mptcp-nvme series: {title}", body)
@@ -317,9 +320,9 @@ def _extras(folder, name, label):
     """A run's fault table, fault timelines and matrix chart, when it wrote them."""
     run = folder / name if name else folder
     parts = []
-    if (run / "faults.md").is_file():
-        table = markdown((run / "faults.md").read_text(encoding="utf-8", errors="replace"))
-        parts.append(table)
+    for table in ("faults.md", "matrix.md"):
+        if (run / table).is_file():
+            parts.append(markdown((run / table).read_text(encoding="utf-8", errors="replace")))
     images = sorted((run / "faults").glob("*.png")) + [p for p in [run / "matrix.png"]
                                                         if p.is_file()]
     for image in images:
@@ -329,7 +332,8 @@ def _extras(folder, name, label):
     if not parts:
         return ""
     return (f"<section class=\"extras\" id=\"extras-{_e(name or 'run')}\">"
-            f"<h2>{_e(label)}: faults and charts</h2>{''.join(parts)}</section>")
+            f"<h2>{_e(label)}: {'the matrix' if name == MATRIX else 'faults and charts'}</h2>"
+            f"{''.join(parts)}</section>")
 
 
 def _files_section(folder, top, runs):

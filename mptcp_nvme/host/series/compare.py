@@ -74,3 +74,24 @@ def run_selection(kernel_tree, results, selection):
     with open(results / "ktap.txt", "w") as ktap:
         summary.write_ktap(document, ktap)
     return document
+
+
+def run_matrix(kernel_tree, base_tree, results, args):
+    """``mptcp-nvme matrix --kernel kernel_tree --baseline-kernel base_tree --results-dir
+    results *args`` as a subprocess, its output on stderr and in results/matrix.log; its
+    exit code (1 when a cell failed). SetupError when it ended without matrix.json."""
+    results = Path(results)
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    argv = [sys.executable, "-m", "mptcp_nvme.host.cli", "matrix", "--kernel", str(kernel_tree),
+            "--baseline-kernel", str(base_tree), "--results-dir", str(results), *args]
+    with open(results / "matrix.log", "w") as log:
+        def on_line(line):
+            log.write(line)
+            sys.stderr.write(line)
+        code = proc.stream(argv, on_line, cwd=SOURCE_DIR)
+    if not (results / "matrix.json").is_file():
+        raise SetupError(f"mptcp-nvme matrix on {kernel_tree} exited {code} without matrix.json "
+                         f"(log: {results / 'matrix.log'})")
+    return code
+

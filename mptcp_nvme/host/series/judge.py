@@ -6,10 +6,12 @@ from mptcp_nvme.errors import SeriesRejected
 from mptcp_nvme.host.series import build, compare, patches, verdict
 
 
-def judge(series, out, selection, jobs=None):
+def judge(series, out, selection, jobs=None, matrix=None):
     """Judge ``series`` (patches.Series, resolved into ``out``/input) with the selection
     (``mptcp-nvme run`` arguments); writes the verdict folder ``out`` and returns its
-    results.json document (verdict.document() or verdict.rejected()'s)."""
+    results.json document (verdict.document() or verdict.rejected()'s). ``matrix``
+    (``mptcp-nvme matrix`` arguments) also measures base+series against the base, into
+    ``out``/matrix, when the selection found nothing new broken."""
     try:
         patches.check_applies(series, out / "input")
         base, _ = build.build_base(series, out / "build-base.log", jobs)
@@ -19,4 +21,8 @@ def judge(series, out, selection, jobs=None):
     runs = {"base": compare.run_selection(base, out / "base", selection),
             "series": compare.run_selection(patched, out / "series", selection)}
     changes = compare.compare(runs["base"], runs["series"])
-    return verdict.write(out, series, runs, changes, compare.exit_code(changes))
+    document = verdict.write(out, series, runs, changes, compare.exit_code(changes))
+    if matrix is None or document["exit"]:
+        return document
+    code = compare.run_matrix(patched, base, out / "matrix", matrix)
+    return verdict.add_matrix(out, code)

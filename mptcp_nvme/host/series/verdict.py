@@ -72,6 +72,13 @@ def markdown(verdict):
                      + (f", commit {kernel['commit'][:12]}" if kernel and kernel.get("commit")
                         else "") + ": "
                      + (", ".join(f"{n} {o}" for o, n in totals.items() if n) or "no tests"))
+    matrix = verdict.get("matrix")
+    if matrix:
+        lines.append(f"- matrix (base+series against base, {matrix['dir']}/matrix.md): "
+                     + "; ".join([matrix.get("headline") or "no mptcp/tcp pair",
+                                  *(["regressions: " + ", ".join(matrix["regressions"])]
+                                    if matrix.get("regressions") else []),
+                                  *(["a cell failed"] if matrix.get("exit") else [])]))
     results = {t["nodeid"]: t for t in verdict.get("tests", ())}
     for key, title in CATEGORIES:
         found = verdict.get("changes", {}).get(key) or []
@@ -112,6 +119,21 @@ def write(out, series, runs, changes, code):
         suite.set("name", f"{name}: {suite.get('name')}")
     junit.write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
     kcidb.write(out / "kcidb.json", list(runs.values()))
+    return verdict
+
+
+def add_matrix(out, code):
+    """The matrix that ran in ``out``/matrix (base+series against the base) into the
+    verdict: results.json's "matrix" ({"dir", "exit", "headline", "regressions"}) and a
+    line of summary.md; the verdict document."""
+    from mptcp_nvme.host.matrix import document, report
+    out = Path(out)
+    rows = report.summarize(document.load(out / "matrix" / "matrix.json"))
+    verdict = json.loads((out / "results.json").read_text())
+    verdict["matrix"] = {"dir": "matrix", "exit": code, "headline": report.headline(rows),
+                         "regressions": report.regressions(rows)}
+    (out / "results.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(verdict))
     return verdict
 
 

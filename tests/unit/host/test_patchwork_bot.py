@@ -18,9 +18,11 @@ from mptcp_nvme.errors import SetupError, UsageError
 from mptcp_nvme.host.patchwork import bot as bot_mod, config as config_mod
 from mptcp_nvme.host.patchwork.client import Patchwork
 from mptcp_nvme.host.patchwork.state import State
+from mptcp_nvme.host.matrix import document as matrix_json, report as matrix_report
 from mptcp_nvme.host.series import compare, verdict
 from tests.support.patchwork_server import PatchworkServer
 from tests.unit.host import test_series
+from tests.unit.host.test_matrix_report import cell as matrix_cell, document as matrix_document
 from tests.unit.host.test_series import git
 
 RECORDED = tests.DATA / "series/breaking"
@@ -47,18 +49,31 @@ def breaking_patch(tree):
     return ("nvmet: reject addr_trtype=tcp", diff)
 
 
-def recorded_judge(calls):
+def recorded_judge(calls, matrix_reads=None):
     """judge() with the builds and VM runs replaced by the recorded ones: a series that
-    touches configfs.c gives the breaking run, any other the base's."""
-    def judge(series, out, selection):
-        calls.append((series, selection))
+    touches configfs.c gives the breaking run, any other the base's. A tree with a matrix
+    gets one measured as 'mptcp-nvme matrix' writes it, tcp and mptcp over 4 paths with
+    ``matrix_reads`` ({kernel: (tcp MiB/s, mptcp MiB/s)}) for base+series (main) and the
+    base (baseline)."""
+    def judge(series, out, selection, matrix=None):
+        calls.append((series, selection, matrix))
         breaks = any("configfs.c" in p.path.read_text() for p in series.patches)
         for name, source in (("base", "base"), ("series", "series" if breaks else "base")):
             shutil.copytree(RECORDED / source, out / name, dirs_exist_ok=True)
         runs = {name: json.loads((out / name / "results.json").read_text())
                 for name in ("base", "series")}
         changes = compare.compare(runs["base"], runs["series"])
-        return verdict.write(out, series, runs, changes, compare.exit_code(changes))
+        document = verdict.write(out, series, runs, changes, compare.exit_code(changes))
+        if matrix is None or document["exit"]:
+            return document
+        cells = [matrix_cell(trtype, 4, "numa", kernel=kernel, reads=(read * 0.99, read, read * 1.01))
+                 for kernel, reads in matrix_reads.items()
+                 for trtype, read in zip(("tcp", "mptcp"), reads)]
+        doc = matrix_document(cells, baseline=True)
+        (out / "matrix").mkdir()
+        matrix_json.save(doc, out / "matrix/matrix.json")
+        matrix_report.write_outputs(doc, out / "matrix")
+        return verdict.add_matrix(out, 0)
     return judge
 
 
@@ -124,7 +139,7 @@ def test_a_poll_judges_ours_and_leaves_the_rest(world, capsys):
     assert success == "2 pass, 0 skip; no new failures"
     err = capsys.readouterr().err
     assert f"series {elsewhere['id']} 'not nvme' v1: not ours" in err
-    assert [selection for _, selection in calls] == [
+    assert [selection for _, selection, _ in calls] == [
         ["selftests/test_modules.py", "--retry-failed", "1"]] * 2
     assert TOKEN not in err
     assert bot.poll() == 0                       # a second poll runs nothing
@@ -166,7 +181,7 @@ def test_a_later_version_stays_on_the_tree_its_first_version_got(world, tmp_path
     bot.poll()
     server.add_series("linux-nvme", "a harmless note", 2, [HARMLESS])   # tag dropped
     bot.poll()
-    assert [s.tree for s, _ in calls] == [other.resolve(), other.resolve()]
+    assert [s.tree for s, _, _ in calls] == [other.resolve(), other.resolve()]
     assert [s["tree"] for s in bot.state.all_series()] == ["net-next", "net-next"]
 
 
@@ -202,7 +217,7 @@ def test_a_killed_run_is_run_again_then_marked_errored(world):
     series = server.add_series("linux-nvme", "a harmless note", 1, [HARMLESS])
     real = bot.judge
 
-    def killed(*args):
+    def killed(*args, **kwargs):
         raise KeyboardInterrupt("SIGTERM")
     bot.judge = killed
     with pytest.raises(KeyboardInterrupt):
@@ -348,7 +363,7 @@ def test_one_broken_series_does_not_hold_up_the_others(world, capsys):
     second = server.add_series("linux-nvme", "second", 1, [HARMLESS])
     real = bot.judge
 
-    def broken(series, out, selection):
+    def broken(series, out, selection, matrix=None):
         if len(calls) == 0:
             calls.append("broken")
             raise SetupError("mptcp-nvme run exited 1 without results.json")
@@ -361,3 +376,58 @@ def test_one_broken_series_does_not_hold_up_the_others(world, capsys):
     server.fail_next(f"/api/1.2/series/{first['id']}/", 404)
     bot.poll()
     assert bot.state.series(first["id"])["status"] == "errored"
+
+
+MATRIX = '''matrix = ["--paths", "4", "--iopolicy", "numa", "--loss", "0"]
+'''
+
+
+@pytest.mark.parametrize("reads, state, description", [
+    ({"main": (3.4, 13.2), "baseline": (3.4, 13.1)}, "success",
+     "2 pass, 0 skip; no new failures; mptcp 4-path numa 3.9x tcp"),
+    ({"main": (3.4, 8.0), "baseline": (3.4, 13.2)}, "warning",
+     "matrix regression against the base: mptcp 4 numa 0 -39%; mptcp 4-path numa 2.4x tcp")])
+def test_a_tree_with_a_matrix_puts_its_ratio_in_the_check(world, tmp_path, reads, state,
+                                                           description):
+    """The matrix of a tree that has one runs when nothing new failed: its ratio ends the
+    description, a cell slower than the base beyond the repeats' spread is a warning, and
+    the page shows the matrix table and chart."""
+    server, bot, calls, tree = world
+    bot.config = config_mod.load(write_config(tmp_path, server.url, tree, MATRIX))
+    bot.judge = recorded_judge(calls, reads)
+    harmless = server.add_series("linux-nvme", "a harmless note", 1, [HARMLESS])
+    breaking = server.add_series("linux-nvme", "reject tcp", 1, [breaking_patch(tree)])
+    assert bot.poll() == 2
+    assert [c[2] for c in calls] == [("--paths", "4", "--iopolicy", "numa", "--loss", "0")] * 2
+    check = server.checks[harmless["patches"][0]["id"]][-1]
+    assert (check["state"], check["description"]) == (state, description)
+    folder = bot.config.results_dir / f"series-{harmless['id']}-v1"
+    recorded = json.loads((folder / "results.json").read_text())
+    assert recorded["matrix"]["headline"] == description.rpartition("; ")[2]
+    page = (folder / "index.html").read_text()
+    assert 'src="matrix/matrix.png"' in page and "mptcp 4 numa 0" in page
+    assert "matrix (base+series against base" in (folder / "summary.md").read_text()
+    # the breaking series' new failures stop it before a matrix: no matrix folder
+    assert not (bot.config.results_dir / f"series-{breaking['id']}-v1/matrix").exists()
+    assert server.checks[breaking["patches"][0]["id"]][-1]["state"] == "fail"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('matrix = ["--paths", "4", "--repeat", "3"]\n', None),
+    ('args = ["--no-such-option"]\n', "trees.nvme-7.4.args (mptcp-nvme run): unrecognized "
+                                      "arguments: --no-such-option"),
+    ('matrix = ["--trtype", "udp"]\n', "trees.nvme-7.4.matrix (mptcp-nvme matrix): argument "
+                                       "--trtype"),
+    ('matrix = ["--kernel", "/srv/linux"]\n', "trees.nvme-7.4.matrix: --kernel is the bot's "
+                                             "to choose"),
+    ('args = ["--results-dir=/tmp/x"]\n', "trees.nvme-7.4.args: --results-dir is the bot's"),
+    ('matrix = "--paths 4"\n', "trees.nvme-7.4.matrix must be a list of strings")])
+def test_a_trees_options_are_parsed_as_their_command_parses_them(tmp_path, kernel, monkeypatch,
+                                                                 extra, message):
+    monkeypatch.setenv("PW_BOT_TOKEN", TOKEN)
+    path = write_config(tmp_path, "https://patchwork.example.org", kernel, extra)
+    if message is None:
+        assert config_mod.load(path).trees[0].matrix == ("--paths", "4", "--repeat", "3")
+        return
+    with pytest.raises(UsageError, match=re.escape(message)):
+        config_mod.load(path)
