@@ -62,11 +62,7 @@ def run_selection(kernel_tree, results, selection):
     results.mkdir(parents=True)
     argv = [sys.executable, "-m", "mptcp_nvme.host.cli", "run", "--kernel", str(kernel_tree),
             "--results-dir", str(results), *selection]
-    with open(results / "run.log", "w") as log:
-        def on_line(line):
-            log.write(line)
-            sys.stderr.write(line)
-        code = proc.stream(argv, on_line, cwd=SOURCE_DIR)
+    code = _logged(argv, results / "run.log")
     if not (results / "results.json").is_file():
         raise SetupError(f"mptcp-nvme run on {kernel_tree} exited {code} without results.json "
                          f"(log: {results / 'run.log'})")
@@ -85,13 +81,17 @@ def run_matrix(kernel_tree, base_tree, results, args):
     results.mkdir(parents=True)
     argv = [sys.executable, "-m", "mptcp_nvme.host.cli", "matrix", "--kernel", str(kernel_tree),
             "--baseline-kernel", str(base_tree), "--results-dir", str(results), *args]
-    with open(results / "matrix.log", "w") as log:
-        def on_line(line):
-            log.write(line)
-            sys.stderr.write(line)
-        code = proc.stream(argv, on_line, cwd=SOURCE_DIR)
+    code = _logged(argv, results / "matrix.log")
     if not (results / "matrix.json").is_file():
         raise SetupError(f"mptcp-nvme matrix on {kernel_tree} exited {code} without matrix.json "
                          f"(log: {results / 'matrix.log'})")
     return code
 
+
+def _logged(argv, path):
+    """``argv``'s exit code, its output on stderr and in ``path`` as it comes."""
+    with open(path, "w") as log:
+        def on_line(line):
+            log.write(line)
+            sys.stderr.write(line)
+        return proc.stream(argv, on_line, cwd=SOURCE_DIR)
