@@ -25,6 +25,7 @@ FLAKY = "flaky"               # failed attempts before it passed
 MATRIX = "matrix"             # a matrix cell's measurement: payloads.Measurement
 FAULT = "fault"               # a fault test's outcome: payloads.FaultOutcome
 SUBTESTS = "ktap_subtests"    # a kselftest's own output as KTAP, nested under its result
+FIXTURE_TIME = "fixture_s"    # [fixture name, seconds its setup took] (guest/timing.py)
 
 
 def results_dir(config):

@@ -3,7 +3,7 @@ serves tests to the host (--guest-agent), the selftest checks (requirements, ker
 health, kmemleak: guest/checks/gates.py) of a run in the guest or a native run (--ktap
 without --vm), and a kselftest install's list as items."""
 
-from mptcp_nvme.guest import kselftest
+from mptcp_nvme.guest import kselftest, timing
 from mptcp_nvme.guest.checks import gates
 from mptcp_nvme.guest.checks.gates import enable_selftest_checks
 
@@ -16,9 +16,11 @@ def register(config):
         from mptcp_nvme.guest.agent import GuestAgent
         config.pluginmanager.register(GuestAgent(config), "mptcp_nvme_agent")
         enable_selftest_checks(config)
+        timing.enable(config)
         return True
     if config.getoption("ktap") and not config.getoption("vm"):
         enable_selftest_checks(config)     # native run: sudo pytest selftests --ktap -
+        timing.enable(config)
     return False
 
 

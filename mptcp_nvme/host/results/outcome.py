@@ -11,7 +11,8 @@ import itertools
 from pathlib import Path
 
 from mptcp_nvme import ktap
-from mptcp_nvme.channel import ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FLAKY, SUBTESTS
+from mptcp_nvme.channel import (ARTIFACT, CRASH, DESCRIPTION, DIAG, DIRECTIVE, FIXTURE_TIME,
+                                 FLAKY, SUBTESTS)
 
 FAILURE_LINES = 60
 FAILED = ("fail", "error", "xpass")
@@ -23,7 +24,9 @@ class Outcome:
     directive says (``SKIP <reason>``, ``ERROR TIMEOUT``, ``ERROR setup failed``);
     ``failure`` the failure text KTAP prints before the result (head and tail of
     pytest's longrepr); ``nested_ktap`` a kselftest's own KTAP documents, as printed;
-    ``crashes`` crash summaries with their fingerprints; ``flaky`` passed on a retry."""
+    ``crashes`` crash summaries with their fingerprints; ``flaky`` passed on a retry;
+    ``phases_ms`` pytest's setup, call and teardown; ``fixtures_ms`` each fixture's setup
+    (guest/timing.py), a part of setup's time."""
 
     nodeid: str
     description: str
@@ -36,6 +39,8 @@ class Outcome:
     flaky: bool = False
     diagnostics: tuple = ()
     nested_ktap: tuple = ()
+    phases_ms: dict = dataclasses.field(default_factory=dict)
+    fixtures_ms: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_reports(cls, reports, results_dir=None):
@@ -56,7 +61,8 @@ class Outcome:
                    reason=reason or None, failure=failure, crashes=values(CRASH),
                    artifacts=tuple(_relative(p, results_dir) for p in values(ARTIFACT)),
                    flaky=bool(values(FLAKY)), diagnostics=values(DIAG),
-                   nested_ktap=values(SUBTESTS))
+                   nested_ktap=values(SUBTESTS), phases_ms=_phases(reports),
+                   fixtures_ms=_fixtures(pairs))
 
     @classmethod
     def collection_error(cls, report):
@@ -98,6 +104,22 @@ class Outcome:
 
 
 _LISTS = ("crashes", "artifacts", "diagnostics", "nested_ktap")
+
+
+def _phases(reports):
+    """{setup, call, teardown: ms} of a test's reports (a phase that ran twice, a retry, adds)."""
+    phases = {}
+    for report in reports:
+        when = getattr(report, "when", None)
+        if when:
+            phases[when] = phases.get(when, 0) + round(report.duration * 1000)
+    return phases
+
+
+def _fixtures(pairs):
+    """{fixture: ms of its setup} from the FIXTURE_TIME properties (every later report of
+    the test carries the setup's properties again: a fixture counts once)."""
+    return {value[0]: round(value[1] * 1000) for name, value in pairs if name == FIXTURE_TIME}
 
 
 def summarize(reports):

@@ -5,6 +5,7 @@ from mptcp_nvme import ktap
 from mptcp_nvme.host.results.outcome import Outcome
 
 NOT_PASSED = ("fail", "error", "xpass", "skip", "xfail")
+SLOWEST = 10                  # tests in summary.md's slowest table
 
 
 def count(tests):
@@ -57,7 +58,31 @@ def markdown(document, title="mptcp-nvme results"):
                          f"{test.get('time_ms', 0) / 1000:.1f} s | {_cell(reason)} |")
     if flaky:
         lines += ["", "Flaky (passed on a retry): " + ", ".join(f"`{t['nodeid']}`" for t in flaky)]
+    lines += slowest(document["tests"])
     return "\n".join(lines) + "\n"
+
+
+def slowest(tests, shown=SLOWEST):
+    """The markdown table of the ``shown`` slowest tests: where their time went (pytest's
+    setup, call and teardown; setup's slowest fixtures)."""
+    timed = sorted((t for t in tests if t.get("phases_ms")), key=lambda t: -t.get("time_ms", 0))
+    if not timed:
+        return []
+    total = sum(t.get("time_ms", 0) for t in tests) / 1000
+    setup = sum((t.get("phases_ms") or {}).get("setup", 0) for t in tests) / 1000
+    lines = ["", f"Slowest {min(shown, len(timed))} of {len(tests)} tests ({total:.0f} s in all, "
+                 f"{setup:.0f} s of it setup):", "",
+             "| test | time | setup | call | teardown | slowest fixtures |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for test in timed[:shown]:
+        phases = test["phases_ms"]
+        fixtures = sorted((test.get("fixtures_ms") or {}).items(), key=lambda f: -f[1])[:3]
+        lines.append(f"| `{test['nodeid']}` | {test.get('time_ms', 0) / 1000:.1f} s | "
+                     + " | ".join(f"{phases.get(p, 0) / 1000:.1f} s"
+                                  for p in ("setup", "call", "teardown"))
+                     + " | " + (", ".join(f"{n} {ms / 1000:.1f} s" for n, ms in fixtures) or "-")
+                     + " |")
+    return lines
 
 
 def _cell(text):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from _pytest.reports import TestReport
 
 from mptcp_nvme import channel as plugin
@@ -134,3 +136,54 @@ def test_every_renderer_says_what_the_run_printed(tmp_path):
     failed = {name for name, case in junit.items() if case.find("failure") is not None
               or case.find("error") is not None}
     assert failed == {name for name, t in tests.items() if t["result"] in ("fail", "error")}
+
+
+TIMED = """
+import time
+import pytest
+
+@pytest.fixture
+def slow_topology():
+    time.sleep(0.3)
+    yield
+    time.sleep(0.2)
+
+@pytest.fixture
+def quick_target(slow_topology):
+    return 1
+
+def test_timed(quick_target):
+    time.sleep(0.1)
+
+def test_untimed():
+    pass
+"""
+
+
+def test_results_json_says_where_each_tests_time_went(tmp_path):
+    """pytest's setup, call and teardown, and every fixture's setup (guest/timing.py), in
+    results.json and summary.md's slowest table."""
+    import sys
+
+    from mptcp_nvme import proc
+    from mptcp_nvme.host.results import summary
+
+    (tmp_path / "test_timed.py").write_text(TIMED)
+    run = proc.cmd([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+                    "-p", "no:mptcp_nvme_checks", "--rootdir", tmp_path, "--ktap", tmp_path / "out.ktap",
+                    "--results-dir", tmp_path / "results", tmp_path / "test_timed.py"],
+                   fail=False, cwd=tmp_path)
+    assert run.ret == 0, run.stdout
+    document = json.loads((tmp_path / "results/results.json").read_text())
+    timed, untimed = document["tests"]
+    phases, fixtures = timed["phases_ms"], timed["fixtures_ms"]
+    assert set(phases) == {"setup", "call", "teardown"}
+    assert 300 <= phases["setup"] < 1300 and 100 <= phases["call"] < 1100
+    assert 200 <= phases["teardown"] < 1200
+    assert timed["time_ms"] == pytest.approx(sum(phases.values()), abs=3)
+    assert 300 <= fixtures["slow_topology"] < 1300 and fixtures["quick_target"] < 100
+    assert set(untimed["phases_ms"]) == {"setup", "call", "teardown"}
+    table = summary.slowest(document["tests"])
+    assert table[1].startswith("Slowest 2 of 2 tests (")
+    assert table[5].startswith("| `test_timed.py::test_timed` | 0.")
+    assert "slow_topology 0.3 s" in table[5] or "slow_topology 0.4 s" in table[5], table[5]
