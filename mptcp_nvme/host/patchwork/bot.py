@@ -226,7 +226,8 @@ def check_for(verdict, flaky_reason=lambda nodeid: None):
     if crashes:
         return "fail", _line("new crash: " + ", ".join(f"{n} ({fp})" for n, fp in crashes))
     if real:
-        return "fail", _line("new failure: " + _names(real))
+        now = {t["nodeid"]: t.get("series") or {} for t in verdict.get("tests") or ()}
+        return "fail", _line("new failure: " + _names(real, lambda n: _how(now.get(n, {}))))
     unstable = [t["nodeid"] for t in verdict["tests"] if (t.get("series") or {}).get("flaky")]
     warnings = []
     if failures:
@@ -248,8 +249,15 @@ def check_for(verdict, flaky_reason=lambda nodeid: None):
                                        *filter(None, [matrix.get("headline")])]))
 
 
-def _names(nodeids):
-    shown = [n.split("::", 1)[-1] for n in nodeids[:3]]
+def _how(result):
+    """' (error: TIMEOUT)' for a test that errored, as results.json says; '' for a fail."""
+    if result.get("result") in (None, "fail"):
+        return ""
+    return f" ({result['result']}" + (f": {result['reason']})" if result.get("reason") else ")")
+
+
+def _names(nodeids, how=lambda nodeid: ""):
+    shown = [n.split("::", 1)[-1] + how(n) for n in nodeids[:3]]
     return ", ".join(shown) + (f" and {len(nodeids) - 3} more" if len(nodeids) > 3 else "")
 
 

@@ -125,7 +125,8 @@ def test_a_poll_judges_ours_and_leaves_the_rest(world, capsys):
     assert finals(server, breaking) == {p["id"]: ["pending", "fail"] for p in breaking["patches"]}
     assert finals(server, elsewhere) == {p["id"]: [] for p in elsewhere["patches"]}
     (check,) = [c for c in server.checks[breaking["patches"][0]["id"]] if c["state"] == "fail"]
-    assert check["description"] == "new failure: test_nvme_tcp_modules_load, test_connect[tcp-1path-loss0]"
+    assert check["description"] == ("new failure: test_nvme_tcp_modules_load, "
+                                    "test_connect[tcp-1path-loss0] (error: setup failed)")
     assert check["context"] == "mptcp-nvme"
     assert check["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{breaking['id']}-v1/"
     recorded = json.loads((bot.config.results_dir / f"series-{breaking['id']}-v1/patchwork.json")
@@ -325,6 +326,11 @@ def test_check_states_from_verdicts():
     assert bot_mod.check_for(unstable) == ("warning", "unstable (passed on a retry): t")
     skips = {"tests": [], "kernels": {"base": {}}, "changes": {"new_skips": ["a::s"]}}
     assert bot_mod.check_for(skips) == ("warning", "new skips: s")
+    # results.json is the only input: an ERROR TIMEOUT reads as such, not as a plain fail
+    overran = {"tests": [{"nodeid": "a::t", "series": {"result": "error", "reason": "TIMEOUT"}},
+                         {"nodeid": "a::u", "series": {"result": "fail", "reason": None}}],
+               "kernels": {"base": {}}, "changes": {"new_failures": ["a::t", "a::u"]}}
+    assert bot_mod.check_for(overran) == ("fail", "new failure: t (error: TIMEOUT), u")
     many = {"tests": [], "kernels": {"base": {}},
             "changes": {"new_failures": [f"f::t{i}" for i in range(5)]}}
     assert bot_mod.check_for(many) == ("fail", "new failure: t0, t1, t2 and 2 more")
