@@ -87,6 +87,15 @@ def _topology_file(text):
     return str(Path(text).resolve())
 
 
+def _vms(text):
+    """-n: 1..16 or auto (host/vm/capacity.py decides, on the host)."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise ValueError(f"must be 1..16 or auto, not {text!r}")
+    return int(text)
+
+
 _SHARD = re.compile(r"(\d+)/(\d+)")
 
 
@@ -156,8 +165,9 @@ OPTIONS = (
            bounds=(1, None), commands=(*RUNS, *SERIES)),
     Option("test_timeout", "seconds per test in the VM", type=float, default=600.0,
            bounds=(1, None), commands=(*RUNS, *SERIES)),
-    Option("vms", "VMs side by side (pytest-xdist), tests spread across them", type=int,
-           default=1, bounds=(1, 16), short="-n", commands=("run", "matrix", *SERIES)),
+    Option("vms", "VMs side by side (pytest-xdist), tests spread across them, longest "
+           "first; auto: as many as the host's cores and memory run", default=1, short="-n",
+           metavar="N|auto", check=_vms, commands=("run", "matrix", *SERIES)),
     Option("retry_failed", "run a failed test again on a fresh VM, up to N times; one that "
            "passes then is reported passed and flaky (a crash is not retried)", type=int,
            default=0, bounds=(0, 10), metavar="N", commands=("run", *SERIES)),

@@ -9,7 +9,7 @@ from pathlib import Path
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme.host.inputs import kernel as kernel_mod
 from mptcp_nvme.host.results import merge as merge_mod
-from mptcp_nvme.host import kselftest, suite
+from mptcp_nvme.host import kselftest, order, suite
 from mptcp_nvme.host.inputs import rootfs
 from mptcp_nvme import options
 from mptcp_nvme.errors import ArgumentParser, UsageError, run_command
@@ -126,6 +126,7 @@ def cmd_run(args, selftests=True):
     if args.kselftest:
         tests += kselftest.install(tree, kselftests, results)
     status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
+    order.remember(results / "results.json")      # the next run's longest-first order
     if code is None:
         import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1

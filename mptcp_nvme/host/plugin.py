@@ -10,8 +10,9 @@ def register(config):
         from mptcp_nvme.host.vm.pytest_run import VmRunner
         config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")
     if config.getoption("vm") or config.getoption("ktap"):
-        from mptcp_nvme.host import budget, shard
+        from mptcp_nvme.host import budget, order, shard
         shard.register(config)
+        order.register(config)
         budget.register(config)            # after VmRunner: its protocol hook goes first
     if config.getoption("ktap") and not hasattr(config, "workerinput"):
         from mptcp_nvme.host.results.faults_report import FaultsReport

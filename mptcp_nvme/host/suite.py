@@ -29,11 +29,29 @@ def pytest_argv(chosen, results, ktap="-", keyword=None):
     """pytest's arguments for a VM run of ``chosen`` options into ``results``; with
     --rate, the guest's nvme_core.io_timeout scaled to it (io_timeout)."""
     append = [*(chosen.get("append") or ()), *io_timeout(chosen.get("append"), chosen.get("rate"))]
-    chosen = {**chosen, "results_dir": str(results), "append": append or None}
+    chosen = {**chosen, "results_dir": str(results), "append": append or None,
+              **parallel(chosen, results)}
     return ["--vm", "--ktap", str(ktap), "-p", "no:terminal", "-p", "no:cacheprovider",
             "--rootdir", str(SOURCE_DIR), "--junitxml", str(Path(results) / "junit.xml"),
             *options.to_argv(chosen, only=options.for_pytest),
             *(["-k", keyword] if keyword else [])]
+
+
+def parallel(chosen, results):
+    """-n auto resolved to a number (host/vm/capacity.py); with several VMs and neither
+    --durations-from nor --shard, the durations cache's snapshot as --durations-from, so
+    the tests start longest first (host/order.py)."""
+    from mptcp_nvme.host import order
+    from mptcp_nvme.host.vm import capacity
+    vms = chosen.get("vms") or 1
+    if vms == "auto":
+        vms = capacity.vm_count(chosen.get("memory") or options.defaults("run")["memory"])
+    found = {"vms": vms}
+    if vms > 1 and not chosen.get("durations_from") and not chosen.get("shard"):
+        known = order.snapshot(results)
+        if known:
+            found["durations_from"] = str(known)
+    return found
 
 
 def io_timeout(append, rate):

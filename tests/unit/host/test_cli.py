@@ -38,7 +38,7 @@ def assert_one_line(stderr, expected):
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "--accel", "xen"], "invalid choice: 'xen'"),
-    (["run", "--vms", "two"], "invalid int value: 'two'"),
+    (["run", "--vms", "two"], "must be 1..16 or auto, not 'two'"),
     ([], "the following arguments are required: command"),
 ])
 def test_usage_errors(args, expected):

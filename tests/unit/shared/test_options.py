@@ -83,7 +83,7 @@ def test_the_guest_gets_a_files_content_not_its_host_path(tmp_path):
     (["run", "--cpus", "0"], "must be 1..64, not 0"),
     (["run", "--memory", "lots"], "must be like 2G or 512M"),
     (["run", "--paths", "9"], "must be 1..8, not 9"),
-    (["run", "-n", "0"], "must be 1..16, not 0"),
+    (["run", "-n", "0"], "must be 1..16 or auto, not '0'"),
     (["run", "--test-timeout", "0"], "must be >= 1, not 0"),
     (["run", "--topology", "/nonexistent.toml"], "cannot read"),
 ])

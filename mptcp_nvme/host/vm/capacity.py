@@ -1,0 +1,30 @@
+"""-n auto: as many VMs side by side as the host can run, one emulation thread each on
+a core of its own (TCG keeps one host thread busy per guest) and each guest's memory
+plus qemu's own within what the host has available, keeping some for the host."""
+
+import os
+
+MAX_VMS = 16
+OVERHEAD = 384 << 20          # qemu and its virtiofsd beside the guest's memory
+RESERVE = 1 << 30             # for the host: pytest, page cache of the shared tree
+
+
+def memory_bytes(text):
+    """'2G' or '512M' (options' --memory) in bytes."""
+    return int(text[:-1]) << (30 if text[-1] == "G" else 20)
+
+
+def available_memory(meminfo="/proc/meminfo"):
+    with open(meminfo) as lines:
+        for line in lines:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{meminfo}: no MemAvailable")
+
+
+def vm_count(memory, cores=None, available=None):
+    """How many VMs of ``memory`` each to run side by side (1..MAX_VMS)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    available = available if available is not None else available_memory()
+    fits = (available - RESERVE) // (memory_bytes(memory) + OVERHEAD)
+    return max(1, min(MAX_VMS, cores, fits))
