@@ -6,6 +6,9 @@ one touching none of our files. The harmless one gets pending then success; the 
 one pending then fail naming the new failures: test_connect[tcp-1path...] (with
 --expect-all-features a missing transport fails its setup) and test_modules (it asserts
 that nvmet takes addr_trtype=tcp); the third no check at all; a second poll runs nothing.
+On the way patchwork refuses the token (401), fails a series (500), garbles the events
+and loses the project (404), and a poller is killed with a VM up: each a line, nothing
+lost, the next poll resuming the killed run; chromium draws the pages the bot wrote.
 
 The stand-in is a Debian linux-source tree, not git: its git base is a copy of the built
 tree committed once (Debian's .gitignore ignores every top-level path; that rule is
@@ -15,14 +18,20 @@ import json
 import os
 import re
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mptcp_nvme.host.inputs.rootfs import cache_dir
+from mptcp_nvme.host.results import pages
+from mptcp_nvme.poll import wait_for
+from tests.support.browser import assert_drawn, browser_in
 from tests.support.patchwork_server import PatchworkServer
 
 from .conftest import REPO
@@ -114,17 +123,83 @@ def bot_config(folder, url, tree):
 
 def poll(config, token):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "mptcp_nvme.host.cli", "patchwork", "poll",
-                           "--config", str(config)], capture_output=True, text=True, timeout=3600,
+    done = subprocess.run([*POLL, str(config)], capture_output=True, text=True, timeout=3600,
                           cwd=REPO, env={**os.environ, "PW_TEST_TOKEN": token})
     return done, started
 
 
+POLL = [sys.executable, "-m", "mptcp_nvme.host.cli", "patchwork", "poll", "--config"]
+
+
+def one_line(done, *words):
+    """A pass that patchwork failed: exit 1 and one line on stderr, naming ``words``."""
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and len(lines) == 1, (done.returncode, done.stderr[-3000:])
+    assert lines[0].startswith("mptcp-nvme: ") and all(w in lines[0] for w in words), lines
+    return lines[0]
+
+
+def saved(results):
+    """(cursor, {series id: status}) of the bot's state, read while no bot holds it."""
+    with sqlite3.connect(results / "patchwork.sqlite") as db:
+        cursor = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        series = dict(db.execute("SELECT id, status FROM series"))
+    return (cursor[0] if cursor else None), series
+
+
+def command(process):
+    """A process's command line, '' once it has gone."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def kill_mid_run(config, token, server, patches, log):
+    """A poll killed with SIGKILL (its whole process group: no handler runs, as when the
+    machine goes down) once every one of ``patches`` has its pending check and a VM of the
+    run is up; every process it started must be gone after. Its start time."""
+    started = time.monotonic()
+    with open(log, "w") as err:
+        poller = subprocess.Popen([*POLL, str(config)], stdout=subprocess.DEVNULL, stderr=err,
+                                  cwd=REPO, start_new_session=True,
+                                  env={**os.environ, "PW_TEST_TOKEN": token})
+    try:
+        def running():
+            if poller.poll() is not None:
+                raise AssertionError(f"the poll ended ({poller.returncode}) before it was killed:"
+                                     f" {log.read_text()[-3000:]}")
+            if not all(server.checks.get(p["id"]) for p in patches):
+                return None
+            tree = psutil.Process(poller.pid).children(recursive=True)
+            return tree if any("qemu-system" in command(c) for c in tree) else None
+        family = wait_for(running, "the pending checks and a VM of the series' run", timeout=2400,
+                          interval=0.2)
+    finally:
+        os.killpg(poller.pid, signal.SIGKILL)
+        poller.wait(timeout=60)
+    def left():
+        alive = []
+        for process in family:
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except psutil.Error:
+                pass
+        return alive
+    wait_for(lambda: not left(), "every process of the killed poll to exit", timeout=60)
+    return started
+
+
 @needs_kernel
 def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
+    """Through patchwork failing (401, 500, garbled JSON, 404) and a poller killed mid-run:
+    each failure is one line and loses neither the cursor nor a series; the next poll
+    resumes the killed run; the pages render in chromium; a last poll runs nothing."""
     tree = git_base(KERNEL)
     harmless, both = make_patches(tree, tmp_path)
     token = "integration-token"
+    results = tmp_path / "results"
     with PatchworkServer(token=token) as server:
         server.add_project("linux-nvme")
         good = server.add_series("linux-nvme", "nvme: a note on the selftests", 1,
@@ -136,25 +211,55 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
             "b/Documentation/networking/x.rst\nnew file mode 100644\n--- /dev/null\n"
             "+++ b/Documentation/networking/x.rst\n@@ -0,0 +1 @@\n+Not NVMe.\n")])
         config = bot_config(tmp_path, server.url, tree)
-        first, started = poll(config, token)
+        api = "/api/1.3/"
+
+        server.fail_next("/api/", 401)           # the token refused: nothing seen, nothing lost
+        one_line(poll(config, token)[0], "401")
+        assert saved(results) == (None, {}) and not server.checks
+
+        # the harmless series' detail fails once (500): left for the next pass, the
+        # breaking one runs and its poller is killed with a VM up
+        server.fail_next(f"{api}series/{good['id']}/", 500)
+        killed = kill_mid_run(config, token, server, bad["patches"], tmp_path / "killed.log")
+        killed_log = (tmp_path / "killed.log").read_text()
+        assert f"series {good['id']} 'nvme: a note on the selftests' v1: left for the next " \
+               "pass" in killed_log and "500" in killed_log, killed_log[-3000:]
+        pending_at = [t - killed for t, method, target in server.received if method == "POST"
+                      and f"/patches/{bad['patches'][0]['id']}/checks/" in target]
+        cursor, status = saved(results)
+        assert cursor and status == {good["id"]: "new", bad["id"]: "running",
+                                     foreign["id"]: "new"}, status
+
+        server.fail_next(f"{api}events/", "garbled")
+        one_line(poll(config, token)[0], "events", "JSON")
+        server.fail_next(f"{api}projects/", 404)
+        one_line(poll(config, token)[0], "linux-nvme' does not exist")
+        assert saved(results) == (cursor, status)
+
+        first, started = poll(config, token)     # resumes: no event is new, all three decided
         assert first.returncode == 0, first.stderr[-5000:]
+        assert not re.search(r"^patchwork: series .* v1: new$", first.stderr, re.M), \
+            first.stderr[-3000:]
+        assert f"series {bad['id']} 'nvmet: reject addr_trtype=tcp' v1: its run was " \
+               "interrupted: running it again" in first.stderr, first.stderr[-3000:]
         states = {s["id"]: [[c["state"] for c in server.checks.get(p["id"], [])]
                             for p in s["patches"]] for s in (good, bad, foreign)}
         assert states == {good["id"]: [["pending", "success"]],
-                          bad["id"]: [["pending", "fail"]] * 2, foreign["id"]: [[]]}, states
+                          bad["id"]: [["pending", "pending", "fail"]] * 2,
+                          foreign["id"]: [[]]}, states
         fail = server.checks[bad["patches"][0]["id"]][-1]
-        assert re.fullmatch(r"new failure: test_nvme_tcp_modules_load, test_connect\[tcp-1path.*\]",
-                            fail["description"]), fail
+        assert re.fullmatch(r"new failure: test_nvme_tcp_modules_load, test_connect\[tcp-1path.*\] "
+                            r"\(error: setup failed\)", fail["description"]), fail
         assert fail["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{bad['id']}-v1/"
-        assert token not in first.stderr
+        assert token not in first.stderr + killed_log
         assert f"series {foreign['id']} 'net: elsewhere' v1: not ours" in first.stderr
         posts = [(t, target) for t, method, target in server.received if method == "POST"]
-        latency = {name: [t - started for t, target in posts
-                          if f"/patches/{s['patches'][0]['id']}/checks/" in target]
+        latency = {name: [t - started for t, target in posts if t >= started and
+                          f"/patches/{s['patches'][0]['id']}/checks/" in target]
                    for name, s in (("harmless", good), ("breaking", bad))}
+        latency["breaking, first seen"] = pending_at[:1]
         (tmp_path.parent / "bot-latency.json").write_text(json.dumps(latency))
 
-        results = tmp_path / "results"
         verdict = json.loads((results / f"series-{bad['id']}-v1/results.json").read_text())
         modules, connect = verdict["changes"]["new_failures"]
         assert modules == "selftests/test_modules.py::test_nvme_tcp_modules_load"
@@ -169,15 +274,32 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
                      "series/results.json", "base/ktap.txt", "series/ktap.txt"):
             assert (results / f"series-{good['id']}-v1" / name).is_file(), name
 
-        page = (folder / "index.html").read_text()           # rendered in Chromium: unit tests
-        assert "test_nvme_tcp_modules_load" in page and "base+series" in page
-        index = (results / "index.html").read_text()
-        assert f"series-{good['id']}-v1/" in index and f"series-{bad['id']}-v1/" in index
+        browser = browser_in(tmp_path / "chromium")       # the pages this run wrote, drawn
+        page = browser.dom(folder / "index.html")
+        assert "new failures: selftests/test_modules.py::test_nvme_tcp_modules_load" in \
+            page.by_id["verdict"], page.by_id["verdict"]
+        assert page.by_id["check"].startswith("patchwork check mptcp-nvme: fail new failure: "
+                                              "test_nvme_tcp_modules_load"), page.by_id["check"]
+        changed = [(cls, cells[1].split()[0], cells[2].split()[0])
+                   for cls, cells in page.tables["results"][1:]]
+        assert changed[:2] == [("changed new", "pass", "fail"),
+                               ("changed new", "pass", "error")], changed
+        assert "series/junit.xml" in page.links and "script" not in page.tags
+        assert_drawn(browser.screenshot(folder / "index.html", tmp_path / "page.png"),
+                     {pages.COLOURS["fail"]: 50_000})
+        index = browser.dom(results / "index.html")
+        assert index.by_id["counts"] == "2 series: 1 success, 1 fail", index.by_id["counts"]
+        assert index.links == [f"series-{bad['id']}-v1/index.html",    # newest first
+                               f"{server.url}/project/linux-nvme/list/?series={bad['id']}",
+                               f"series-{good['id']}-v1/index.html",
+                               f"{server.url}/project/linux-nvme/list/?series={good['id']}"], \
+            index.links
 
-        posted = sum(len(c) for c in server.checks.values())    # 1 + 2 patches, 2 checks each
-        assert posted == 6
+        posted = sum(len(c) for c in server.checks.values())    # 1 + 2 patches: 2 + 2 x 3
+        assert posted == 8
         again, _ = poll(config, token)              # nothing new: nothing runs, nothing posted
         assert again.returncode == 0, again.stderr
         assert sum(len(c) for c in server.checks.values()) == posted
-    print(f"pending after {latency['harmless'][0]:.1f} s; final: harmless {latency['harmless'][-1]:.0f} s, "
+    print(f"pending after {latency['harmless'][0]:.1f} s (breaking, first seen: "
+          f"{pending_at[0]:.1f} s); final: harmless {latency['harmless'][-1]:.0f} s, "
           f"breaking {latency['breaking'][-1]:.0f} s after the poll started")
