@@ -37,7 +37,13 @@ def _created_netns(name):
     with _step(f"creating netns {name}"):
         pyroute2_netns.create(name)
     try:
-        yield Netns(name)
+        created = Netns(name)
+        # Its interfaces without IPv6 DAD, their link-local addresses too (the links' own
+        # are added with IFA_F_NODAD): nothing tentative to wait out before the link is
+        # ready, a second of every build otherwise (RFC 4862's one probe, RetransTimer 1 s).
+        with _step(f"net.ipv6.conf.default.accept_dad=0 in {name}"):
+            created.sysctl("net.ipv6.conf.default.accept_dad", 0)
+        yield created
     finally:
         pyroute2_netns.remove(name)
 

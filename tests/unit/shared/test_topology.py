@@ -511,3 +511,23 @@ def test_expected_subflows_follow_endpoints_and_limits():
     none = replace(topo, host=replace(topo.host, endpoint_flags=()), target=replace(
         topo.target, endpoint_flags=()))
     assert topology.expected_subflows(none, topo.links[1]) == [("path2", "path2")]
+
+
+def test_a_built_network_has_nothing_tentative_when_it_is_yielded(missing):
+    """No IPv6 DAD in the namespaces a build creates: their link-local addresses are not
+    tentative either, so the build does not wait out RFC 4862's probe (a second a build)."""
+    require(missing, "veth", "MPTCP")
+    from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_TENTATIVE
+    topo = unshaped(load_topology(TOPOLOGY_DIR / "2path.toml"))
+    with build(topo) as net:
+        for ns in (net.target, net.host):
+            with ns.iproute() as ipr:
+                six = [m for m in ipr.get_addr(family=socket.AF_INET6)
+                       if m.get_attr("IFA_ADDRESS").startswith("fe80:")]
+                assert six and not [m for m in six if m["flags"] & IFA_F_TENTATIVE], six
+            assert open_sysctl(ns, "net/ipv6/conf/default/accept_dad") == "0"
+
+
+def open_sysctl(ns, key):
+    with ns.enter(), open(f"/proc/sys/{key}") as value:
+        return value.read().strip()
