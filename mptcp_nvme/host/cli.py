@@ -127,6 +127,9 @@ def cmd_run(args, selftests=True):
         tests += kselftest.install(tree, kselftests, results)
     status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
     order.remember(results / "results.json")      # the next run's longest-first order
+    if (results / "results.json").is_file():      # what did not pass; where the time went
+        from mptcp_nvme.host.results import summary
+        (results / "summary.md").write_text(summary.markdown(merge_mod.read_run(results)[1]))
     if code is None:
         import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1

@@ -5,6 +5,7 @@ Every selftest passes there with --expect-all-features, except TLS over mptcp, w
 naming the missing MPTCP kTLS support; the script's mptcp scenario shows, for every NVMe
 queue, an MPTCP connection with subflows on all 4 links and no fallback."""
 
+import json
 import os
 import re
 from pathlib import Path
@@ -55,6 +56,10 @@ def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
         assert any(feature in r.description and "mptcp" in r.description and r.ok
                    for r in run.results), feature
     assert all(not any(left.values()) for left in run.all_leftovers().values()), run.all_leftovers()
+    timed = json.loads((run.results_dir / "results.json").read_text())["tests"]
+    connects = [t for t in timed if "selftests/test_datapath.py::test_connect[" in t["nodeid"]]
+    assert connects and all(t["fixtures_ms"].get("network") and t["phases_ms"]["setup"]
+                            for t in connects), connects
 
 
 @needs_kernel

@@ -101,6 +101,13 @@ def test_results_json_lists_every_test(mptcp_nvme):
         for r in run.results]
     skipped = [t for t in results["tests"] if t["result"] == "skip"]
     assert skipped and "tool no-such-tool not installed" in skipped[0]["reason"]
+    # where the time went, from the guest: pytest's phases (each fixture's setup: the
+    # suite's tests, test_mptcp_kernel.py)
+    assert all(set(t["phases_ms"]) == ({"setup", "teardown"} if t["result"] == "skip" else
+                                       {"setup", "call", "teardown"})
+               for t in results["tests"]), results["tests"]
+    assert "| test | time | setup | call | teardown | slowest fixtures |" in \
+        (run.results_dir / "summary.md").read_text()
 
 
 def test_two_vms_side_by_side(mptcp_nvme):
