@@ -18,6 +18,7 @@ from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, DM_SELECTORS, FAMILIES, FAU
                                    MULTIPATH, TRTYPES)
 
 MAX_PATHS = 8
+MAX_VMS = 16
 _MEMORY = re.compile(r"[1-9]\d*[MG]")
 
 
@@ -88,11 +89,11 @@ def _topology_file(text):
 
 
 def _vms(text):
-    """-n: 1..16 or auto (host/vm/capacity.py decides, on the host)."""
+    """-n: 1..MAX_VMS or auto (host/vm/capacity.py decides, on the host)."""
     if text == "auto":
         return text
-    if not text.isdigit() or not 1 <= int(text) <= 16:
-        raise ValueError(f"must be 1..16 or auto, not {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VMS:
+        raise ValueError(f"must be 1..{MAX_VMS} or auto, not {text!r}")
     return int(text)
 
 

@@ -4,7 +4,10 @@ plus qemu's own within what the host has available, keeping some for the host.""
 
 import os
 
-MAX_VMS = 16
+import psutil
+
+from mptcp_nvme.options import MAX_VMS
+
 OVERHEAD = 384 << 20          # qemu and its virtiofsd beside the guest's memory
 RESERVE = 1 << 30             # for the host: pytest, page cache of the shared tree
 
@@ -14,12 +17,8 @@ def memory_bytes(text):
     return int(text[:-1]) << (30 if text[-1] == "G" else 20)
 
 
-def available_memory(meminfo="/proc/meminfo"):
-    with open(meminfo) as lines:
-        for line in lines:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"{meminfo}: no MemAvailable")
+def available_memory():
+    return psutil.virtual_memory().available
 
 
 def vm_count(memory, cores=None, available=None):
