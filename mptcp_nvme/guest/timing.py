@@ -17,8 +17,10 @@ class FixtureTimer:
     def pytest_fixture_setup(self, fixturedef, request):
         started = time.monotonic()
         yield
+        # the test whose setup ran it (a module- or session-scoped fixture: the first
+        # test that used it); none outside a test's setup
         item = getattr(request, "_pyfuncitem", None)
-        if item is not None:     # a module- or session-scoped one: the first test using it
+        if item is not None:
             item.user_properties.append(
                 (FIXTURE_TIME, [fixturedef.argname, round(time.monotonic() - started, 4)]))
 
