@@ -237,16 +237,16 @@ def check_for(verdict, flaky_reason=lambda nodeid: None):
     if changes.get("new_skips"):
         warnings.append("new skips: " + _names(changes["new_skips"]))
     matrix = verdict.get("matrix") or {}
+    ratio = [matrix["headline"]] if matrix.get("headline") else []
     if matrix.get("regressions"):
         warnings.append("matrix regression against the base: " + ", ".join(matrix["regressions"]))
     if matrix.get("exit"):
         warnings.append("a matrix cell failed")
     if warnings:
-        return "warning", _line("; ".join([*warnings, *filter(None, [matrix.get("headline")])]))
+        return "warning", _line("; ".join([*warnings, *ratio]))
     totals = (verdict.get("totals") or {}).get("series") or {}
     return "success", _line("; ".join([f"{totals.get('pass', 0)} pass, {totals.get('skip', 0)} "
-                                       "skip", "no new failures",
-                                       *filter(None, [matrix.get("headline")])]))
+                                       "skip", "no new failures", *ratio]))
 
 
 def _how(result):
