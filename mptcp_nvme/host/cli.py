@@ -126,10 +126,11 @@ def cmd_run(args, selftests=True):
     if args.kselftest:
         tests += kselftest.install(tree, kselftests, results)
     status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
-    order.remember(results / "results.json")      # the next run's longest-first order
-    if (results / "results.json").is_file():      # what did not pass; where the time went
+    if (results / "results.json").is_file():
         from mptcp_nvme.host.results import summary
-        (results / "summary.md").write_text(summary.markdown(merge_mod.read_run(results)[1]))
+        document = merge_mod.read_run(results)[1]
+        order.remember(document["tests"])         # the next run's longest-first order
+        (results / "summary.md").write_text(summary.markdown(document))   # and where time went
     if code is None:
         import pytest
         return 2 if status == pytest.ExitCode.USAGE_ERROR else 1

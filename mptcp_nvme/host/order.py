@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mptcp_nvme.host.shard import weights
 from mptcp_nvme.options import durations
 
 CACHE_NAME = "durations.json"
@@ -39,14 +40,10 @@ def snapshot(results, cache=None):
     return path
 
 
-def remember(results_json, cache=None):
-    """Merge the times of a run's results.json into the cache (atomically: a concurrent
-    run loses at most its own update, never the file)."""
+def remember(tests, cache=None):
+    """Merge the times of a run's tests (its results.json's) into the cache (atomically: a
+    concurrent run loses at most its own update, never the file)."""
     cache = Path(cache or cache_path())
-    try:
-        tests = json.loads(Path(results_json).read_text())["tests"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
     known = _read(cache)
     known.update({t["nodeid"]: t["time_ms"] for t in tests
                   if isinstance(t, dict) and t.get("nodeid") and isinstance(t.get("time_ms"), int)
@@ -66,11 +63,10 @@ def _read(path):
 
 
 def longest_first(items, times):
-    """``items`` sorted by their time, longest first; ties keep the collection order."""
-    known = [times[i.nodeid] for i in items if i.nodeid in times]
-    default = sum(known) / len(known) if known else 0.0
-    position = {id(item): index for index, item in enumerate(items)}
-    return sorted(items, key=lambda i: (-times.get(i.nodeid, default), position[id(i)]))
+    """``items`` sorted by their time (shard.weights: the unknown at the mean), longest
+    first; ties keep the collection order (sorted() is stable)."""
+    weight = weights([item.nodeid for item in items], times)
+    return sorted(items, key=lambda item: -weight[item.nodeid])
 
 
 class LongestFirst:

@@ -19,16 +19,22 @@ from mptcp_nvme.options import durations, shard_spec
 def split(nodeids, count, times=None):
     """The node ids in ``count`` parts, balanced by ``times`` ({node id: seconds}; the
     mean of the known for the others) or by count: a list of sets."""
-    times = times or {}
-    known = [times[n] for n in nodeids if n in times]
-    default = sum(known) / len(known) if known else 1.0
-    weight = {n: times.get(n, default) for n in nodeids}
+    weight = weights(nodeids, times)
     parts, loads = [set() for _ in range(count)], [0.0] * count
     for nodeid in sorted(set(nodeids), key=lambda n: (-weight[n], n)):
         part = min(range(count), key=lambda i: (loads[i], i))
         parts[part].add(nodeid)
         loads[part] += weight[nodeid]
     return parts
+
+
+def weights(nodeids, times=None):
+    """{node id: its time in ``times``, the mean of the known ones for the others, 1 for
+    every one without ``times``}."""
+    times = times or {}
+    known = [times[n] for n in nodeids if n in times]
+    default = sum(known) / len(known) if known else 1.0
+    return {n: times.get(n, default) for n in nodeids}
 
 
 class Shard:
