@@ -36,7 +36,6 @@ from mptcp_nvme.host.results.outcome import FAILED
 STATES = ("success", "warning", "fail", "pending")      # patchwork's check states
 COLOURS = {"success": "#1a7f37", "warning": "#9a6700", "fail": "#cf222e", "pending": "#57606a"}
 RUNS = {"base": "base", "series": "base+series"}
-MATRIX = "matrix"
 # the verdict's categories, in the order the tests table shows them
 ORDER = {"new_failures": "new failure", "new_crashes": "new crash",
          "still_failing": "still failing", "fixed": "fixed", "new_skips": "new skip",
@@ -78,14 +77,16 @@ def write_series_page(folder, patchwork=None):
     check = patchwork.get("check") or {}
     headline = verdict.get("verdict") or check.get("description") or "no verdict (no results.json)"
     tests = sorted_tests(verdict)
-    # the matrix ('patchwork' trees with a matrix) measured base+series against the base
-    shown = {**RUNS, **({MATRIX: "base+series against base"} if verdict.get("matrix") else {})}
+    matrix = verdict.get("matrix")    # a bot tree's matrix: base+series against the base
     body = [_header(headline, state_of(verdict, patchwork), check),
             _series_section(verdict.get("series") or {}, patchwork),
             _kernels_section(verdict), _tests_section(tests),
             _failures_section(folder, tests, runs),
-            *(_extras(folder, name, label) for name, label in shown.items()),
-            _files_section(folder, TOP_FILES, shown)]
+            *(_extras(folder, name, label) for name, label in RUNS.items()),
+            *([_extras(folder, matrix["dir"], "base+series against base", "the matrix")]
+              if matrix else []),
+            _files_section(folder, TOP_FILES,
+                           {**RUNS, **({matrix["dir"]: "base+series against base"} if matrix else {})})]
     title = (patchwork.get("series") or {}).get("name") or (verdict.get("series") or {}).get(
         "spec") or folder.name
     return _write(folder / "index.html", f"mptcp-nvme series: {title}", body)
@@ -316,7 +317,7 @@ def _run_table(tests):
             f"<table id=\"results\">{head}{''.join(rows)}</table></section>")
 
 
-def _extras(folder, name, label):
+def _extras(folder, name, label, what="faults and charts"):
     """A run's fault table, fault timelines and matrix chart, when it wrote them."""
     run = folder / name if name else folder
     parts = []
@@ -332,8 +333,7 @@ def _extras(folder, name, label):
     if not parts:
         return ""
     return (f"<section class=\"extras\" id=\"extras-{_e(name or 'run')}\">"
-            f"<h2>{_e(label)}: {'the matrix' if name == MATRIX else 'faults and charts'}</h2>"
-            f"{''.join(parts)}</section>")
+            f"<h2>{_e(label)}: {_e(what)}</h2>{''.join(parts)}</section>")
 
 
 def _files_section(folder, top, runs):

@@ -21,8 +21,9 @@ def judge(series, out, selection, jobs=None, matrix=None):
     runs = {"base": compare.run_selection(base, out / "base", selection),
             "series": compare.run_selection(patched, out / "series", selection)}
     changes = compare.compare(runs["base"], runs["series"])
-    document = verdict.write(out, series, runs, changes, compare.exit_code(changes))
-    if matrix is None or document["exit"]:
-        return document
-    code = compare.run_matrix(patched, base, out / "matrix", matrix)
-    return verdict.add_matrix(out, code)
+    code = compare.exit_code(changes)
+    measured = None
+    if matrix is not None and not code:
+        ran = compare.run_matrix(patched, base, out / verdict.MATRIX, matrix)
+        measured = verdict.matrix_summary(out, ran)
+    return verdict.write(out, series, runs, changes, code, measured)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mptcp_nvme.host.results import kcidb, merge, summary
 
+MATRIX = "matrix"             # the matrix's folder in the verdict's, when one ran
 CATEGORIES = (("new_failures", "New failures"), ("new_crashes", "New crashes"),
               ("fixed", "Fixed"), ("still_failing", "Still failing"),
               ("new_skips", "New skips"), ("known_crashes", "Crashes the base has too"),
@@ -33,9 +34,10 @@ def headline(changes):
     return "; ".join(parts) or "no new failures"
 
 
-def document(series, runs, changes, code):
+def document(series, runs, changes, code, matrix=None):
     """The verdict's results.json: {"verdict", "exit", "series", "kernels", "changes",
-    "tests": [{"nodeid", "description", "base": {...}, "series": {...}}]}."""
+    "tests": [{"nodeid", "description", "base": {...}, "series": {...}}]}, and "matrix"
+    (matrix_summary()) when one ran."""
     tests = {}
     for name, run in runs.items():
         for test in run["tests"]:
@@ -52,7 +54,7 @@ def document(series, runs, changes, code):
                        for name, run in runs.items()},
             "changes": {k: [list(v) if isinstance(v, tuple) else v for v in vs]
                         for k, vs in changes.items()},
-            "tests": list(tests.values())}
+            "tests": list(tests.values()), **({"matrix": matrix} if matrix else {})}
 
 
 def _series(series):
@@ -107,11 +109,11 @@ def _patches(verdict):
     return lines + [""]
 
 
-def write(out, series, runs, changes, code):
+def write(out, series, runs, changes, code, matrix=None):
     """Every output into ``out`` (runs: {"base": doc, "series": doc}, their folders
-    out/base and out/series); the verdict document."""
+    out/base and out/series; ``matrix``: matrix_summary()'s); the verdict document."""
     out = Path(out)
-    verdict = document(series, runs, changes, code)
+    verdict = document(series, runs, changes, code, matrix)
     (out / "results.json").write_text(json.dumps(verdict, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(verdict))
     junit = merge.merge_junit([out / name for name in runs])
@@ -122,19 +124,13 @@ def write(out, series, runs, changes, code):
     return verdict
 
 
-def add_matrix(out, code):
-    """The matrix that ran in ``out``/matrix (base+series against the base) into the
-    verdict: results.json's "matrix" ({"dir", "exit", "headline", "regressions"}) and a
-    line of summary.md; the verdict document."""
+def matrix_summary(out, code):
+    """The matrix that ran in ``out``/MATRIX (base+series against the base, exit ``code``)
+    as the verdict carries it: {"dir", "exit", "headline", "regressions"}."""
     from mptcp_nvme.host.matrix import document, report
-    out = Path(out)
-    rows = report.summarize(document.load(out / "matrix" / "matrix.json"))
-    verdict = json.loads((out / "results.json").read_text())
-    verdict["matrix"] = {"dir": "matrix", "exit": code, "headline": report.headline(rows),
-                         "regressions": report.regressions(rows)}
-    (out / "results.json").write_text(json.dumps(verdict, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(verdict))
-    return verdict
+    rows = report.summarize(document.load(Path(out) / MATRIX / "matrix.json"))
+    return {"dir": MATRIX, "exit": code, "headline": report.headline(rows),
+            "regressions": report.regressions(rows)}
 
 
 def rejected(out, series, reason):

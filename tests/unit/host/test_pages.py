@@ -126,14 +126,14 @@ def test_a_series_with_a_matrix_shows_its_table_and_chart(tmp_path, browser):
     runs = {name: json.loads((out / name / "results.json").read_text())
             for name in ("base", "series")}
     changes = compare.compare(runs["base"], runs["series"])
-    verdict.write(out, a_series(tmp_path), runs, changes, compare.exit_code(changes))
     doc = document([cell(t, 4, "numa", kernel=k, reads=(r - 0.1, r, r + 0.1))
                     for k, reads in (("main", (3.4, 13.2)), ("baseline", (3.4, 13.1)))
                     for t, r in zip(("tcp", "mptcp"), reads)], baseline=True)
     (out / "matrix").mkdir()
     matrix_json.save(doc, out / "matrix/matrix.json")
     report.write_outputs(doc, out / "matrix")
-    verdict.add_matrix(out, 0)
+    verdict.write(out, a_series(tmp_path), runs, changes, compare.exit_code(changes),
+                  verdict.matrix_summary(out, 0))
     dom = browser.dom(pages.write_series_page(out))
     assert "matrix/matrix.png" in dom.images and "matrix/matrix.md" in dom.links
     section = dom.by_id["extras-matrix"]
