@@ -58,14 +58,7 @@ def run_selection(kernel_tree, results, selection):
     its results.json document. SetupError when it ended without one."""
     from mptcp_nvme.host.results import merge, summary
     results = Path(results)
-    shutil.rmtree(results, ignore_errors=True)
-    results.mkdir(parents=True)
-    argv = [sys.executable, "-m", "mptcp_nvme.host.cli", "run", "--kernel", str(kernel_tree),
-            "--results-dir", str(results), *selection]
-    code = _logged(argv, results / "run.log")
-    if not (results / "results.json").is_file():
-        raise SetupError(f"mptcp-nvme run on {kernel_tree} exited {code} without results.json "
-                         f"(log: {results / 'run.log'})")
+    _cli("run", kernel_tree, results, selection, "results.json")
     document = merge.read_run(results)[1]
     with open(results / "ktap.txt", "w") as ktap:
         summary.write_ktap(document, ktap)
@@ -76,22 +69,26 @@ def run_matrix(kernel_tree, base_tree, results, args):
     """``mptcp-nvme matrix --kernel kernel_tree --baseline-kernel base_tree --results-dir
     results *args`` as a subprocess, its output on stderr and in results/matrix.log; its
     exit code (1 when a cell failed). SetupError when it ended without matrix.json."""
+    return _cli("matrix", kernel_tree, results, ["--baseline-kernel", str(base_tree), *args],
+                "matrix.json")
+
+
+def _cli(command, kernel_tree, results, args, product):
+    """``mptcp-nvme COMMAND --kernel kernel_tree --results-dir results *args`` as a
+    subprocess into a fresh ``results``, its output on stderr and in results/COMMAND.log
+    as it comes; its exit code. SetupError when it ended without results/``product``."""
     results = Path(results)
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    argv = [sys.executable, "-m", "mptcp_nvme.host.cli", "matrix", "--kernel", str(kernel_tree),
-            "--baseline-kernel", str(base_tree), "--results-dir", str(results), *args]
-    code = _logged(argv, results / "matrix.log")
-    if not (results / "matrix.json").is_file():
-        raise SetupError(f"mptcp-nvme matrix on {kernel_tree} exited {code} without matrix.json "
-                         f"(log: {results / 'matrix.log'})")
-    return code
-
-
-def _logged(argv, path):
-    """``argv``'s exit code, its output on stderr and in ``path`` as it comes."""
-    with open(path, "w") as log:
+    argv = [sys.executable, "-m", "mptcp_nvme.host.cli", command, "--kernel", str(kernel_tree),
+            "--results-dir", str(results), *args]
+    log_path = results / f"{command}.log"
+    with open(log_path, "w") as log:
         def on_line(line):
             log.write(line)
             sys.stderr.write(line)
-        return proc.stream(argv, on_line, cwd=SOURCE_DIR)
+        code = proc.stream(argv, on_line, cwd=SOURCE_DIR)
+    if not (results / product).is_file():
+        raise SetupError(f"mptcp-nvme {command} on {kernel_tree} exited {code} without "
+                         f"{product} (log: {log_path})")
+    return code
