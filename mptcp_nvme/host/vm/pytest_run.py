@@ -14,7 +14,7 @@ from mptcp_nvme import options
 from mptcp_nvme.channel import (ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME,
                                 KSELFTEST_DIR, results_dir)
 from mptcp_nvme.host.vm import guest_failure as failures
-from mptcp_nvme.host.inputs import rootfs
+from mptcp_nvme.host.inputs import bytecode, rootfs
 from mptcp_nvme.host.inputs import kernel as kernel_mod
 from mptcp_nvme.host.vm.guest_session import GuestLayout, GuestSession, NotRun, guest_command
 from mptcp_nvme.errors import SetupError, UsageError
@@ -34,6 +34,8 @@ def prepare(config):
         kernel = kernel_mod.locate(opt("kernel"), root, opt("modules"))
         image = None if root == Path("/") else rootfs.disk_image(
             root, kernel_mod.image_modules(kernel))
+        if image:       # the guest sees SOURCE_DIR read-only: its .pyc files made here
+            bytecode.compile_for_guest(root, rootfs.guest_python(root), SOURCE_DIR)
         config.stash[PREPARED] = (root, kernel, image)
     return config.stash[PREPARED]
 
