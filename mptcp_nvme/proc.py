@@ -146,6 +146,12 @@ class bkg(cmd):
         """The exit code once it ended, else None."""
         return self.proc.poll() if self.proc is not None else self.ret
 
+    def interrupt(self):
+        """SIGINT to its process group, not waited for: a command that reports on it
+        (fio prints its results) ends early; process() then collects its output."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGINT)
+
     def stop(self, grace=5.0):
         """SIGTERM to its process group, SIGKILL after ``grace`` seconds; its exit code."""
         if self.proc is None:

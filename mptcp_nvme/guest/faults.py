@@ -3,10 +3,12 @@
 A fault is applied after a baseline phase, held for a window, then healed; fio writes
 with crc32c verification throughout (verify_backlog: every block is read back and checked
 while the run goes on) and logs its bandwidth every 100 ms on the monotonic clock, the
-clock the fault's times are taken on. What is recorded (``Outcome``): the longest stall
-and the time to full bandwidth again (fiolog), I/O and verify errors, the controllers'
-states and the MPTCP subflows before, during and after, and whether the kernel log shows
-NVMe error recovery.
+clock the fault's times are taken on. After the heal the run goes on only until the
+device's throughput, sampled live from its sector counters, has been back for a while
+(``back``), at most AFTER_S: then fio is interrupted and reports what it did. What is
+recorded (``Outcome``): the longest stall and the time to full bandwidth again (fiolog),
+I/O and verify errors, the controllers' states and the MPTCP subflows before, during and
+after, and whether the kernel log shows NVMe error recovery.
 
 The faults:
 - ``link-down``: the host end of the last link down, then up (routes restored, and the
@@ -48,6 +50,13 @@ SAMPLE_S = 0.5
 VERIFY_BACKLOG = 16
 RECOVERED = 0.8
 HANG_S = 60.0            # a stall this long is a hang, whatever the fault
+# Live, from the device's sectors: back once the last LIVE_WINDOW_S moved at least
+# LIVE_RECOVERED of the baseline phase's rate, at the earliest MIN_AFTER_S after the
+# heal. Stricter than the log's analysis (RECOVERED for fiolog.STEADY_S) over a window
+# twice as long, so that the log it is judged on holds a recovery too.
+LIVE_WINDOW_S = 2 * fiolog.STEADY_S
+LIVE_RECOVERED = 0.9
+MIN_AFTER_S = 2.0
 RECOVERY_LINES = re.compile(r"nvme\w*: (starting error recovery|Reconnecting in|"
                             r"failed to send keep-alive|keep alive|I/O tag \d+ .* timeout|"
                             r"resetting controller|Successfully reconnected)", re.I)
@@ -80,8 +89,9 @@ class Fault:
     def heal(self, scene):
         raise NotImplementedError
 
-    def window_s(self, scene):
-        return WINDOW_S
+    def window_s(self, scene, default=WINDOW_S):
+        """How long the fault holds: ``default`` (WINDOW_S, or --quick's)."""
+        return default
 
 
 class LinkDown(Fault):
@@ -143,8 +153,8 @@ class KeepAlive(Blackhole):
     def unmet(self, scene):
         return None
 
-    def window_s(self, scene):
-        return max(WINDOW_S, 2 * TIMEOUTS["keep_alive_tmo"])
+    def window_s(self, scene, default=WINDOW_S):
+        return max(default, 2 * TIMEOUTS["keep_alive_tmo"])   # even under --quick
 
 
 class Endpoint(Fault):
@@ -189,7 +199,7 @@ class Reset(Fault):
         wait_for(lambda: scene.nvme_host.controller(scene.controllers[0]).state == "live",
                  f"{scene.controllers[0]} live again after its reset", 60)
 
-    def window_s(self, scene):
+    def window_s(self, scene, default=WINDOW_S):
         return 0.0
 
 
@@ -216,9 +226,11 @@ class Observation:
     subflows: int | None       # established MPTCP subflows in the host netns
     links: frozenset           # the links those subflows leave by (their host address)
     states: dict               # controller -> state
+    sectors: int | None = None  # read + written on fio's device (verify reads count too)
 
 
-def observe(scene):
+def observe(scene, device=None):
+    sectors = sum(fio.sectors_moved(device)) if device else None
     subflows, links = None, frozenset()
     if scene.trtype == "mptcp":
         with scene.network.host.enter():
@@ -226,22 +238,44 @@ def observe(scene):
         subflows = len(records)
         links = frozenset(proof.link_of(r.local, scene.network.topology.links) for r in records)
     states = {name: scene.nvme_host.controller(name).state for name in scene.controllers}
-    return Observation(time.monotonic(), subflows, links, states)
+    return Observation(time.monotonic(), subflows, links, states, sectors)
 
 
-def sample_until(scene, deadline, samples, stop=lambda: False):
+def rate(samples, since=float("-inf")):
+    """Sectors a second between the first sample at or after ``since`` and the last;
+    None without two such samples."""
+    window = [o for o in samples if o.at_s >= since and o.sectors is not None]
+    if len(window) < 2 or window[-1].at_s <= window[0].at_s:
+        return None
+    return (window[-1].sectors - window[0].sectors) / (window[-1].at_s - window[0].at_s)
+
+
+def back(before, after, healed_at):
+    """Whether the throughput ``after`` the heal is back to the baseline ``before``
+    (its first fiolog.RAMP_UP_S left out), by LIVE_RECOVERED, LIVE_WINDOW_S and
+    MIN_AFTER_S: enough to stop the run, not the verdict (that is the log's)."""
+    if not before or not after or after[-1].at_s - healed_at < max(MIN_AFTER_S, LIVE_WINDOW_S):
+        return False
+    baseline = rate(before, before[0].at_s + fiolog.RAMP_UP_S) or rate(before)
+    now = rate(after, after[-1].at_s - LIVE_WINDOW_S)
+    return bool(baseline) and now is not None and now >= LIVE_RECOVERED * baseline
+
+
+def sample_until(scene, deadline, samples, stop=lambda: False, device=None):
     """Observe every SAMPLE_S until ``deadline`` (monotonic) or ``stop()``."""
     while True:
-        samples.append(observe(scene))
+        samples.append(observe(scene, device))
         if time.monotonic() >= deadline or stop():
             return
         time.sleep(min(SAMPLE_S, max(0.0, deadline - time.monotonic())))
 
 
-def inject(fault, scene, device, log_prefix, prefix=()):
-    """Run the verifying fio job on ``device`` and ``fault`` in its middle: the Outcome."""
-    window = fault.window_s(scene)
-    runtime = round(BEFORE_S + window + AFTER_S)
+def inject(fault, scene, device, log_prefix, prefix=(), phase_s=lambda length: length):
+    """Run the verifying fio job on ``device`` and ``fault`` in its middle: the Outcome.
+    ``phase_s(length)`` cuts the baseline phase and the window (quick.seconds)."""
+    baseline_s = phase_s(BEFORE_S)
+    window = fault.window_s(scene, phase_s(WINDOW_S))
+    runtime = round(baseline_s + window + AFTER_S)
     job = fio.FioJob(rw="randwrite", bs="16k", numjobs=1, iodepth=16, size="50%",
                      log_prefix=log_prefix).verifying_while_writing(runtime, VERIFY_BACKLOG)
     kernel_log = KernelLog()
@@ -251,18 +285,22 @@ def inject(fault, scene, device, log_prefix, prefix=()):
     try:
         with fio.start(job, device, prefix, timeout=runtime + HANG_S + 60) as running:
             fio.wait_for_io(running, device)
-            sample_until(scene, time.monotonic() + BEFORE_S, before)
+            sample_until(scene, time.monotonic() + baseline_s, before, device=device)
             fault_start = time.monotonic()
             try:
                 fault.apply(scene)
-                sample_until(scene, fault_start + window, during)
+                sample_until(scene, fault_start + window, during, device=device)
             finally:
                 fault.heal(scene)
                 fault_end = time.monotonic()
-            sample_until(scene, fault_start + window + AFTER_S + HANG_S, after,
-                         stop=lambda: running.poll() is not None)
+            sample_until(scene, fault_start + window + AFTER_S + HANG_S, after, device=device,
+                         stop=lambda: running.poll() is not None
+                         or back(before, after, fault_end))
+            interrupted = running.poll() is None
+            running.interrupt()         # back: no need to write on to the runtime's end
             try:
-                result = fio.finish(running, job, device, prefix, flush=False)
+                result = fio.finish(running, job, device, prefix, flush=False,
+                                    interrupted=interrupted)
             except fio.FioFailed as err:
                 result = err.result
                 if result is not None and result.error == errno.EILSEQ:

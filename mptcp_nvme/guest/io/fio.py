@@ -20,6 +20,7 @@ from mptcp_nvme.guest.nvme.initiator import NvmeHost
 from mptcp_nvme.poll import wait_for
 
 SCRIPT_SEQUENCE = ("randread", "randwrite")
+INTERRUPTED = 128       # fio's exit code once a SIGINT ended its jobs (it still reports)
 _WRITING = ("write", "randwrite", "rw", "readwrite", "randrw", "trimwrite")
 
 
@@ -251,22 +252,24 @@ def path_shares(before, after):
     return {ctrl: value / total for ctrl, value in delta.items()}
 
 
-def finish(running, job, filename, prefix=(), flush=True):
-    """Wait for a start()ed job and check it as run() does."""
+def finish(running, job, filename, prefix=(), flush=True, interrupted=False):
+    """Wait for a start()ed job and check it as run() does; ``interrupted``: the caller
+    ended it early (running.interrupt()), so fio's INTERRUPTED exit is no failure."""
     try:
         done = running.process()
     except proc.CmdExitFailure as err:          # timed out
         raise FioFailed(str(err)) from err
-    return checked(done, job, filename, prefix, flush)
+    return checked(done, job, filename, prefix, flush, interrupted)
 
 
-def checked(done, job, filename, prefix=(), flush=True):
+def checked(done, job, filename, prefix=(), flush=True, interrupted=False):
     """The FioResult of a finished fio, or FioFailed (see run())."""
     try:
         result = parse(done.stdout)
     except SetupError:
         result = None
-    if done.ret or result is None or result.error:
+    failed = done.ret and not (interrupted and done.ret == INTERRUPTED)
+    if failed or result is None or result.error:
         if result is None:
             reason = f"exit {done.ret}, no JSON result"
         elif result.error:

@@ -58,6 +58,38 @@ def test_link_faults_pick_the_last_link_or_all_but_it():
     assert [link.index for link in faults.KeepAlive().links(three)] == [1, 2, 3]
 
 
+def observations(start_s, rates, step_s=faults.SAMPLE_S, sectors=0):
+    """Observations every ``step_s`` from ``start_s``, moving ``rates`` sectors a second."""
+    made = [faults.Observation(start_s, None, frozenset(), {}, sectors)]
+    for value in rates:
+        sectors += value * step_s
+        made.append(faults.Observation(made[-1].at_s + step_s, None, frozenset(), {}, sectors))
+    return made
+
+
+def test_the_live_rate_is_sectors_a_second_over_the_window():
+    samples = observations(10.0, [100, 100, 300, 300])
+    assert faults.rate(samples) == pytest.approx(200)
+    assert faults.rate(samples, since=11.0) == pytest.approx(300)
+    assert faults.rate(samples[:1]) is None
+    assert faults.rate([faults.Observation(1.0, None, frozenset(), {})] * 2) is None
+
+
+def test_the_run_stops_only_once_the_throughput_is_back_for_the_whole_window():
+    # baseline 1000/s after a ramp at 100/s (left out); the heal at 20 s
+    before = observations(0.0, [100, 100] + [1000] * 4)
+    stalled = observations(20.0, [0] * 4 + [1000] * 2)
+    assert not faults.back(before, stalled, healed_at=20.0)      # 2 s window half stalled
+    recovered = observations(20.0, [0, 0] + [950] * 4)
+    assert faults.back(before, recovered, healed_at=20.0)        # 950 >= 0.9 * 1000
+    slow = observations(20.0, [0, 0] + [800] * 4)
+    assert not faults.back(before, slow, healed_at=20.0)         # the log's 80 %, not live's
+    early = observations(20.0, [1000] * 3)
+    assert not faults.back(before, early, healed_at=20.0)        # before MIN_AFTER_S
+    assert not faults.back([], recovered, healed_at=20.0)
+    assert not faults.back(observations(0.0, [0] * 6), recovered, healed_at=20.0)   # no I/O
+
+
 def test_impact_times_are_made_relative_to_the_fault():
     impact = fiolog.FaultImpact(fault_start_s=1000.5, fault_end_s=1008.5, recovered_fraction=0.9,
                                 baseline=7000.0, during=3500.0, longest_stall_s=1.2,

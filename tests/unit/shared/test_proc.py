@@ -54,3 +54,16 @@ def test_stream_hands_over_every_line():
     assert proc.stream(["sh", "-c", "echo a; echo b >&2; exit 2"], lines.append) == 2
     assert sorted(lines) == ["a\n", "b\n"]
     assert proc.stream(["/nonexistent/tool"], lines.append) == 127 and "cannot start" in lines[-1]
+
+
+def test_interrupt_lets_a_command_report_what_it_did_before_ending(tmp_path):
+    from mptcp_nvme.poll import wait_for
+    ready = tmp_path / "ready"
+    script = f"trap 'echo interrupted; exit 0' INT; echo started; : > {ready}; " \
+             "while :; do sleep 0.05; done"
+    with proc.bkg(["bash", "-c", script], timeout=30) as running:
+        wait_for(ready.exists, "the command's SIGINT trap", 10)
+        running.interrupt()
+        done = running.process()
+    assert done.ret == 0 and done.stdout.split() == ["started", "interrupted"]
+    running.interrupt()             # ended: nothing to signal, no error
