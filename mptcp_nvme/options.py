@@ -19,6 +19,7 @@ from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, DM_SELECTORS, FAMILIES, FAU
 
 MAX_PATHS = 8
 MAX_VMS = 16
+QUICK_S = 2             # --quick: the longest a time-based phase of a selftest runs
 _MEMORY = re.compile(r"[1-9]\d*[MG]")
 
 
@@ -223,6 +224,10 @@ OPTIONS = (
     Option("rate", "netem rate of every link of the script's topology, e.g. 30mbit (default "
            "1000mbit as mptcp_nvme.sh; the matrix's 30mbit)", guest=True, commands=(*RUNS, *SERIES),
            check=_rate, metavar="RATE"),
+    Option("quick", "a smoke run, as blktests' QUICK_RUN: every time-based phase (fio "
+           f"runtimes, MPTCP streams, a fault's baseline and window, --runtime) at most "
+           f"{QUICK_S} s, every check still made (the keep-alive fault keeps its window: it "
+           "must outlast the timeout)", flag=True, guest=True, commands=(*RUNS, *SERIES)),
     Option("runtime", "seconds of each fio job of the script scenario (mptcp_nvme.sh: 10)",
            type=int, default=10, bounds=(1, 3600), guest=True, commands=(*RUNS, *SERIES)),
     Option("repeat", "matrix: runs of every cell (median and spread reported)", type=int,

@@ -7,7 +7,7 @@ subflows use every link, so link bytes cannot tell)."""
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, fio, wait_for
+from mptcp_nvme.guest import DIAG, fio, quick, wait_for
 
 QUIET = 0.02          # a path the iopolicy must avoid carries at most this share
 MID_IO_QUIET = 0.05   # after a change mid-I/O: what was in flight on the old path completes
@@ -25,7 +25,7 @@ def set_states(target, nvme_host, disks, states):
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,),
                     iopolicy=("numa", "round-robin", "queue-depth"))
-def test_ana_states_steer_io(connection, nvme_host, network, target, iopolicy, trtype,
+def test_ana_states_steer_io(request, connection, nvme_host, network, target, iopolicy, trtype,
                              record_property):
     """ANA states steer {iopolicy} over {trtype}: inaccessible never used, non-optimized only as the last resort"""
     nvme_host.set_iopolicy(connection.nqn, iopolicy)
@@ -38,7 +38,7 @@ def test_ana_states_steer_io(connection, nvme_host, network, target, iopolicy, t
                             (("optimized", "inaccessible"), second)):
         set_states(target, nvme_host, disks, states)
         before = fio.sectors_per_path(disks)
-        fio.run(JOB, connection.device, prefix)
+        fio.run(quick.fio_job(request.config, JOB), connection.device, prefix)
         spread = fio.path_shares(before, fio.sectors_per_path(disks))
         record_property(DIAG, f"ANA {'/'.join(states)}: I/O per path "
                               + " ".join(f"{c}={s:.0%}" for c, s in sorted(spread.items())))

@@ -4,7 +4,7 @@ evidence the script never gathered: which links the traffic really used."""
 import pytest
 
 from mptcp_nvme.guest import (
-    DIAG, dm_mpath, fio, proof, SetupError, stream, target as nvmet, topology)
+    DIAG, dm_mpath, fio, proof, quick, SetupError, stream, target as nvmet, topology)
 
 # Short fio runs keep the matrix affordable under TCG; the script's own scenario
 # (selftests/test_script.py) runs the full 10 s.
@@ -75,11 +75,12 @@ def test_iopolicy(connection, nvme_host, iopolicy):
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1, 4), iopolicy=("numa", "round-robin"))
-def test_fio(connection, nvme_host, network, trtype, paths, iopolicy, record_property):
+def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, record_property):
     """fio randread then randwrite over {trtype}"""
     nvme_host.set_iopolicy(connection.nqn, iopolicy)
     before = network.link_counters()
-    results = fio.run_script_sequence(connection.device, MATRIX_FIO, network.host.argv())
+    results = fio.run_script_sequence(connection.device, quick.fio_job(request.config, MATRIX_FIO),
+                                      network.host.argv())
     shares = network.link_bytes_since(before).shares()
     read, write = results["randread"].read, results["randwrite"].write
     record_property(DIAG, f"READ {read.mib_per_s:.1f} MiB/s, WRITE {write.mib_per_s:.1f} MiB/s, "
@@ -136,9 +137,10 @@ def rate_limited_network(make_network, topo):
 
 @pytest.mark.matrix(paths=(1, 4))
 @pytest.mark.requires("kconfig:MPTCP")
-def test_mptcp_socket(rate_limited_network, paths, record_property):
+def test_mptcp_socket(request, rate_limited_network, paths, record_property):
     """an MPTCP stream joins a subflow per path and aggregates them"""
-    result = stream.measure(rate_limited_network, seconds=4, expect_subflows=paths - 1)
+    result = stream.measure(rate_limited_network, seconds=quick.seconds(request.config, 4),
+                            expect_subflows=paths - 1)
     record_property(DIAG, f"MPTCP stream {result.mbit_per_s:.0f} Mbit/s over {paths} x "
                           f"{SOCKET_RATE_MBIT} Mbit/s links, {result.subflows} joined subflows, "
                           f"MPJoin {result.mpjoin}, "

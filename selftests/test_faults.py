@@ -13,7 +13,7 @@ asserted, except a stall long enough to be a hang.
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, faults, results_dir, topology
+from mptcp_nvme.guest import DIAG, faults, quick, results_dir, topology
 
 FAULT_LINKS = 2
 FAULT_RATE = "30mbit"       # the links, not TCG, bound the bandwidth: recovery shows
@@ -65,7 +65,8 @@ def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_tr
         scene = faults.Scene(network, nvme_host, target, trtype, list(connection.controllers),
                              reconnect)
         outcome = faults.inject(injected, scene, connection.device,
-                                str(logs / f"{fault}-{trtype}"), prefix=network.host.argv())
+                                str(logs / f"{fault}-{trtype}"), prefix=network.host.argv(),
+                                phase_s=lambda length: quick.seconds(request.config, length))
     for line in faults.describe(outcome):
         record_property(DIAG, line)
     record_property(*outcome.to_property())

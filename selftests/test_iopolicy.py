@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, fio, topology
+from mptcp_nvme.guest import DIAG, fio, quick, topology
 
 POLICIES = ("queue-depth", "weighted-lat", "adaptive")
 RATE = "30mbit"
@@ -36,7 +36,7 @@ def topo(trtype):
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), iopolicy=POLICIES)
 def test_iopolicy_prefers_faster_paths(iopolicy, trtype, connection, nvme_host, network,
-                                       record_property):       # iopolicy first: SKIP early
+                                       record_property, request):    # iopolicy first: SKIP early
     """iopolicy {iopolicy} over {trtype} on asymmetric.toml: the faster paths carry more I/O than the slow one"""
     nvme_host.set_iopolicy(connection.nqn, iopolicy)
     disks = nvme_host.path_disks(connection.nqn)
@@ -45,7 +45,7 @@ def test_iopolicy_prefers_faster_paths(iopolicy, trtype, connection, nvme_host, 
     assert sorted(link_of.values()) == sorted(links[t].name for t in links), link_of
 
     before = fio.sectors_per_path(disks)
-    result = fio.run(JOB, connection.device, network.host.argv())
+    result = fio.run(quick.fio_job(request.config, JOB), connection.device, network.host.argv())
     spread = {link_of[ctrl]: share for ctrl, share
               in fio.path_shares(before, fio.sectors_per_path(disks)).items()}
     rates = {link.name: link.netem.rate_bit / 1e6 for link in network.topology.links}

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, TLS_NEEDS, fio, require, topology
+from mptcp_nvme.guest import DIAG, TLS_NEEDS, fio, quick, require, topology
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_script(request, trtype, network, paths, iopolicy, record_property, prov
         nvme_host.set_iopolicy(target.nqn, iopolicy)
         assert nvme_host.iopolicy(target.nqn) == iopolicy
         before = network.link_counters()
-        job = fio.FioJob(runtime=request.config.getoption("runtime"))
+        job = quick.fio_job(request.config, fio.FioJob(runtime=request.config.getoption("runtime")))
         results = fio.run_script_sequence(connection.device, job, prefix=network.host.argv())
         moved = network.link_bytes_since(before)
     read, write = results["randread"].read, results["randwrite"].write

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from mptcp_nvme.guest import (
-    TLS_NEEDS, fio, NewKeyring, psk_description, SetupError, tcp_sockets_to, tls_stat, TlsKeys)
+    TLS_NEEDS, fio, NewKeyring, psk_description, quick, SetupError, tcp_sockets_to, tls_stat,
+    TlsKeys)
 
 SHORT_FIO = fio.FioJob(runtime=3)
 
@@ -68,7 +69,7 @@ def test_tls_discovery(tls_host, tls_target, network):
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
 @pytest.mark.requires("tool:fio", "tool:ss")
-def test_tls_connect_and_fio(tls_host, tls_target, network, psks):
+def test_tls_connect_and_fio(request, tls_host, tls_target, network, psks):
     """connect --tls over {trtype}: the PSK is in use and kTLS sockets carry fio"""
     sides = {"host": network.host, "target": network.target}
     before = {side: ktls_counters(netns) for side, netns in sides.items()}
@@ -76,7 +77,7 @@ def test_tls_connect_and_fio(tls_host, tls_target, network, psks):
         assert_psk_in_use(tls_host, conn, psks)
         opened = {side: ktls_counters(netns) for side, netns in sides.items()}
         sockets = tcp_sockets_to(network.host, tls_target.trsvcid)
-        results = fio.run_script_sequence(conn.device, SHORT_FIO)
+        results = fio.run_script_sequence(conn.device, quick.fio_job(request.config, SHORT_FIO))
         sockets_after_fio = tcp_sockets_to(network.host, tls_target.trsvcid)
         after_fio = {side: ktls_counters(netns) for side, netns in sides.items()}
     for side in sides:
@@ -125,13 +126,13 @@ def test_wrong_psk_refused(tls_host, tls_target, network, psks, tlshd, disconnec
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("round-robin",))
 @pytest.mark.requires("tool:fio")
-def test_tls_multipath_fio(tls_host, tls_target, network, psks, iopolicy):
+def test_tls_multipath_fio(request, tls_host, tls_target, network, psks, iopolicy):
     """TLS on {paths} paths over {trtype} with iopolicy {iopolicy}: every path carries fio"""
     with connected(tls_host, tls_target, network, tls=True) as conn:
         assert_psk_in_use(tls_host, conn, psks)
         tls_host.set_iopolicy(conn.nqn, iopolicy)
         before = network.link_counters()
-        fio.run_script_sequence(conn.device, SHORT_FIO)
+        fio.run_script_sequence(conn.device, quick.fio_job(request.config, SHORT_FIO))
         moved = network.link_bytes_since(before).of()
     even_share = sum(moved.values()) / len(moved)
     assert all(count >= even_share / 4 for count in moved.values()), (

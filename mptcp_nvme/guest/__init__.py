@@ -56,6 +56,7 @@ API = {
     "fio": ("mptcp_nvme.guest.io.fio", None),
     "filesystem": ("mptcp_nvme.guest.io.filesystem", None),
     "faults": ("mptcp_nvme.guest.faults", None),
+    "quick": ("mptcp_nvme.guest.quick", None),
     "Measurement": ("mptcp_nvme.payloads", "Measurement"),
     # shared helpers and words
     "proc": ("mptcp_nvme.proc", None),

@@ -322,3 +322,36 @@ def test_sectors_moved_reads_the_block_stat(tmp_path):
     stat.write_text("    1523        0   389888      912     1524        0   390144     2233"
                     "        0     1840     3146        0        0        0        0        0        0\n")
     assert fio.sectors_moved("/dev/nvme1n1", sysfs=tmp_path) == (389888, 390144)
+
+
+class _Config:
+    def __init__(self, quick):
+        self.quick = quick
+
+    def getoption(self, name, default=None):
+        return {"quick": self.quick}.get(name, default)
+
+
+def test_quick_cuts_every_time_based_phase_and_only_those():
+    from mptcp_nvme.guest import quick
+    from mptcp_nvme.options import QUICK_S
+    job = fio.FioJob(runtime=10)
+    assert quick.fio_job(_Config(True), job).runtime == QUICK_S
+    assert quick.fio_job(_Config(False), job) == job
+    sized = fio.FioJob(runtime=None, time_based=False, size="10%").verifying()
+    assert quick.fio_job(_Config(True), sized) == sized          # bounded by bytes already
+    assert quick.seconds(_Config(True), 1) == 1 and quick.seconds(_Config(True), 8) == QUICK_S
+    assert "--runtime=2" in quick.fio_job(_Config(True), job).argv("/dev/nvme0n1")
+
+
+def test_an_interrupted_job_reports_and_is_no_failure_only_when_interrupted_on_purpose():
+    from types import SimpleNamespace
+    done = SimpleNamespace(ret=fio.INTERRUPTED, stdout=RANDREAD_OUTPUT,
+                           stderr="fio: terminating on signal 2\n")
+    result = fio.checked(done, fio.FioJob(), DEVICE, flush=False, interrupted=True)
+    assert result.read.io_bytes > 0
+    with pytest.raises(fio.FioFailed, match="exit 128"):
+        fio.checked(done, fio.FioJob(), DEVICE, flush=False)
+    errored = SimpleNamespace(ret=fio.INTERRUPTED, stdout=json.dumps(sample(error=5)), stderr="")
+    with pytest.raises(fio.FioFailed, match="error EIO"):
+        fio.checked(errored, fio.FioJob(), DEVICE, flush=False, interrupted=True)
