@@ -58,7 +58,7 @@ def test_auth_connect(request, case, trtype, auth_host, make_target, network, re
         assert (ctrl_dir / "dhchap_secret").read_text().strip() == keys["host"]
         if bidirectional:
             assert (ctrl_dir / "dhchap_ctrl_secret").read_text().strip() == keys["ctrl"]
-        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size=fio.VERIFY_SIZE).verifying(),
                          connection.device, network.host.argv())
     record_property(DIAG, f"{hash_name} {group} {'bidirectional' if bidirectional else 'host key'}: "
                           f"refused without the key; verified {result.read.io_bytes} bytes")
@@ -95,7 +95,7 @@ def test_auth_reauthentication_after_the_key_changes(request, trtype, auth_host,
         (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").write_text(new)
         wait_for(lambda: auth_host.controller(name).state == "live",
                  f"{name} live after re-authentication", 20)
-        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size=fio.VERIFY_SIZE).verifying(),
                          connection.device, network.host.argv())
     record_property(DIAG, f"re-authenticated with a new key; verified {result.read.io_bytes} bytes")
     assert result.read.io_bytes > 0
@@ -132,7 +132,7 @@ def test_auth_tls_psk_stands_in_for_dhchap(request, tls_transport, auth_host, ma
         assert tls_key == f"{psks.serials[target.nqn]:08x}", tls_key
         secret = (auth_host.sysfs / "class/nvme" / name / "dhchap_secret").read_text().strip()
         assert secret == "none", f"{name} has a DH-HMAC-CHAP secret: {secret}"
-        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size=fio.VERIFY_SIZE).verifying(),
                          connection.device, network.host.argv())
     record_property(DIAG, f"plaintext without the key refused; TLS with PSK {tls_key} and no "
                           f"DH-HMAC-CHAP key live, verified {result.read.io_bytes} bytes")
@@ -158,7 +158,7 @@ def test_auth_tls_secure_concatenation(request, tls_transport, auth_host, make_t
         [name] = connection.controllers
         wait_for(lambda: auth_host.controller(name).tls_key, f"{name} to use a derived TLS PSK", 20)
         tls_key = auth_host.controller(name).tls_key
-        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size="5%").verifying(),
+        result = fio.run(fio.FioJob(numjobs=1, iodepth=8, size=fio.VERIFY_SIZE).verifying(),
                          connection.device, network.host.argv())
     handshakes = tlshd["host"].log()
     record_property(DIAG, f"DH-HMAC-CHAP ffdhe2048 then TLS with derived PSK {tls_key}; "

@@ -20,7 +20,7 @@ from mptcp_nvme.guest import DIAG, fio, target as nvmet
 SIZES = {("A", 1): 512 * 2**20, ("A", 2): 64 * 2**20, ("B", 1): 96 * 2**20}
 SIGNATURE_OFFSET = 2**20
 BLOCK = 4096
-VERIFY = fio.FioJob(rw="randwrite", bs="64k", numjobs=1, iodepth=16, size="16m").verifying()
+VERIFY = fio.FioJob(rw="randwrite", bs="64k", numjobs=1, iodepth=16, size=fio.VERIFY_SIZE).verifying()
 
 
 def write_direct(path, offset, data):

@@ -6,9 +6,10 @@ import pytest
 from mptcp_nvme.guest import (
     DIAG, dm_mpath, fio, proof, quick, SetupError, stream, target as nvmet, topology)
 
-# Short fio runs keep the matrix affordable under TCG; the script's own scenario
-# (selftests/test_script.py) runs the full 10 s.
-MATRIX_FIO = fio.FioJob(runtime=4)
+# Short fio runs keep the matrix affordable under TCG: 2 s moves tens of MiB, thousands of
+# I/Os, enough for the shares per path; the script's own scenario (selftests/test_script.py)
+# runs the full 10 s, the benchmarks (selftests/bench/) measure throughput.
+MATRIX_FIO = fio.FioJob(runtime=2)
 MIN_SHARE = 0.10        # every path carries at least this share of the bytes when spread
 # Over MPTCP on links that are not rate-limited the scheduler, not the links, decides the
 # split (under TCG the guest's CPU is the bottleneck): every link must carry a part, not
@@ -99,7 +100,7 @@ def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, r
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))
 def test_fio_verify(connection, network, record_property):
     """crc32c-verified writes over {trtype} read back intact"""
-    job = fio.FioJob(numjobs=2, iodepth=32, size="10%").verifying()
+    job = fio.FioJob(numjobs=2, iodepth=32, size=fio.VERIFY_SIZE).verifying()
     result = fio.run(job, connection.device, network.host.argv())
     record_property(DIAG, f"verified {result.read.io_bytes} bytes")
     assert result.read.io_bytes == result.write.io_bytes > 0
@@ -112,7 +113,7 @@ def test_dm_multipath_fio_verify(multipath, iopolicy, connection, nvme_host, net
     paths = nvme_host.path_devices(connection.nqn)
     assert len(paths) == len(connection.controllers), paths
     before = {path: fio.sectors_moved(path) for path in paths}
-    job = fio.FioJob(numjobs=2, iodepth=32, size="10%").verifying()
+    job = fio.FioJob(numjobs=2, iodepth=32, size=fio.VERIFY_SIZE).verifying()
     with dm_mpath.Multipath("mptcp-nvme-dm", paths, iopolicy) as mpath:
         result = fio.run(job, mpath.device, network.host.argv(), flush=False)
         status = mpath.status()

@@ -21,7 +21,7 @@ def test_digest(digests, trtype, target, nvme_host, network, prove_transport, re
                                  target.nqn, options=options) as connection:
             capture.stop()
             [ctrl] = prove_transport(nvme_host, target.nqn) or [None]
-            job = fio.FioJob(numjobs=1, iodepth=16, size="10%").verifying()
+            job = fio.FioJob(numjobs=1, iodepth=16, size=fio.VERIFY_SIZE).verifying()
             result = fio.run(job, connection.device, network.host.argv())
     granted, asked = capture.granted(), capture.asked()
     record_property(DIAG, f"ICReq dgst per queue {sorted(asked.values())}, ICResp dgst "

@@ -34,7 +34,7 @@ def test_family_discover_connect_fio(family, trtype, paths, target, nvme_host, n
         addresses = sorted(nvme_host.controller(c).address["traddr"] for c in connection.controllers)
         nvme_host.set_iopolicy(connection.nqn, "round-robin")
         before = network.link_counters()
-        job = fio.FioJob(numjobs=2, iodepth=16, size="10%").verifying()
+        job = fio.FioJob(numjobs=2, iodepth=16, size=fio.VERIFY_SIZE).verifying()
         result = fio.run(job, connection.device, network.host.argv())
         moved = network.link_bytes_since(before)
     record_property(DIAG, f"controllers at {', '.join(addresses)}; verified "

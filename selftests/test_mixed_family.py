@@ -67,7 +67,7 @@ def test_v4map_ipv6_mixed_nvme(trtype, network, target, nvme_host, prove_transpo
                 raise AssertionError("; ".join(unexpected.last)) from None
         nvme_host.set_iopolicy(connection.nqn, "round-robin")
         before = network.link_counters()
-        job = fio.FioJob(numjobs=2, iodepth=16, size="10%").verifying()
+        job = fio.FioJob(numjobs=2, iodepth=16, size=fio.VERIFY_SIZE).verifying()
         result = fio.run(job, connection.device, network.host.argv())
         moved = network.link_bytes_since(before)
     record_property(DIAG, f"{len(ctrls)} controllers; verified {result.read.io_bytes} bytes; "

@@ -31,7 +31,7 @@ def test_queue_layout(layout, trtype, target, nvme_host, network, prove_transpor
             lines = log.new_lines()
             [ctrl] = prove_transport(nvme_host, target.nqn) or [None]
             queue_count = nvme_host.controller(name).queue_count
-            job = fio.FioJob(numjobs=1, iodepth=16, size="10%")
+            job = fio.FioJob(numjobs=1, iodepth=16, size=fio.VERIFY_SIZE)
             if "nr_poll_queues" in options:
                 job = job.replace(ioengine="pvsync2", hipri=True, iodepth=1)
             result = fio.run(job.verifying(), connection.device, network.host.argv())

@@ -21,6 +21,12 @@ from mptcp_nvme.poll import wait_for
 
 SCRIPT_SEQUENCE = ("randread", "randwrite")
 INTERRUPTED = 128       # fio's exit code once a SIGINT ended its jobs (it still reports)
+# What a verify case writes and reads back: a bounded amount, thousands of blocks over
+# every path, enough to show a lost or corrupted one; a proof of integrity, not a
+# benchmark (ten seconds of fio belong to those and to the script scenario).
+VERIFY_SIZE = "16m"
+_SIZE = re.compile(r"(\d+)([kmg]?)", re.I)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 _WRITING = ("write", "randwrite", "rw", "readwrite", "randrw", "trimwrite")
 
 
@@ -76,11 +82,17 @@ class FioJob:
     def _verify_slices(self):
         if self.numjobs == 1:
             return {}
-        try:
-            share = f"{int(self.size.removesuffix('%')) // self.numjobs}%"
-        except ValueError:
-            raise UsageError(f"a verify job with numjobs > 1 needs a whole percentage size, "
-                             f"not {self.size!r}") from None
+        if self.size.endswith("%") and self.size[:-1].isdigit():
+            share = f"{int(self.size[:-1]) // self.numjobs}%"
+        elif match := _SIZE.fullmatch(self.size):
+            kib = int(match[1]) * _UNITS[match[2].lower()] // 2**10 // self.numjobs
+            share = f"{kib}k"
+        else:
+            raise UsageError(f"a verify job with numjobs > 1 needs a whole percentage or a "
+                             f"size like 16m, not {self.size!r}")
+        if share in ("0%", "0k"):
+            raise UsageError(f"a verify job's size {self.size} leaves nothing to each of its "
+                             f"{self.numjobs} jobs")
         return {"size": share, "offset_increment": share}
 
     def argv(self, filename):

@@ -186,13 +186,16 @@ def test_verify_job_writes_disjoint_slices_then_reads_back():
         "--offset_increment=25%", "--verify=crc32c", "--do_verify=1", "--verify_state_save=0"]
     assert fio.FioJob(rw="write", numjobs=1, size="64M").verifying().argv("f")[-4:] == [
         "--size=64M", "--verify=crc32c", "--do_verify=1", "--verify_state_save=0"]
+    sliced = fio.FioJob(numjobs=2, size=fio.VERIFY_SIZE).verifying().argv("f")
+    assert {"--size=8192k", "--offset_increment=8192k"} <= set(sliced), sliced
 
 
 @pytest.mark.parametrize("job, message", [
     (fio.FioJob(verify="crc32c"), "must write"),
     (fio.FioJob().verifying().replace(time_based=True), "not be time_based"),
     (fio.FioJob().verifying().replace(norandommap=True), "no norandommap"),
-    (fio.FioJob(size="1G").verifying(), "whole percentage size, not '1G'"),
+    (fio.FioJob(size="1T").verifying(), "whole percentage or a size like 16m, not '1T'"),
+    (fio.FioJob(size="3k", numjobs=4).verifying(), "leaves nothing to each of its 4 jobs"),
 ])
 def test_impossible_verify_jobs_are_usage_errors(job, message):
     with pytest.raises(UsageError, match=message):
