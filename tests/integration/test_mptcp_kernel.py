@@ -14,7 +14,7 @@ import pytest
 
 from mptcp_nvme import ktap
 
-from .conftest import REPO
+from .conftest import NEWER_IOPOLICIES, REPO, SCRIPT_RUNTIME
 
 pytestmark = pytest.mark.vm
 
@@ -22,7 +22,6 @@ KERNEL = os.environ.get("MPTCP_NVME_TEST_KERNEL")
 needs_kernel = pytest.mark.skipif(
     not KERNEL, reason="MPTCP_NVME_TEST_KERNEL is not set (./ci/test sets it to the tree "
                        "that ./ci/mptcp-kernel prints)")
-NEWER_IOPOLICIES = ("weighted-lat", "adaptive")     # not in 7.3: SKIP naming them
 TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port (EINVAL)"
 
 
@@ -30,7 +29,7 @@ TLS_OVER_MPTCP = "TLS over mptcp: nvmet rejects addr_tsas=tls1.3 on a mptcp port
 def test_every_selftest_passes_on_the_mptcp_kernel(mptcp_nvme):
     """The whole suite over mptcp (its tcp cases run on the stock kernel), faults,
     dm-multipath, auth, digests, queues, ANA and admin included, over two VMs."""
-    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-n", "2",
+    run = mptcp_nvme("run", "--kernel", KERNEL, "--expect-all-features", "-n", "2", "--quick",
                      "--trtype", "mptcp", "--allow-missing", "tls:mptcp",
                      *(f"--allow-missing=iopolicy:{name}" for name in NEWER_IOPOLICIES),
                      "-k", "not churn", REPO / "selftests", timeout=2400)
@@ -86,7 +85,8 @@ def test_expect_all_features_fails_tls_over_mptcp_unless_allowed(mptcp_nvme):
 
 @needs_kernel
 def test_script_mptcp_1_spreads_every_queue_over_4_links(mptcp_nvme):
-    run = mptcp_nvme("script", "mptcp", "1", "--kernel", KERNEL, "--expect-all-features")
+    run = mptcp_nvme("script", "mptcp", "1", "--kernel", KERNEL, "--expect-all-features",
+                     "--runtime", str(SCRIPT_RUNTIME))
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     [queues] = re.findall(r"^# (nvme\d+ -> 10\.1\.1\.1:\d+: .*)$", run.stdout, re.M)
     counts = re.search(r"(\d+)/(\d+) queue sockets, mptcp, subflows per queue ([\d/]+), "

@@ -7,14 +7,15 @@ import pytest
 
 from mptcp_nvme import ktap
 
-from .conftest import REPO
+from .conftest import SCRIPT_RUNTIME
 
 pytestmark = pytest.mark.vm
 
 
-def test_tls_selftests(mptcp_nvme):
-    run = mptcp_nvme("run", "-n", "2", REPO / "selftests/test_tls.py")
-    run.assert_mptcp_skips_and_the_rest_passes()
+def test_tls_selftests(stock_suite):
+    run = stock_suite           # test_tls.py among the others
+    run.assert_mptcp_skips_and_the_rest_passes(
+        [r for r in run.results if "TLS" in r.description or "tls" in r.description.lower()])
     described = " | ".join(r.description for r in run.results)
     for expected in ("nvme discover --tls", "plaintext connect is refused when the port requires TLS",
                      "another secret fails the handshake", "TLS on 4 paths over tcp"):
@@ -26,7 +27,7 @@ def test_tls_selftests(mptcp_nvme):
 
 
 def test_script_scenario_over_tls(mptcp_nvme):
-    run = mptcp_nvme("script", "tcp", "4", "round-robin", "0", "1")
+    run = mptcp_nvme("script", "tcp", "4", "round-robin", "0", "1", "--runtime", str(SCRIPT_RUNTIME))
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     assert re.fullmatch(r"ok 1 - mptcp_nvme: nvme over tcp test # time=\d+ms",
                         run.stdout.splitlines()[-2])
