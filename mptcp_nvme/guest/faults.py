@@ -256,9 +256,12 @@ def rate(samples, since=float("-inf")):
 def back(before, after, healed_at):
     """Whether the throughput ``after`` the heal is back to the baseline ``before``
     (its first fiolog.RAMP_UP_S left out), by LIVE_RECOVERED, LIVE_WINDOW_S and
-    MIN_AFTER_S: enough to stop the run, not the verdict (that is the log's)."""
+    MIN_AFTER_S, and over MPTCP every link that had subflows has them again: enough to
+    stop the run, not the verdict (that is the log's and inject()'s)."""
     if not before or not after or after[-1].at_s - healed_at < max(MIN_AFTER_S, LIVE_WINDOW_S):
         return False
+    if before[-1].subflows is not None and not before[-1].links <= after[-1].links:
+        return False            # the path manager has not rejoined every link yet
     baseline = rate(before, before[0].at_s + fiolog.RAMP_UP_S) or rate(before)
     now = rate(after, after[-1].at_s - LIVE_WINDOW_S)
     return bool(baseline) and now is not None and now >= LIVE_RECOVERED * baseline

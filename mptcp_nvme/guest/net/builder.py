@@ -191,11 +191,30 @@ def build(topology, suffix=None):
         for end in ends:
             with _step(f"net.mptcp.enabled=1 in {end.ns.name}"):
                 end.ns.sysctl("net.mptcp.enabled", 1)
+            _no_blackhole_detection(end.ns, cleanup)
             for link in topology.links:
                 if link.netem != Netem():
                     _apply_netem(end.ipr, end.ns, end.ifname(link), link.netem)
             _add_endpoints(topology, end)
         yield Network(topology, target, host)
+
+
+# MPTCP's active-open blackhole detection (Linux 6.12+): after MP_CAPABLE SYNs are lost
+# (a fault test black-holes links on purpose), the netns stops asking for MPTCP for a
+# while, and every later connection falls back to TCP: in the initial netns that would
+# carry into the next tests. Off (0, which also clears its state) where a network is
+# built; the initial netns gets its value back afterwards.
+BLACKHOLE_TIMEOUT = "net.mptcp.blackhole_timeout"
+
+
+def _no_blackhole_detection(ns, cleanup):
+    before = ns.read_sysctl(BLACKHOLE_TIMEOUT)
+    if before is None:
+        return
+    with _step(f"{BLACKHOLE_TIMEOUT}=0 in {ns.name}"):
+        ns.sysctl(BLACKHOLE_TIMEOUT, 0)
+    if ns is INIT_NETNS:
+        cleanup.callback(ns.sysctl, BLACKHOLE_TIMEOUT, before)
 
 
 def _mptcp_limits(ns):

@@ -42,6 +42,14 @@ class Netns:
         with self.enter(), open(f"/proc/sys/{key.replace('.', '/')}", "w") as file:
             file.write(f"{value}\n")
 
+    def read_sysctl(self, key):
+        """Its value here, or None where the kernel has no such key."""
+        try:
+            with self.enter(), open(f"/proc/sys/{key.replace('.', '/')}") as file:
+                return file.read().strip()
+        except FileNotFoundError:
+            return None
+
 
 # The VM's initial network namespace. NVMe/TCP opens the sockets of a reconnect (after
 # error recovery or a reset) from a kernel worker, in this namespace whatever the one the

@@ -1,6 +1,7 @@
 """Fault definitions (guest/faults.py) and the fault table (host/results/faults_report.py) without
 a VM; the report is drawn from outcomes recorded by real runs (tests/data/faults)."""
 
+import dataclasses
 import json
 import struct
 from types import SimpleNamespace
@@ -87,6 +88,12 @@ def test_the_run_stops_only_once_the_throughput_is_back_for_the_whole_window():
     early = observations(20.0, [1000] * 3)
     assert not faults.back(before, early, healed_at=20.0)        # before MIN_AFTER_S
     assert not faults.back([], recovered, healed_at=20.0)
+    on = frozenset({"path1", "path2"})
+    with_links = [dataclasses.replace(o, subflows=6, links=on) for o in before]
+    rejoining = [dataclasses.replace(o, subflows=3, links=frozenset({"path1"})) for o in recovered]
+    assert not faults.back(with_links, rejoining, healed_at=20.0)     # path2's subflows not back
+    rejoined = rejoining[:-1] + [dataclasses.replace(rejoining[-1], subflows=6, links=on)]
+    assert faults.back(with_links, rejoined, healed_at=20.0)
     assert not faults.back(observations(0.0, [0] * 6), recovered, healed_at=20.0)   # no I/O
 
 
