@@ -57,12 +57,17 @@ def test_stream_hands_over_every_line():
 
 
 def test_interrupt_lets_a_command_report_what_it_did_before_ending(tmp_path):
+    # Python rather than a shell trap: a shell cannot trap a SIGINT it was started with
+    # ignored (a CI job in the background), a program's own handler can, as fio's does.
     from mptcp_nvme.poll import wait_for
     ready = tmp_path / "ready"
-    script = f"trap 'echo interrupted; exit 0' INT; echo started; : > {ready}; " \
-             "while :; do sleep 0.05; done"
-    with proc.bkg(["bash", "-c", script], timeout=30) as running:
-        wait_for(ready.exists, "the command's SIGINT trap", 10)
+    script = ("import signal, sys, time\n"
+              "def done(*_):\n    print('interrupted'); sys.exit(0)\n"
+              "signal.signal(signal.SIGINT, done)\n"
+              f"print('started', flush=True); open({str(ready)!r}, 'w').close()\n"
+              "while True: time.sleep(0.05)\n")
+    with proc.bkg([sys.executable, "-c", script], timeout=30) as running:
+        wait_for(ready.exists, "the command's SIGINT handler", 10)
         running.interrupt()
         done = running.process()
     assert done.ret == 0 and done.stdout.split() == ["started", "interrupted"]
