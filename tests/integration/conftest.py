@@ -83,7 +83,7 @@ STOCK_FILES = ("test_datapath.py", "test_tls.py", "test_auth.py", "test_digest.p
                "test_mixed_family.py", "test_backing.py", "test_mkfs.py", "test_churn.py",
                "test_iopolicy.py", "test_faults.py")
 NEWER_IOPOLICIES = ("weighted-lat", "adaptive")     # not in 7.3: SKIP naming them
-STOCK_FAULTS = ("link-down", "delete")
+STOCK_FAULTS = ("link-down", "delete")              # in faults.json's (the faults') order
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,7 @@ def test_feature_cases_pass_over_tcp(stock_suite):
                      run.stdout, re.M), run.stdout
     # the faults: no byte lost, recovered, their table and timelines written
     outcomes = json.loads((run.results_dir / "faults.json").read_text())
-    assert sorted((o["fault"], o["trtype"]) for o in outcomes) == sorted(
-        (fault, "tcp") for fault in STOCK_FAULTS)
+    assert [(o["fault"], o["trtype"]) for o in outcomes] == [(f, "tcp") for f in STOCK_FAULTS]
     for outcome in outcomes:
         assert outcome["impact"]["recovered"] and not outcome["problem"], outcome
         assert not outcome["io_error"] and not outcome["verify_error"], outcome
