@@ -56,14 +56,13 @@ class _End:
     ipr: IPRoute
     side: Side
     is_host: bool
+    indexes: dict = field(default_factory=dict, compare=False)     # ifname -> ifindex
 
     def ifname(self, link):
         return link.host_ifname if self.is_host else link.target_ifname
 
     def address(self, link):
         return link.host_addr if self.is_host else link.target_addr
-
-    indexes: dict = field(default_factory=dict, compare=False)
 
     def ifindex(self, ifname):
         """Its index here, asked once by name (one RTM_GETLINK, not a dump of every

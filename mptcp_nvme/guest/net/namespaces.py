@@ -39,16 +39,20 @@ class Netns:
             return MPTCP()
 
     def sysctl(self, key, value):
-        with self.enter(), open(f"/proc/sys/{key.replace('.', '/')}", "w") as file:
+        with self.enter(), open(_sysctl_path(key), "w") as file:
             file.write(f"{value}\n")
 
     def read_sysctl(self, key):
         """Its value here, or None where the kernel has no such key."""
         try:
-            with self.enter(), open(f"/proc/sys/{key.replace('.', '/')}") as file:
+            with self.enter(), open(_sysctl_path(key)) as file:
                 return file.read().strip()
         except FileNotFoundError:
             return None
+
+
+def _sysctl_path(key):
+    return f"/proc/sys/{key.replace('.', '/')}"
 
 
 # The VM's initial network namespace. NVMe/TCP opens the sockets of a reconnect (after
