@@ -16,7 +16,7 @@ from mptcp_nvme.guest import (
     enable_selftest_checks, initiator, mptcp_counter_findings, nvme_multipath, require,
     results_dir, target as nvmet, Tlshd, TlsKeys, topology)
 
-# builder and proof are imported in the functions that use them: they import
+# pool (builder) and proof are imported in the functions that use them: they import
 # pyroute2, which takes as long as pytest itself under TCG (~1.8 s of a cold start), and
 # a run whose tests build no network should not wait for it before its first result.
 
@@ -39,15 +39,16 @@ def pytest_configure(config):
 def pytest_runtest_call(item):
     """After the test: the MPTcpExt counters of each of its namespaces go into its
     diagnostics, and a fallback or checksum error fails it, as does a queue-socket
-    proof (prove_transport) that did not hold. Namespaces are made per test, so the
-    counters are this test's."""
+    proof (prove_transport) that did not hold. A network handed on from an earlier test
+    is counted from when this test got it."""
     problems = item.stash.setdefault(PROBLEMS, [])    # prove_transport may have added
     try:
         return (yield)
     finally:
         fallback_expected = bool(item.get_closest_marker("mptcp_fallback_expected"))
-        for network in item.stash.get(NETWORKS, []):
-            shown, found = mptcp_counter_findings(network, fallback_expected)
+        for handout in item.stash.get(NETWORKS, []):
+            shown, found = mptcp_counter_findings(handout.network, fallback_expected,
+                                                  handout.counters)
             item.user_properties += [(DIAG, line) for line in shown]
             problems += found
         if problems:
@@ -174,18 +175,43 @@ def topo(request, paths, loss):
     return topology.topology_for_paths(paths, loss=loss, rate=request.config.getoption("rate"))
 
 
+@pytest.fixture(scope="session")
+def network_pool():
+    """The VM's networks, each built once and handed to every later test that asks for
+    its topology while it is as built and quiet (guest/net/pool.py)."""
+    from mptcp_nvme.guest import pool
+    with pool.NetworkPool() as networks:
+        yield networks
+
+
 @pytest.fixture
-def make_network(request):
-    """build(topo): ``topo`` built in new namespaces, torn down after the test; the
-    MPTcpExt counters of every network built here are checked after the test."""
-    from mptcp_nvme.guest import builder
-    with ExitStack() as networks:
-        def build(topo):
-            require(request.config, *topology.REQUIREMENTS, *topology.requirements(topo))
-            built = networks.enter_context(builder.build(topo))
-            request.node.stash.setdefault(NETWORKS, []).append(built)
-            return built
+def make_network(request, network_pool):
+    """build(topo): a network of ``topo`` for the test, from the pool (built for it, or
+    handed on from an earlier test); the MPTcpExt counters of every network
+    used here are checked after the test, counted from when the test got it."""
+    held = []
+
+    def build(topo):
+        require(request.config, *topology.REQUIREMENTS, *topology.requirements(topo))
+        handout = network_pool.acquire(topo)
+        held.append(handout.network)
+        request.node.stash.setdefault(NETWORKS, []).append(handout)
+        request.node.user_properties.append((DIAG, describe_handout(handout)))
+        return handout.network
+    try:
         yield build
+    finally:
+        for network in reversed(held):
+            network_pool.release(network)
+
+
+def describe_handout(handout):
+    links = len(handout.network.topology.links)
+    if handout.handed_on:
+        return f"network: {links} link(s), handed on from an earlier test"
+    because = f" (the kept one was not handed on: {handout.fresh_because})" \
+        if handout.fresh_because else ""
+    return f"network: {links} link(s), built for this test{because}"
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ API = {
     # the network: the shared model, its builder and what the sockets show
     "topology": ("mptcp_nvme.topology", None),
     "builder": ("mptcp_nvme.guest.net.builder", None),
+    "pool": ("mptcp_nvme.guest.net.pool", None),
     "sock_diag": ("mptcp_nvme.guest.net.sock_diag", None),
     "proof": ("mptcp_nvme.guest.net.proof", None),
     "netstat": ("mptcp_nvme.guest.net.netstat", None),

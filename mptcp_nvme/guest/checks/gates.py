@@ -108,6 +108,7 @@ class SelftestChecks:
         (folder / f"{report.when}.txt").write_text(report.longreprtext + "\n" + "".join(
             f"\n--- {name} ---\n{text}" for name, text in report.sections))
 
+    @pytest.hookimpl(trylast=True)     # after pytest's own teardown of session fixtures
     def pytest_sessionfinish(self, session):
         if self.kernel_log is not None:
             dmesg = proc.cmd(["dmesg"], fail=False).stdout
@@ -119,16 +120,19 @@ class SelftestChecks:
                 print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
 
 
-def mptcp_counter_findings(network, fallback_expected=False):
-    """After a test that built ``network``: (diagnostics, problems) of the MPTcpExt
-    counters of its two namespaces (made for the test, so the counters are its own): the
-    non-zero counters worth reporting, and a fallback or checksum error unless the test
-    expects fallbacks (marker mptcp_fallback_expected)."""
+def mptcp_counter_findings(network, fallback_expected=False, before=None):
+    """After a test that used ``network``: (diagnostics, problems) of the MPTcpExt
+    counters of its two namespaces since ``before`` ({side: counters} when the network
+    was handed on from an earlier test, guest/net/pool.py; else it was built for the
+    test and its counters are the test's own): the non-zero counters worth reporting,
+    and a fallback or checksum error unless the test expects fallbacks (marker
+    mptcp_fallback_expected)."""
     from mptcp_nvme.guest.net import netstat
     shown, problems = [], []
     for side, netns in (("target", network.target), ("host", network.host)):
         with netns.enter():
-            counters = netstat.mptcp_counters()
+            counters = netstat.counter_delta((before or {}).get(side, {}),
+                                             netstat.mptcp_counters())
         if reported := netstat.reported({k: v for k, v in counters.items() if v}):
             shown.append(f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in reported.items()))
         if not fallback_expected:

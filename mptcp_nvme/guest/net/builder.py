@@ -80,12 +80,15 @@ class Network:
         self.target = target
         self.host = host
         self.netem = {link.index: link.netem for link in topology.links}
+        self.changes = []       # what the controls below changed since the build
+
 
     def set_netem(self, link_index, rate=None, delay=None, jitter=None, loss=None):
         """Change netem on both ends of a live link (tc-style strings; unset ones kept)."""
         netem = Netem.parse(self.netem[link_index], rate=rate, delay=delay,
                             jitter=jitter, loss=loss)
         link = self.topology.links[link_index - 1]
+        self.changes.append(f"netem on {link.name}")
         for ns, ifname in ((self.target, link.target_ifname), (self.host, link.host_ifname)):
             with ns.iproute() as ipr:
                 _apply_netem(ipr, ns, ifname, netem)
@@ -97,6 +100,7 @@ class Network:
         drops the routes through a link that goes down; up restores the host's default
         and source routes of that link, as a network manager would, once it is up."""
         link = self.topology.links[link_index - 1]
+        self.changes.append(f"{link.name} {'up' if up else 'down'}")
         with self.host.iproute() as ipr, _step(f"{link.host_ifname} {'up' if up else 'down'}"):
             ipr.link("set", index=ipr.link_lookup(ifname=link.host_ifname)[0],
                      state="up" if up else "down")
@@ -114,6 +118,7 @@ class Network:
         again with the topology's flags (the path manager joins subflows from it)."""
         link = self.topology.links[link_index - 1]
         ip = link.host_addr.ip
+        self.changes.append(f"MPTCP endpoint of {link.name} {'added' if present else 'removed'}")
         with self.host.mptcp() as mptcp, _step(f"MPTCP endpoint {ip} "
                                                f"{'added' if present else 'removed'}"):
             if present:

@@ -160,3 +160,8 @@ def test_mptcp_counters_of_both_namespaces_are_diagnostics_and_fallbacks_problem
                      "MPTcpExt host: MPCapableFallbackACK=1 MPCapableSYNTX=3"]
     assert problems == ["host: MPTcpExt MPCapableFallbackACK +1"]
     assert gates.mptcp_counter_findings(network, fallback_expected=True)[1] == []
+    # a network handed on from an earlier test: only what changed since counts
+    earlier = {"target": {"MPCapableSYNRX": 3, "MPJoinSynRx": 6},
+               "host": {"MPCapableSYNTX": 2, "MPCapableFallbackACK": 1}}
+    assert gates.mptcp_counter_findings(network, before=earlier) == (
+        ["MPTcpExt host: MPCapableSYNTX=1"], [])
