@@ -34,6 +34,13 @@ REQUIREMENTS = ("module:nvme_tcp", "kconfig:NVME_MULTIPATH", "tool:nvme")
 CONNECT_TIMEOUT = 60
 
 _CONTROLLER = re.compile(r"nvme\d+")
+
+
+def controller_number(name):
+    """nvmeN's N: controllers in the order the kernel numbered them (nvme9 before nvme10)."""
+    return int(name[4:])
+
+
 _DISK = re.compile(r"nvme\d+n\d+")  # not the per-path nvmeXcYnZ: they have no /dev node
 
 # Write the options and read the kernel's reply on the same open file: the
@@ -247,7 +254,8 @@ class NvmeHost:
         subsys = self._subsystem_dir(nqn)
         if subsys is None:
             return []
-        return sorted(p.name for p in subsys.iterdir() if _CONTROLLER.fullmatch(p.name))
+        return sorted((p.name for p in subsys.iterdir() if _CONTROLLER.fullmatch(p.name)),
+                      key=controller_number)
 
     def subsystem(self, nqn, timeout=10.0):
         """The nvme-subsysN directory name of ``nqn``, polled for until ``timeout``."""
@@ -283,8 +291,8 @@ class NvmeHost:
     def every_controller(self):
         """Every NVMe controller of the host, of any subsystem."""
         folder = self.sysfs / "class/nvme"
-        names = sorted(p.name for p in folder.iterdir() if _CONTROLLER.fullmatch(p.name)) \
-            if folder.is_dir() else []
+        names = sorted((p.name for p in folder.iterdir() if _CONTROLLER.fullmatch(p.name)),
+                       key=controller_number) if folder.is_dir() else []
         return [self.controller(name) for name in names]
 
     def controllers(self, nqn):
