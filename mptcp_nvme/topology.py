@@ -215,6 +215,24 @@ def _flow_limit_bit(rtt_us, loss_pct, mss=1448):
     return mss * 8 / (rtt_us / 1e6) * 1.22 / (loss_pct / 100) ** 0.5
 
 
+def achievable_bit(link, flows=1):
+    """What ``flows`` TCP flows can carry over ``link``, bit/s: its netem rate, or less
+    where it drops packets and delays them (the loss-limited rate, _flow_limit_bit, at
+    the round trip of netem's delay on both ends); None for an unshaped link, which only
+    the guest's CPU limits."""
+    rate = link.netem.rate_bit or None
+    if link.netem.loss_pct and link.netem.delay_us:
+        limit = flows * _flow_limit_bit(2 * link.netem.delay_us, link.netem.loss_pct)
+        rate = min(rate, limit) if rate else limit
+    return rate
+
+
+def capacity_bit(topology, flows=1):
+    """The sum of achievable_bit() over the links; None when a link is unshaped."""
+    rates = [achievable_bit(link, flows) for link in topology.links]
+    return None if None in rates else sum(rates)
+
+
 def script_topology(paths, loss=False, family="ipv4", rate=None, flows=None):
     """mptcp_nvme.sh's topology for its ``path`` argument: SCRIPT_LINKS links whatever
     ``paths`` is (more when it asks for more); options as topology_for_paths."""

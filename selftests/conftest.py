@@ -248,9 +248,8 @@ def make_target(network, backing_device, trtype):
     after the test."""
     with ExitStack() as targets:
         def make(addresses=None, **options):
-            links = network.topology.links
             target = nvmet.Target(backing_device, trtype, addresses or network.topology.traddrs,
-                                  adrfam=links[0].adrfam, in_target_netns=network.target.enter,
+                                  in_target_netns=network.target.enter,
                                   **options)
             return targets.enter_context(target)
         yield make

@@ -81,10 +81,17 @@ def _check_adrfam(adrfam):
         raise UsageError(f"adrfam must be one of {', '.join(WILDCARD_ADDRESSES)}, not {adrfam!r}")
 
 
-def listen_addresses(addresses, adrfam="ipv4"):
-    """addr_traddr per port: the wildcard for a single path, else each path's address."""
-    _check_adrfam(adrfam)
+def address_family(traddr):
+    """addr_adrfam of a path address as NVMe uses it (a v4-mapped one is ipv6)."""
+    return "ipv6" if ":" in traddr else "ipv4"
+
+
+def listen_addresses(addresses, adrfam=None):
+    """addr_traddr per port: the wildcard of ``adrfam`` (default: the address's family)
+    for a single path, else each path's address."""
     if len(addresses) == 1:
+        adrfam = adrfam or address_family(addresses[0])
+        _check_adrfam(adrfam)
         return [WILDCARD_ADDRESSES[adrfam]]
     return list(addresses)
 
@@ -288,13 +295,14 @@ class Target(_Resource):
     """mptcp_nvme.sh's target: one subsystem exported on one port per path address.
 
     ``addresses`` are the target's per-path addresses; with a single path the
-    port listens on the wildcard address instead. ``in_target_netns`` is a
+    port listens on the wildcard address instead. Each port's adrfam is ``adrfam``, by
+    default its address's own (a topology may mix IPv4 and IPv6 links). ``in_target_netns`` is a
     context-manager factory entered around each link (where the listener is
     created). Unset nqn, trsvcid and port ids are drawn at random.
     """
 
     def __init__(self, device, trtype, addresses, *, nqn=None, trsvcid=None, port_ids=None,
-                 adrfam="ipv4", tls=False, treq=None, allowed_hosts=(),
+                 adrfam=None, tls=False, treq=None, allowed_hosts=(),
                  in_target_netns=contextlib.nullcontext, configfs=None):
         if not addresses:
             raise UsageError("a target needs at least one path address")
@@ -310,9 +318,10 @@ class Target(_Resource):
         self.in_target_netns = in_target_netns
         self.subsystem = Subsystem(configfs, self.nqn, device, allowed_hosts=allowed_hosts)
         self.ports = [
-            Port(configfs, port_id, trtype, traddr, self.trsvcid, adrfam=adrfam,
-                 tls=tls, treq=treq)
-            for port_id, traddr in zip(port_ids, listen_addresses(self.addresses, adrfam))
+            Port(configfs, port_id, trtype, traddr, self.trsvcid,
+                 adrfam=adrfam or address_family(path), tls=tls, treq=treq)
+            for port_id, traddr, path in zip(port_ids, listen_addresses(self.addresses, adrfam),
+                                             self.addresses)
         ]
 
     def _setup(self, stack):

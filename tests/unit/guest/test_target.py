@@ -363,6 +363,17 @@ def test_listen_addresses():
     assert nvmet.listen_addresses(["10.1.1.1"]) == ["0.0.0.0"]
     assert nvmet.listen_addresses(["dead:beef:1::1"], "ipv6") == ["::"]
     assert nvmet.listen_addresses(["10.1.1.1", "10.1.2.1"]) == ["10.1.1.1", "10.1.2.1"]
+    # by default the address's own family: a first link that is IPv6 or v4-mapped
+    assert nvmet.listen_addresses(["dead:beef:1::1"]) == ["::"]
+    assert nvmet.listen_addresses(["::ffff:10.1.1.1"]) == ["::"]
+
+
+def test_each_port_takes_its_address_family(configfs):
+    target = nvmet.Target(DEVICE, "tcp", ["dead:beef:1::1", "10.1.2.1", "::ffff:10.1.3.1"],
+                          configfs=configfs)
+    assert [port.adrfam for port in target.ports] == ["ipv6", "ipv4", "ipv6"]
+    single = nvmet.Target(DEVICE, "tcp", ["dead:beef:1::1"], configfs=configfs)
+    assert [(port.traddr, port.adrfam) for port in single.ports] == [("::", "ipv6")]
 
 
 def test_constants():

@@ -531,3 +531,24 @@ def test_a_built_network_has_nothing_tentative_when_it_is_yielded(missing):
 def open_sysctl(ns, key):
     with ns.enter(), open(f"/proc/sys/{key}") as value:
         return value.read().strip()
+
+
+def test_achievable_rate_is_the_link_rate_or_its_loss_limited_rate():
+    lossless = topology.topology_for_paths(2, rate="30mbit")
+    assert [topology.achievable_bit(link) for link in lossless.links] == [30e6, 30e6]
+    assert topology.capacity_bit(lossless) == 60e6
+    lossy = topology.topology_for_paths(1, loss=True, rate="30mbit", flows=2)
+    link = lossy.links[0]
+    one = topology.achievable_bit(link)
+    # Mathis at the round trip of netem's delay on both ends, one flow
+    assert one == pytest.approx(1448 * 8 / (2 * link.netem.delay_us / 1e6) * 1.22
+                                / (link.netem.loss_pct / 100) ** 0.5)
+    assert one < 30e6 and topology.achievable_bit(link, flows=9) == 30e6
+    # loss without delay limits nothing the model knows of; an unshaped link is unknown
+    no_delay = topology.replace(link, netem=topology.Netem.parse(rate="30mbit", loss="1%"))
+    assert topology.achievable_bit(no_delay) == 30e6
+    assert topology.capacity_bit(topology.topology_for_paths(2)) == 2e9
+    unshaped = topology.replace(lossless, links=(topology.replace(
+        link, netem=topology.Netem()),))
+    assert topology.achievable_bit(unshaped.links[0]) is None
+    assert topology.capacity_bit(unshaped) is None
