@@ -141,7 +141,11 @@ def analyse(timeline, fault_start_s, fault_end_s, recovered_fraction=0.9):
     ramp, steady = round(RAMP_UP_S * 1000 / step), round(STEADY_S * 1000 / step)
     if len(before) - ramp >= steady:
         before = before[ramp:]
-    baseline = impact["baseline"] = statistics.median(before) if before else None
+    # the mean, as the recovery windows below and the run's live check (faults.back)
+    # take it: verify's alternating writes and reads make the 100 ms samples uneven,
+    # and their median stood above their mean, so a run that was back by its sectors
+    # was "not back" by its log
+    baseline = impact["baseline"] = statistics.fmean(before) if before else None
     if not baseline:
         reason = "no samples before the fault" if baseline is None else "no I/O before the fault"
         return FaultImpact(**impact, reason=reason)
