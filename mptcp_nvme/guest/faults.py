@@ -27,6 +27,7 @@ The faults:
   finds the target gone and recovers once it answers again.
 """
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -115,9 +116,35 @@ class LinkDown(Fault):
     def heal(self, scene):
         for index in self.links(scene):
             scene.network.set_link_up(index, True)
-            if scene.trtype == "mptcp":     # the in-kernel PM does not rejoin on link up
-                scene.network.endpoint(index, False)
-                scene.network.endpoint(index, True)
+            if scene.trtype == "mptcp":
+                rejoin(scene, index)
+
+
+def rejoin(scene, index):
+    """What the in-kernel path managers need for link ``index``'s subflows to come back
+    after it was down (they do nothing on link up): the host's endpoint added again
+    (the host joins from the link to the connection's first address), then the
+    target's address announced again (announce_again)."""
+    if scene.network.topology.host.endpoint_flags:
+        scene.network.endpoint(index, False)
+        scene.network.endpoint(index, True)
+    announce_again(scene, index)
+
+
+def announce_again(scene, index):
+    """The target's ``signal`` endpoint of link ``index`` removed and added (RM_ADDR,
+    ADD_ADDR): the host joins the link's target address again. The host's path manager
+    opens that join only when an address is announced: a host endpoint added again
+    joins the connection's first address and no announced one (pm_netlink.c, the
+    'subflow' flag without 'fullmesh'), so the join that the host endpoint's removal
+    closed stays closed without this. Not the address the controllers connected to:
+    withdrawing it (RM_ADDR) would close every join to it, and announcing it gives the
+    host nothing to join that it has not."""
+    link = scene.network.topology.links[index - 1]
+    connected = scene.target.addresses if scene.target else ()
+    if "signal" in scene.network.topology.target.endpoint_flags and link.traddr not in connected:
+        scene.network.endpoint(index, False, side="target")
+        scene.network.endpoint(index, True, side="target")
 
 
 class AllButOneDown(LinkDown):
@@ -174,7 +201,9 @@ class Endpoint(Fault):
         scene.network.endpoint(scene.network.topology.links[-1].index, False)
 
     def heal(self, scene):
-        scene.network.endpoint(scene.network.topology.links[-1].index, True)
+        index = scene.network.topology.links[-1].index
+        scene.network.endpoint(index, True)
+        announce_again(scene, index)
 
 
 class PortFault(Fault):
@@ -227,19 +256,20 @@ INJECTORS = {fault.name: fault for fault in (LinkDown, Blackhole, AllButOneDown,
 class Observation:
     at_s: float                # monotonic
     subflows: int | None       # established MPTCP subflows in the host netns
-    links: frozenset           # the links those subflows leave by (their host address)
+    links: dict                # {link name: how many of them leave by it (host address)}
     states: dict               # controller -> state
     sectors: int | None = None  # read + written on fio's device (verify reads count too)
 
 
 def observe(scene, device=None):
     sectors = sum(fio.sectors_moved(device)) if device else None
-    subflows, links = None, frozenset()
+    subflows, links = None, {}
     if scene.trtype == "mptcp":
         with scene.network.host.enter():
             records = [record for record in sock_diag.sockets() if record.is_subflow]
         subflows = len(records)
-        links = frozenset(proof.link_of(r.local, scene.network.topology.links) for r in records)
+        links = dict(collections.Counter(proof.link_of(r.local, scene.network.topology.links)
+                                         for r in records))
     states = {name: scene.nvme_host.controller(name).state for name in scene.controllers}
     return Observation(time.monotonic(), subflows, links, states, sectors)
 
@@ -253,14 +283,21 @@ def rate(samples, since=float("-inf")):
     return (window[-1].sectors - window[0].sectors) / (window[-1].at_s - window[0].at_s)
 
 
+def missing_subflows(before, after):
+    """{link: (subflows before, after)} of the links with fewer subflows ``after`` than
+    ``before`` (Observation.links)."""
+    return {link: (count, after.get(link, 0)) for link, count in sorted(before.items())
+            if after.get(link, 0) < count}
+
+
 def back(before, after, healed_at):
     """Whether the throughput ``after`` the heal is back to the baseline ``before``
     (its first fiolog.RAMP_UP_S left out), by LIVE_RECOVERED, LIVE_WINDOW_S and
-    MIN_AFTER_S, and over MPTCP every link that had subflows has them again: enough to
+    MIN_AFTER_S, and over MPTCP every link has as many subflows as before: enough to
     stop the run, not the verdict (that is the log's and inject()'s)."""
     if not before or not after or after[-1].at_s - healed_at < max(MIN_AFTER_S, LIVE_WINDOW_S):
         return False
-    if before[-1].subflows is not None and not before[-1].links <= after[-1].links:
+    if before[-1].subflows is not None and missing_subflows(before[-1].links, after[-1].links):
         return False            # the path manager has not rejoined every link yet
     baseline = rate(before, before[0].at_s + fiolog.RAMP_UP_S) or rate(before)
     now = rate(after, after[-1].at_s - LIVE_WINDOW_S)
@@ -333,12 +370,16 @@ def inject(fault, scene, device, log_prefix, prefix=(), phase_s=lambda length: l
         problem = problem or f"controllers after the fault: {after[-1].states}"
     subflows = {}
     if scene.trtype == "mptcp" and before and after:
+        names = sorted({*before[-1].links, *after[-1].links})
         subflows = {"before": before[-1].subflows,
                     "during": min((o.subflows for o in during), default=None),
                     "after": after[-1].subflows,
-                    "links_before": sorted(before[-1].links), "links_after": sorted(after[-1].links)}
-        if lost := sorted(before[-1].links - after[-1].links):
-            problem = problem or f"subflows: none on {', '.join(lost)} after the fault"
+                    "per_link": {name: [before[-1].links.get(name, 0),
+                                        min((o.links.get(name, 0) for o in during), default=None),
+                                        after[-1].links.get(name, 0)] for name in names}}
+        if lost := missing_subflows(before[-1].links, after[-1].links):
+            problem = problem or "subflows not back after the fault: " + ", ".join(
+                f"{link} {now} of {then}" for link, (then, now) in lost.items())
     return FaultOutcome(
         fault=fault.name, trtype=scene.trtype, paths=len(scene.controllers), window_s=window,
         impact=_relative(impact, fault_start) if impact else None,
@@ -366,7 +407,9 @@ def describe(outcome):
         lines.append("writes: " + fiolog.describe(outcome.impact))
     if outcome.subflows:
         lines.append("MPTCP subflows before/during/after: " + "/".join(
-            str(outcome.subflows[k]) for k in ("before", "during", "after")))
+            str(outcome.subflows[k]) for k in ("before", "during", "after")) + "; per link "
+            + " ".join(f"{name}={'/'.join(map(str, counts))}"
+                       for name, counts in outcome.subflows.get("per_link", {}).items()))
     lines.append(f"controller states during: {', '.join(outcome.states_during) or 'none'}; "
                  f"kernel error recovery: {'yes' if outcome.recovery_lines else 'no'}")
     lines.append(f"I/O errors: {outcome.io_error or 0}; verify errors: {outcome.verify_error or 0}")

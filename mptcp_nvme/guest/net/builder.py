@@ -113,20 +113,25 @@ class Network:
             if end.side.source_routes:
                 _add_source_route(link, end, "replace")
 
-    def endpoint(self, link_index, present):
-        """Remove the host's MPTCP endpoint of a link (its subflows close), or add it
-        again with the topology's flags (the path manager joins subflows from it)."""
+    def endpoint(self, link_index, present, side="host"):
+        """Remove a side's MPTCP endpoint of a link (the host's: its subflows close; the
+        target's: it withdraws the address, RM_ADDR), or add it again with the
+        topology's flags (the host's path manager joins subflows from it; the target's
+        announces the address again, ADD_ADDR)."""
         link = self.topology.links[link_index - 1]
-        ip = link.host_addr.ip
-        self.changes.append(f"MPTCP endpoint of {link.name} {'added' if present else 'removed'}")
-        with self.host.mptcp() as mptcp, _step(f"MPTCP endpoint {ip} "
-                                               f"{'added' if present else 'removed'}"):
+        netns, flags_of = (self.host, self.topology.host) if side == "host" else \
+            (self.target, self.topology.target)
+        ip = (link.host_addr if side == "host" else link.target_addr).ip
+        self.changes.append(f"{side} MPTCP endpoint of {link.name} "
+                            f"{'added' if present else 'removed'}")
+        with netns.mptcp() as mptcp, _step(f"MPTCP endpoint {ip} "
+                                           f"{'added' if present else 'removed'}"):
             if present:
-                _add_endpoint(mptcp, self.topology.host, ip)
+                _add_endpoint(mptcp, flags_of, ip)
                 return
             found = _endpoint_id(mptcp, ip)
             if found is None:
-                raise SetupError(f"no MPTCP endpoint {ip} in {self.host.name}")
+                raise SetupError(f"no MPTCP endpoint {ip} in {netns.name}")
             mptcp.endpoint("del", id=found)
 
     def link_bytes_since(self, before):

@@ -61,10 +61,10 @@ def test_link_faults_pick_the_last_link_or_all_but_it():
 
 def observations(start_s, rates, step_s=faults.SAMPLE_S, sectors=0):
     """Observations every ``step_s`` from ``start_s``, moving ``rates`` sectors a second."""
-    made = [faults.Observation(start_s, None, frozenset(), {}, sectors)]
+    made = [faults.Observation(start_s, None, {}, {}, sectors)]
     for value in rates:
         sectors += value * step_s
-        made.append(faults.Observation(made[-1].at_s + step_s, None, frozenset(), {}, sectors))
+        made.append(faults.Observation(made[-1].at_s + step_s, None, {}, {}, sectors))
     return made
 
 
@@ -73,7 +73,7 @@ def test_the_live_rate_is_sectors_a_second_over_the_window():
     assert faults.rate(samples) == pytest.approx(200)
     assert faults.rate(samples, since=11.0) == pytest.approx(300)
     assert faults.rate(samples[:1]) is None
-    assert faults.rate([faults.Observation(1.0, None, frozenset(), {})] * 2) is None
+    assert faults.rate([faults.Observation(1.0, None, {}, {})] * 2) is None
 
 
 def test_the_run_stops_only_once_the_throughput_is_back_for_the_whole_window():
@@ -88,12 +88,17 @@ def test_the_run_stops_only_once_the_throughput_is_back_for_the_whole_window():
     early = observations(20.0, [1000] * 3)
     assert not faults.back(before, early, healed_at=20.0)        # before MIN_AFTER_S
     assert not faults.back([], recovered, healed_at=20.0)
-    on = frozenset({"path1", "path2"})
-    with_links = [dataclasses.replace(o, subflows=6, links=on) for o in before]
-    rejoining = [dataclasses.replace(o, subflows=3, links=frozenset({"path1"})) for o in recovered]
+    on = {"path1": 3, "path2": 6}
+    with_links = [dataclasses.replace(o, subflows=9, links=on) for o in before]
+    rejoining = [dataclasses.replace(o, subflows=3, links={"path1": 3}) for o in recovered]
     assert not faults.back(with_links, rejoining, healed_at=20.0)     # path2's subflows not back
-    rejoined = rejoining[:-1] + [dataclasses.replace(rejoining[-1], subflows=6, links=on)]
+    partly = [dataclasses.replace(o, subflows=6, links={"path1": 3, "path2": 3})
+              for o in recovered]
+    assert not faults.back(with_links, partly, healed_at=20.0)        # path2: 3 of its 6
+    assert faults.missing_subflows(on, partly[-1].links) == {"path2": (6, 3)}
+    rejoined = rejoining[:-1] + [dataclasses.replace(rejoining[-1], subflows=9, links=on)]
     assert faults.back(with_links, rejoined, healed_at=20.0)
+    assert faults.missing_subflows(on, {"path1": 4, "path2": 6}) == {}
     assert not faults.back(observations(0.0, [0] * 6), recovered, healed_at=20.0)   # no I/O
 
 
