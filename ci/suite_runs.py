@@ -1,0 +1,52 @@
+"""What ci/bench-suite and ci/soak share: one whole-suite 'mptcp-nvme run' on the stock
+or the test kernel, read back from its results.json."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = REPO / ".venv/bin/mptcp-nvme"
+TOTALS = re.compile(r"^# Totals: (.*)$", re.M)
+# The test kernel runs with --expect-all-features, allowing what it lacks (TLS over
+# mptcp, the newer iopolicies), as CI runs it.
+TEST_KERNEL_ARGS = ("--expect-all-features", "--allow-missing", "tls:mptcp",
+                    "--allow-missing", "iopolicy:weighted-lat",
+                    "--allow-missing", "iopolicy:adaptive")
+KERNELS = ("stock", "test")
+
+
+def test_kernel(prog):
+    """MPTCP_NVME_TEST_KERNEL, else the tree ./ci/mptcp-kernel prints (built if need be)."""
+    tree = os.environ.get("MPTCP_NVME_TEST_KERNEL")
+    if tree:
+        return tree
+    done = subprocess.run([str(REPO / "ci/mptcp-kernel")], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{prog}: ./ci/mptcp-kernel failed (exit {done.returncode}): "
+                 f"{done.stderr.strip().splitlines()[-1:] or ''}")
+    return done.stdout.splitlines()[-1]
+
+
+def kernel_args(kernel, prog):
+    return () if kernel == "stock" else ("--kernel", test_kernel(prog), *TEST_KERNEL_ARGS)
+
+
+def one_run(prog, kernel, vms, results, extra):
+    """(wall s, results.json tests, totals line, exit code) of one whole-suite run."""
+    argv = [str(CLI), "run", "-n", vms, "--results-dir", str(results),
+            *kernel_args(kernel, prog), *extra, "selftests"]
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    try:
+        tests = json.loads((Path(results) / "results.json").read_text())["tests"]
+    except (OSError, ValueError, KeyError):
+        sys.exit(f"{prog}: {kernel} -n {vms}: no results.json (exit {done.returncode}); "
+                 f"{done.stderr.strip()[-2000:]}")
+    totals = TOTALS.search(done.stdout)
+    return wall, tests, totals[1] if totals else "no Totals line", done.returncode
