@@ -36,10 +36,11 @@ def kernel_args(kernel, prog):
     return () if kernel == "stock" else ("--kernel", test_kernel(prog), *TEST_KERNEL_ARGS)
 
 
-def one_run(prog, kernel, vms, results, extra):
-    """(wall s, results.json tests, totals line, exit code) of one whole-suite run."""
+def one_run(prog, kernel, vms, results, extra, tests=("selftests",)):
+    """(wall s, results.json tests, totals line, exit code) of one run of ``tests`` (by
+    default the whole suite)."""
     argv = [str(CLI), "run", "-n", vms, "--results-dir", str(results),
-            *kernel_args(kernel, prog), *extra, "selftests"]
+            *kernel_args(kernel, prog), *extra, *tests]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - started

@@ -33,9 +33,10 @@ every kernel measured (7.3.4 Debian and the test kernel; selftests/test_families
 asserts it, mixed-family.toml is the example): its initial subflow on L; a subflow from
 each other host link with a "subflow" endpoint to L's target address, only from links of
 L's IP version (IPv4 and v4map are one version, IPv6 the other); and a subflow to each
-other target address announced by a "signal" endpoint, whatever its version, from the
-host link of that address's subnet, where the target listens on that address and port
-(nvmet: a port per link, one trsvcid). So on 2 ipv6 + 1 v4map links, a connection over
+other target address announced by a "signal" endpoint, whatever its version when the
+connection is an IPv6 socket (ipv6 and v4map links), only IPv4 ones when it is an IPv4
+socket (an ipv4 link), from the host link of that address's subnet, where the target
+listens on that address and port (nvmet: a port per link, one trsvcid). So on 2 ipv6 + 1 v4map links, a connection over
 an ipv6 link has subflows on all three, the v4map one joined only through its announced
 address; a connection over the v4map link has none from the ipv6 endpoints to it.
 (expected_subflows() gives these pairs.)
@@ -265,6 +266,13 @@ def _ip_version(link):
     return 6 if link.family == "ipv6" else 4
 
 
+def family_joinable(initial, link):
+    """Whether a connection made over link ``initial`` can have a subflow on ``link`` at
+    all: an IPv4 socket's (an ipv4 link; v4map is an IPv6 socket) joins no IPv6 address,
+    announced or not (7.3.4: no byte on the ipv6 link of a stream over an ipv4 one)."""
+    return not (initial.family == "ipv4" and link.family == "ipv6")
+
+
 def expected_subflows(topology, initial):
     """The subflows an MPTCP connection over link ``initial`` gets with this topology's
     endpoints, as sorted (host link name, target link name) pairs: the rules in this
@@ -277,7 +285,8 @@ def expected_subflows(topology, initial):
                   if _ip_version(link) == _ip_version(initial)]
     announced = []
     if "signal" in topology.target.endpoint_flags:
-        announced = [(link.name, link.name) for link in others]
+        announced = [(link.name, link.name) for link in others
+                     if family_joinable(initial, link)]
         announced = announced[:topology.host.add_addr_accepted]
     joins = (joins + announced)[:min(topology.host.subflows, topology.target.subflows)]
     return sorted(pairs + joins)

@@ -6,6 +6,7 @@ import dataclasses
 
 
 from mptcp_nvme.poll import PollTimeout, wait_for
+from mptcp_nvme.topology import family_joinable
 from mptcp_nvme.guest.net.sock_diag import SocketRecord, normalize, sockets
 
 
@@ -93,7 +94,9 @@ def coverage_problems(ctrl, links, trtype):
     """Why ``ctrl`` is not what ``trtype`` must give, as a list of sentences ([] = fine).
 
     mptcp: queue_count sockets, each an MPTCP connection that did not fall back, each
-    with subflows from every link in ``links``. tcp: queue_count plain TCP sockets."""
+    with subflows from every link in ``links`` that its family can join (an IPv4
+    connection has none on an IPv6 link: topology.family_joinable). tcp: queue_count
+    plain TCP sockets."""
     problems = []
     if ctrl.port_queue_count and len(ctrl.queues) != ctrl.port_queue_count:
         problems.append(f"{ctrl.name}: {len(ctrl.queues)} queue sockets to "
@@ -102,7 +105,10 @@ def coverage_problems(ctrl, links, trtype):
     elif not ctrl.port_queue_count and len(ctrl.queues) != ctrl.queue_count:
         problems.append(f"{ctrl.name}: {len(ctrl.queues)} queue sockets to "
                         f"{ctrl.traddr}:{ctrl.trsvcid}, sysfs queue_count is {ctrl.queue_count}")
-    wanted = {link.name for link in links}
+    initial = next((link for link in links if normalize(link.traddr) == normalize(ctrl.traddr)),
+                   None)
+    wanted = {link.name for link in links
+              if initial is None or family_joinable(initial, link)}
     for queue in ctrl.queues:
         where = f"{ctrl.name} queue socket :{queue.socket.lport}"
         if queue.transport != trtype:

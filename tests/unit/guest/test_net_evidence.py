@@ -57,6 +57,20 @@ def test_a_missing_link_a_fallback_and_a_missing_queue_are_named():
     assert ctrl.transport == "mixed: mptcp, tcp (MPTCP fallback)"
 
 
+def test_an_ipv4_connection_is_not_asked_for_subflows_on_an_ipv6_link():
+    v6 = topology.replace(LINKS[3], family="ipv6",
+                          target_addr=topology.default_addresses(4, "ipv6")[0],
+                          host_addr=topology.default_addresses(4, "ipv6")[1])
+    links = (*LINKS[:3], v6)
+    no_link4 = [s for s in mesh(11, 50000) if not s.local.startswith("10.1.4.")]
+    ctrl = proof.controller_sockets("nvme0", ADDRESS, 1, [mptcp_queue(40001, 11), *no_link4])
+    assert proof.coverage_problems(ctrl, links, "mptcp") == []
+    assert proof.coverage_problems(ctrl, LINKS, "mptcp") == [
+        "nvme0 queue socket :40001 has 5 subflows, none from path4"]
+    assert topology.family_joinable(LINKS[0], v6) is False
+    assert topology.family_joinable(v6, LINKS[0]) and topology.family_joinable(LINKS[0], LINKS[1])
+
+
 def test_plain_tcp_queues_and_the_subflows_of_other_connections_are_told_apart():
     records = [SocketRecord("tcp", "10.1.1.2", 40001, TRADDR, PORT),
                SocketRecord("tcp", "10.1.1.2", 40002, TRADDR, PORT),
