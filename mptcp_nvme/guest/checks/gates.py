@@ -128,11 +128,10 @@ def mptcp_counter_findings(network, fallback_expected=False, before=None):
     and a fallback or checksum error unless the test expects fallbacks (marker
     mptcp_fallback_expected)."""
     from mptcp_nvme.guest.net import netstat
+    from mptcp_nvme.guest.net.pool import counters_by_side
     shown, problems = [], []
-    for side, netns in (("target", network.target), ("host", network.host)):
-        with netns.enter():
-            counters = netstat.counter_delta((before or {}).get(side, {}),
-                                             netstat.mptcp_counters())
+    for side, now in counters_by_side(network).items():
+        counters = netstat.counter_delta((before or {}).get(side, {}), now)
         if reported := netstat.reported({k: v for k, v in counters.items() if v}):
             shown.append(f"MPTcpExt {side}: " + " ".join(f"{k}={v}" for k, v in reported.items()))
         if not fallback_expected:

@@ -12,11 +12,10 @@ order the host sends them. A network is handed on only when it is as built and q
   fault cases use, is shared with everything else there: always built anew);
 - no test holds it now (two networks of one topology in one test are two).
 
-At most KEEP networks are kept, the least recently used removed first.
-
 Otherwise the test gets a new one, and says why (``Handout.fresh_because``). The MPTcpExt
 counters of a handed-on network are not the test's own from zero: ``Handout.counters``
-holds them as the test got it, and the after-test check counts from there."""
+holds them as the test got it, and the after-test check counts from there. At most KEEP
+networks are kept, the least recently used removed first."""
 
 from collections import OrderedDict
 from contextlib import ExitStack
