@@ -20,6 +20,15 @@ TEST_KERNEL_ARGS = ("--expect-all-features", "--allow-missing", "tls:mptcp",
 KERNELS = ("stock", "test")
 
 
+def split_extra(argv):
+    """(the script's own arguments, the 'mptcp-nvme run' ones after '--'): argparse
+    cannot take options after '--' into a positional."""
+    if "--" in argv:
+        at = argv.index("--")
+        return argv[:at], argv[at + 1:]
+    return argv, []
+
+
 def test_kernel(prog):
     """MPTCP_NVME_TEST_KERNEL, else the tree ./ci/mptcp-kernel prints (built if need be)."""
     tree = os.environ.get("MPTCP_NVME_TEST_KERNEL")

@@ -200,7 +200,7 @@ def build(topology, suffix=None):
         for end in ends:
             with _step(f"net.mptcp.enabled=1 in {end.ns.name}"):
                 end.ns.sysctl("net.mptcp.enabled", 1)
-            _no_blackhole_detection(end.ns, cleanup)
+            _no_tcp_fallback(end.ns, cleanup)
             for link in topology.links:
                 if link.netem != Netem():
                     _apply_netem(end.ipr, end.ns, end.ifname(link), link.netem)
@@ -208,22 +208,30 @@ def build(topology, suffix=None):
         yield Network(topology, target, host)
 
 
-# MPTCP's active-open blackhole detection (Linux 6.12+): after MP_CAPABLE SYNs are lost
-# (a fault test black-holes links on purpose), the netns stops asking for MPTCP for a
-# while, and every later connection falls back to TCP: in the initial netns that would
-# carry into the next tests. Off (0, which also clears its state) where a network is
-# built; the initial netns gets its value back afterwards.
-BLACKHOLE_TIMEOUT = "net.mptcp.blackhole_timeout"
+# MPTCP's fallback to TCP when MP_CAPABLE SYNs are lost (Linux 6.12+), which a fault test
+# provokes on purpose by black-holing links: after syn_retrans_before_tcp_fallback (2)
+# lost retransmissions the SYN goes out without MPTCP, and the connection (a reconnecting
+# NVMe queue) stays plain TCP for its life: its subflows never come back on the other
+# links (seen as MPCapableSYNTXDrop, "path2 4 of 6" after keep-alive on a loaded
+# machine). An accepted fallback also turns active MPTCP off in the netns for
+# blackhole_timeout, so that every later connection, in the initial netns the next
+# tests' too, falls back. Both off where a network is built (128: every retransmission
+# keeps MP_CAPABLE; 0: no detection, which also clears its state), as a deployment that
+# wants its queues multipath after an outage sets them; the initial netns gets its
+# values back afterwards.
+NO_TCP_FALLBACK = {"net.mptcp.syn_retrans_before_tcp_fallback": 128,
+                   "net.mptcp.blackhole_timeout": 0}
 
 
-def _no_blackhole_detection(ns, cleanup):
-    before = ns.read_sysctl(BLACKHOLE_TIMEOUT)
-    if before is None:
-        return
-    with _step(f"{BLACKHOLE_TIMEOUT}=0 in {ns.name}"):
-        ns.sysctl(BLACKHOLE_TIMEOUT, 0)
-    if ns is INIT_NETNS:
-        cleanup.callback(ns.sysctl, BLACKHOLE_TIMEOUT, before)
+def _no_tcp_fallback(ns, cleanup):
+    for key, value in NO_TCP_FALLBACK.items():
+        before = ns.read_sysctl(key)
+        if before is None:
+            continue
+        with _step(f"{key}={value} in {ns.name}"):
+            ns.sysctl(key, value)
+        if ns is INIT_NETNS:
+            cleanup.callback(ns.sysctl, key, before)
 
 
 def _mptcp_limits(ns):

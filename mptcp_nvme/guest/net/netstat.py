@@ -7,7 +7,10 @@ checksum-error counters that fail a test."""
 
 # --- MPTcpExt counters ----------------------------------------------------------
 
-FALLBACK_COUNTERS = ("MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPFallbackTokenInit",
+# MPCapableSYNTXDrop: a connect fell back to TCP after its MP_CAPABLE SYNs were lost;
+# Blackhole: that fallback got through, and active MPTCP is off in the netns for a while
+FALLBACK_COUNTERS = ("MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPCapableSYNTXDrop",
+                     "Blackhole", "MPFallbackTokenInit",
                      "DSSCorruptionFallback", "MPCapableDataFallback", "DssFallback",
                      "SimultConnectFallback", "FallbackFailed", "InfiniteMapTx", "InfiniteMapRx")
 ERROR_COUNTERS = ("DataCsumErr",)

@@ -130,6 +130,9 @@ def test_netstat_counters_deltas_and_problems():
                                            "MPCapableSYNRX": 3, "MPJoinSynAckRx": 12}
     assert netstat.counter_problems(counters) == ["MPTcpExt MPCapableFallbackACK +1"]
     assert netstat.counter_problems({"DataCsumErr": 2}) == ["MPTcpExt DataCsumErr +2"]
+    # the keep-alive fault's reconnect on a loaded machine: one queue fell back to TCP
+    assert netstat.counter_problems({"MPCapableSYNTX": 19, "MPCapableSYNTXDrop": 1}) == [
+        "MPTcpExt MPCapableSYNTXDrop +1"]
     assert netstat.counter_delta({"A": 1, "B": 2}, {"A": 1, "B": 5, "C": 1}) == {"B": 3, "C": 1}
 
 
