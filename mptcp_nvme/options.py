@@ -168,7 +168,8 @@ OPTIONS = (
     Option("test_timeout", "seconds per test in the VM", type=float, default=600.0,
            bounds=(1, None), commands=(*RUNS, *SERIES)),
     Option("vms", "VMs side by side (pytest-xdist), tests spread across them, longest "
-           "first; auto: as many as the host's cores and memory run", default=1, short="-n",
+           "first; auto: as many as the host's cores and memory run (default: auto, but 1 "
+           "for 'matrix', whose cells are measurements, and for a single test)", short="-n",
            metavar="N|auto", check=_vms, commands=("run", "matrix", *SERIES)),
     Option("retry_failed", "run a failed test again on a fresh VM, up to N times; one that "
            "passes then is reported passed and flaky (a crash is not retried)", type=int,

@@ -125,7 +125,8 @@ def cmd_run(args, selftests=True):
     print(f"results: {results}", file=sys.stderr)
     if args.kselftest:
         tests += kselftest.install(tree, kselftests, results)
-    status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword) + tests)
+    status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword,
+                                                  tests=tests) + tests)
     if (results / "results.json").is_file():
         from mptcp_nvme.host.results import summary
         document = merge_mod.read_run(results)[1]
@@ -189,6 +190,7 @@ def cmd_script(args):
     run_args.iopolicy = [chosen["iopolicy"]]
     run_args.loss = [int(chosen["loss"])]
     run_args.tls = chosen["tls"]
+    run_args.vms = args.vms if getattr(args, "vms", None) else 1    # the scenario is one test
     return cmd_run(run_args)
 
 

@@ -25,28 +25,32 @@ def test_paths(tests):
     return paths
 
 
-def pytest_argv(chosen, results, ktap="-", keyword=None):
-    """pytest's arguments for a VM run of ``chosen`` options into ``results``; with
-    --rate, the guest's nvme_core.io_timeout scaled to it (io_timeout)."""
+def pytest_argv(chosen, results, ktap="-", keyword=None, tests=()):
+    """pytest's arguments for a VM run of ``chosen`` options into ``results`` (of
+    ``tests``, which decide how many VMs a run without -n gets: parallel); with --rate,
+    the guest's nvme_core.io_timeout scaled to it (io_timeout)."""
     append = [*(chosen.get("append") or ()), *io_timeout(chosen.get("append"), chosen.get("rate"))]
     chosen = {**chosen, "results_dir": str(results), "append": append or None,
-              **parallel(chosen, results)}
+              **parallel(chosen, results, tests)}
     return ["--vm", "--ktap", str(ktap), "-p", "no:terminal", "-p", "no:cacheprovider",
             "--rootdir", str(SOURCE_DIR), "--junitxml", str(Path(results) / "junit.xml"),
             *options.to_argv(chosen, only=options.for_pytest),
             *(["-k", keyword] if keyword else [])]
 
 
-def parallel(chosen, results):
-    """-n auto resolved to a number (host/vm/capacity.py); with several VMs and neither
-    --durations-from nor --shard, the durations cache's snapshot as --durations-from, so
-    the tests start longest first (host/order.py)."""
+def parallel(chosen, results, tests=()):
+    """-n resolved to a number: not given, auto, except for one test by its node id (a
+    second VM would only cost a worker's start-up); auto: host/vm/capacity.py. With
+    several VMs and neither --durations-from nor --shard, the durations cache's snapshot
+    as --durations-from, so the tests start longest first (host/order.py)."""
     from mptcp_nvme.host import order
     from mptcp_nvme.host.vm import capacity
-    vms = chosen.get("vms") or 1
+    vms = chosen.get("vms")
+    if vms is None:
+        vms = 1 if len(tests) == 1 and "::" in tests[0] else "auto"
     if vms == "auto":
         vms = capacity.vm_count(chosen.get("memory") or options.defaults("run")["memory"])
-    found = {"vms": vms}
+    found = {"vms": vms if vms > 1 else None}       # one VM: in this process, no xdist
     if vms > 1 and not chosen.get("durations_from") and not chosen.get("shard"):
         known = order.snapshot(results)
         if known:

@@ -244,7 +244,8 @@ def run_matrix(args):
         print(f"matrix: {scaled[0]} (30 s scaled with the rate: the script's fio queue drains "
               "that much slower)", file=sys.stderr)
     chosen = options.values(args)
-    chosen.update(axes(args), rate=rate, rootfs="host" if root == Path("/") else str(root),
+    chosen.update(axes(args), rate=rate, vms=chosen.get("vms") or 1,   # cells measure: one VM
+                  rootfs="host" if root == Path("/") else str(root),
                   # a cell that has not ended long after its two fio jobs is stuck
                   test_timeout=min(args.test_timeout, 2 * args.runtime + 180))
     interrupted = False

@@ -75,6 +75,15 @@ def test_several_vms_read_the_snapshot_one_or_a_shard_do_not(tmp_path, monkeypat
     assert auto[auto.index("-n") + 1] == str(capacity.vm_count("2G"))
 
 
+def test_without_n_a_run_takes_auto_but_one_test_by_node_id_one_vm(tmp_path, monkeypatch):
+    monkeypatch.setattr(capacity, "vm_count", lambda memory: 2)
+    argv = lambda tests: suite.pytest_argv({"memory": "2G"}, tmp_path, tests=tests)
+    for tests in ([], ["/src/selftests"], ["/src/selftests/test_tls.py"],
+                  ["/src/selftests/test_tls.py::a", "/src/selftests/test_tls.py::b"]):
+        assert argv(tests)[argv(tests).index("-n") + 1] == "2"
+    assert "-n" not in argv(["/src/selftests/test_tls.py::test_tls_fio[tcp]"])
+
+
 WORKERS = """
 import os
 def ran(name):
