@@ -83,7 +83,8 @@ class Apt:
 
 
 def cache_key(version, patch=PATCH, fragment_paths=None):
-    """What defines the built tree: source version, patch and kconfig fragments."""
+    """What defines the built tree: source version, patch and kconfig fragments (the
+    debug kernel's include kconfigs/debug.config, so its key differs)."""
     digest = hashlib.sha256(f"{SOURCE_PACKAGE}={version}\n".encode())
     digest.update(Path(patch).read_bytes())
     for path in fragment_paths or kernel_mod.fragments(trim=True):
@@ -121,8 +122,10 @@ def apply_patch(tree, patch=PATCH, log=None):
                              + (f" (log: {log})" if log else ""))
 
 
-def ensure(rebuild=False, jobs=None, log=None):
-    """The built stand-in tree: from the cache, else downloaded, patched and built."""
+def ensure(rebuild=False, jobs=None, log=None, debug=False):
+    """The built stand-in tree: from the cache, else downloaded, patched and built;
+    ``debug``: with kconfigs/debug.config (KASAN, lockdep, kmemleak, ...), a tree of
+    its own beside the normal one."""
     root = cache_dir()
     apt = Apt(root / "apt-trixie")
     apt.update()
@@ -132,8 +135,9 @@ def ensure(rebuild=False, jobs=None, log=None):
         version = apt.candidate(SOURCE_PACKAGE)
     if version is None:
         raise SetupError(f"{SOURCE_PACKAGE} is not offered by {SUITE} or {KERNEL_SUITE}")
-    key = cache_key(version)
-    home = root / "kernels" / f"mptcp-standin-{key}"
+    key = cache_key(version, fragment_paths=kernel_mod.fragments(debug=debug, trim=True))
+    flavour = "mptcp-standin-debug" if debug else "mptcp-standin"
+    home = root / "kernels" / f"{flavour}-{key}"
     tree = home / SOURCE_PACKAGE
     if (home / BUILT_STAMP).is_file() and (tree / kernel_mod.BZIMAGE).is_file() and not rebuild:
         print(f"mptcp-kernel: cached {SOURCE_PACKAGE} {version} + {PATCH.name} ({key})",
@@ -142,7 +146,7 @@ def ensure(rebuild=False, jobs=None, log=None):
     if home.exists():
         print(f"mptcp-kernel: removing the unfinished build in {home}", file=sys.stderr)
         shutil.rmtree(home)
-    log = Path(log) if log else root / "kernels" / f"mptcp-standin-{key}.log"
+    log = Path(log) if log else root / "kernels" / f"{flavour}-{key}.log"
     started = time.monotonic()
     try:
         deb = apt.download(SOURCE_PACKAGE, version, root / "apt-trixie" / "debs")
@@ -151,7 +155,7 @@ def ensure(rebuild=False, jobs=None, log=None):
         apply_patch(tree, log=log)
         print(f"mptcp-kernel: building {SOURCE_PACKAGE} {version} + {PATCH.name} in {tree} "
               f"(log: {log})", file=sys.stderr, flush=True)
-        kernel_mod.build(tree, jobs=jobs, trim=True, log=log)
+        kernel_mod.build(tree, debug=debug, jobs=jobs, trim=True, log=log)
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)
         raise
@@ -166,10 +170,12 @@ def main(argv=None):
     parser.add_argument("--rebuild", action="store_true", help="build even when cached")
     parser.add_argument("-j", "--jobs", type=int, help="make jobs (default: vng's, nproc)")
     parser.add_argument("--log", help="build log (default: next to the tree in the cache)")
+    parser.add_argument("--debug", action="store_true", help="the debug kernel: "
+                        "kconfigs/debug.config (KASAN, lockdep, kmemleak) on top, cached apart")
 
     def body():
         args = parser.parse_args(argv)
-        print(ensure(rebuild=args.rebuild, jobs=args.jobs, log=args.log))
+        print(ensure(rebuild=args.rebuild, jobs=args.jobs, log=args.log, debug=args.debug))
         return 0
     return run_command("mptcp-kernel", body, "interrupted; the unfinished build was removed")
 

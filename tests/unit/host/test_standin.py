@@ -87,7 +87,7 @@ def test_a_failed_build_leaves_no_tree_in_the_cache(tmp_path, monkeypatch, capsy
     empty.write_text("")
     monkeypatch.setattr(standin, "apply_patch", lambda tree, log=None: None)
 
-    def failing_build(tree, jobs=None, trim=False, log=None):
+    def failing_build(tree, debug=False, jobs=None, trim=False, log=None):
         raise SetupError(f"kernel build in {tree} failed: x.c:1:2: error: boom (log: {log})")
     monkeypatch.setattr(standin.kernel_mod, "build", failing_build)
     assert standin.main([]) == 1
@@ -116,3 +116,12 @@ def test_logged_build_step_failure_names_error_and_log(tmp_path):
     with pytest.raises(SetupError, match=r"x.c:1:1: error: nope \(log: .*build.log\)"):
         run(["make", "-s"])
     assert "x.c:1:1: error: nope" in (tmp_path / "logs/build.log").read_text()
+
+
+def test_the_debug_kernel_has_a_key_of_its_own_and_the_normal_one_keeps_its_own(tmp_path):
+    patch = tmp_path / "p.patch"
+    patch.write_text("diff\n")
+    normal = standin.cache_key("7.3.4-1", patch)
+    assert normal == standin.cache_key("7.3.4-1", patch, kernel.fragments(trim=True))
+    debug = standin.cache_key("7.3.4-1", patch, kernel.fragments(debug=True, trim=True))
+    assert debug != normal
