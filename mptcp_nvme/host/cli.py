@@ -196,6 +196,7 @@ def cmd_script(args):
 
 def cmd_kselftest(args):
     args.kselftest = [*args.selections, *(args.kselftest or ())]
+    args.vms = getattr(args, "vms", None) or 1        # no -n here: one VM, as before
     return cmd_run(args, selftests=False)
 
 

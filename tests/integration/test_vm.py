@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vm
 
 
 def test_selftests_load_nvme_modules_in_guest(mptcp_nvme):
-    run = mptcp_nvme("run", REPO / "selftests/test_modules.py")
+    run = mptcp_nvme("run", "-n", "1", REPO / "selftests/test_modules.py")
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[:2] == ["TAP version 13", "1..1"]
@@ -27,7 +27,7 @@ def test_selftests_load_nvme_modules_in_guest(mptcp_nvme):
 
 
 def test_guest_results_come_back_one_per_test(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", GUEST_CASES / "guest_broken.py",
+    run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_results.py", GUEST_CASES / "guest_broken.py",
                      "--ktap-version", "1")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     assert run.stdout.splitlines()[:2] == ["KTAP version 1", "1..4"]
@@ -46,7 +46,7 @@ def test_guest_results_come_back_one_per_test(mptcp_nvme):
 
 
 def panic_fingerprint(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
+    run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_panic.py", "--boot-timeout", "300")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     result = run.result("sysrq-c crashes the guest kernel")
     assert not result.ok
@@ -69,7 +69,7 @@ def test_guest_panic_is_a_failure_with_its_headline_and_fingerprint(mptcp_nvme):
 
 
 def test_timeout_reaps_every_qemu_process(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_hang.py", "--test-timeout", "15")
+    run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_hang.py", "--test-timeout", "15")
     assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr
     result = run.result("reads a pipe nobody writes to")
     assert not result.ok and result.directive == "ERROR"
@@ -81,7 +81,7 @@ def test_timeout_reaps_every_qemu_process(mptcp_nvme):
 
 
 def test_retry_failed_reports_a_flaky_pass(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_flaky.py", "--retry-failed", "1")
+    run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_flaky.py", "--retry-failed", "1")
     assert run.code == ktap.EXIT_PASS, run.stdout + run.stderr
     assert run.result("fails on the first VM, passes on the next").ok
     assert re.search(r"^# flaky: passed on attempt 2 of 2; failed before: .*first attempt "
@@ -92,7 +92,7 @@ def test_retry_failed_reports_a_flaky_pass(mptcp_nvme):
 
 
 def test_results_json_lists_every_test(mptcp_nvme):
-    run = mptcp_nvme("run", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
+    run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
     results = json.loads((run.results_dir / "results.json").read_text())
     assert [t["description"] for t in results["tests"]] == [r.description.removeprefix("mptcp_nvme: ")
                                                             for r in run.results]
@@ -129,7 +129,7 @@ def test_two_runs_at_once_on_a_cold_cache_both_pass(tmp_path):
     import subprocess
     import sys
     env = dict(os.environ, MPTCP_NVME_CACHE=str(tmp_path / "cache"))
-    runs = [subprocess.Popen([sys.executable, "-m", "mptcp_nvme.host.cli", "run",
+    runs = [subprocess.Popen([sys.executable, "-m", "mptcp_nvme.host.cli", "run", "-n", "1",
                               "--results-dir", str(tmp_path / f"results-{i}"),
                               str(REPO / "selftests/test_modules.py")],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
