@@ -93,6 +93,9 @@ class FaultOutcome(_Payload):
     states_during: tuple       # every controller state seen during the fault
     recovery_lines: tuple      # the kernel's NVMe error-recovery lines
     problem: str | None        # the phase that did not hold, or None
+    # from the device's sector counters, sampled live: {"baseline_mib_s", "after_mib_s"
+    # (the last window's), "back": whether the run saw the bandwidth back, "at_s"}
+    live: dict | None = None
 
     @classmethod
     def from_json(cls, data):

@@ -50,7 +50,9 @@ def row(outcome):
     during = NONE
     if impact.get("during") is not None and impact.get("baseline"):
         during = f"{impact['during'] / impact['baseline']:.0%}"
-    recovery = _seconds(impact.get("recovery_s")) if impact.get("recovered") else "**no**"
+    live = outcome.get("live") or {}
+    recovery = (_seconds(impact.get("recovery_s")) if impact.get("recovered")
+                else f"by {_seconds(live.get('at_s'))} (device)" if live.get("back") else "**no**")
     subflows = outcome.get("subflows") or {}
     flows = "/".join(str(subflows.get(k, NONE)) for k in ("before", "during", "after")) \
         if subflows else NONE
@@ -69,7 +71,10 @@ LEGEND = [
     "- Bandwidth: fio's writes and their verifying reads (verify_backlog), per 100 ms. "
     "longest stall: the longest run of windows at ≤ 5 % of the baseline from the fault's "
     "start; during fault: median within the window ÷ baseline; back to 80 %: from the heal "
-    "to the first second at ≥ 80 % of the baseline.",
+    "to the first second at ≥ 80 % of the baseline; 'by N s (device)': the log never held "
+    "that (its 100 ms samples are uneven on a loaded machine), but the device's sector "
+    "counters, sampled live, moved ≥ 90 % of their baseline over 2 s by N s from the "
+    "fault's start.",
     "- errors: fio's verify (crc32c, verify_backlog) and I/O errors; NVMe error recovery: "
     "the kernel log shows the host's error recovery, reconnects or keep-alive failures.",
 ]
