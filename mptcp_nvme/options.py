@@ -89,6 +89,13 @@ def _topology_file(text):
     return str(Path(text).resolve())
 
 
+def _known_issues_file(text):
+    """A valid known-issues file, as an absolute path (mptcp_nvme/known_issues.py)."""
+    from mptcp_nvme import known_issues
+    known_issues.load(text)
+    return str(Path(text).resolve())
+
+
 def _vms(text):
     """-n: 1..MAX_VMS or auto (host/vm/capacity.py decides, on the host)."""
     if text == "auto":
@@ -194,6 +201,9 @@ OPTIONS = (
     # what the selftests check
     Option("expect_all_features", "a missing kernel feature fails instead of skipping",
            flag=True, guest=True, commands=(*RUNS, *SERIES)),
+    Option("known_issues", "known kernel issues: a failure one explains is XFAIL, an "
+           "'always' one that did not happen XPASS (default: known-issues.toml of the tree)",
+           metavar="FILE", check=_known_issues_file, commands=(*RUNS, *SERIES)),
     Option("allow_missing", "with --expect-all-features these requirements may still SKIP "
            "(fnmatch, e.g. tls:mptcp; repeatable)", repeat=True, guest=True,
            metavar="REQUIREMENT", commands=("run", *SERIES)),

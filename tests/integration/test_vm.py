@@ -91,6 +91,26 @@ def test_retry_failed_reports_a_flaky_pass(mptcp_nvme):
     assert len(list((run.results_dir / "vm-main").glob("console-*.log"))) == 2
 
 
+def test_a_known_issue_turns_its_failure_into_xfail_and_an_always_one_that_passed_into_xpass(
+        mptcp_nvme, tmp_path):
+    known = tmp_path / "known.toml"
+    known.write_text(
+        '[[issue]]\nid = "arith"\ntests = ["*guest_results.py::test_fails_with_a_message"]\n'
+        'match = "arithmetic is broken"\nreason = "the guest cannot add"\n\n'
+        '[[issue]]\nid = "kernel"\ntests = ["*guest_results.py::test_reports_guest_kernel"]\n'
+        'match = "never"\nreason = "always fails"\nalways = true\n')
+    run = mptcp_nvme("run", "-n", "1", "--known-issues", known, GUEST_CASES / "guest_results.py")
+    assert run.code == ktap.EXIT_FAIL, run.stdout + run.stderr       # the XPASS fails the run
+    failed = run.result("a failing assertion travels back")
+    assert failed.ok and failed.directive == "XFAIL", run.stdout
+    assert failed.reason == "known issue arith: the guest cannot add"
+    assert "# known issue arith: " in run.stdout and "arithmetic is broken" in run.stdout
+    assert not run.result("the guest runs the kernel under test").ok
+    assert "# known issue kernel did not happen on " in run.stdout
+    results = json.loads((run.results_dir / "results.json").read_text())
+    assert results["totals"]["xfail"] == 1 and results["totals"]["xpass"] == 1, results["totals"]
+
+
 def test_results_json_lists_every_test(mptcp_nvme):
     run = mptcp_nvme("run", "-n", "1", GUEST_CASES / "guest_results.py", "--ktap-version", "1")
     results = json.loads((run.results_dir / "results.json").read_text())

@@ -13,6 +13,7 @@ from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme import options
 from mptcp_nvme.channel import (ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME,
                                 KSELFTEST_DIR, results_dir)
+from mptcp_nvme import known_issues
 from mptcp_nvme.host.vm import guest_failure as failures
 from mptcp_nvme.host.inputs import bytecode, rootfs
 from mptcp_nvme.host.inputs import kernel as kernel_mod
@@ -88,6 +89,7 @@ class VmRunner:
         self.header = None
         self.worker = getattr(config, "workerinput", {}).get("workerid", "main")
         self.kernel = None
+        self._known_issues = None
 
     def _vm_config(self):
         opt = self.config.getoption
@@ -176,10 +178,16 @@ class VmRunner:
             booted = f", booted in {self.session.booted_in:.1f}s" if self.session else ""
             reports[0].user_properties.insert(0, (DIAG, self.header + booted))
             self.diagnostics_sent = True
+        known_issues.apply(reports, self.known_issues(), self.kernel.release if self.kernel else None)
         for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
+
+    def known_issues(self):
+        if self._known_issues is None:
+            self._known_issues = known_issues.load(self.config.getoption("known_issues"))
+        return self._known_issues
 
     def _run_once(self, item, nextitem):
         started = time.monotonic()
