@@ -18,6 +18,8 @@ TEST_KERNEL_ARGS = ("--expect-all-features", "--allow-missing", "tls:mptcp",
                     "--allow-missing", "iopolicy:weighted-lat",
                     "--allow-missing", "iopolicy:adaptive")
 KERNELS = ("stock", "test")
+# the debug lane's kernel: the test kernel with kconfigs/debug.config (ci/mptcp-kernel --debug)
+DEBUG_KERNEL_ENV = "MPTCP_NVME_DEBUG_KERNEL"
 
 
 def split_extra(argv):
@@ -29,20 +31,25 @@ def split_extra(argv):
     return argv, []
 
 
-def test_kernel(prog):
-    """MPTCP_NVME_TEST_KERNEL, else the tree ./ci/mptcp-kernel prints (built if need be)."""
-    tree = os.environ.get("MPTCP_NVME_TEST_KERNEL")
+def test_kernel(prog, debug=False):
+    """MPTCP_NVME_TEST_KERNEL (MPTCP_NVME_DEBUG_KERNEL), else the tree ./ci/mptcp-kernel
+    (--debug) prints, built if need be."""
+    tree = os.environ.get(DEBUG_KERNEL_ENV if debug else "MPTCP_NVME_TEST_KERNEL")
     if tree:
         return tree
-    done = subprocess.run([str(REPO / "ci/mptcp-kernel")], capture_output=True, text=True)
+    argv = [str(REPO / "ci/mptcp-kernel"), *(["--debug"] if debug else [])]
+    done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"{prog}: ./ci/mptcp-kernel failed (exit {done.returncode}): "
-                 f"{done.stderr.strip().splitlines()[-1:] or ''}")
+        sys.exit(f"{prog}: {' '.join(argv[-2:] if debug else argv[-1:])} failed (exit "
+                 f"{done.returncode}): {done.stderr.strip().splitlines()[-1:] or ''}")
     return done.stdout.splitlines()[-1]
 
 
 def kernel_args(kernel, prog):
-    return () if kernel == "stock" else ("--kernel", test_kernel(prog), *TEST_KERNEL_ARGS)
+    """'stock': none; 'test' and 'debug': that kernel, run as CI runs the test kernel."""
+    if kernel == "stock":
+        return ()
+    return ("--kernel", test_kernel(prog, debug=kernel == "debug"), *TEST_KERNEL_ARGS)
 
 
 def one_run(prog, kernel, vms, results, extra, tests=("selftests",)):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mptcp_nvme import crash, proc
-from mptcp_nvme.channel import CRASH, DIAG, artifact_dir, results_dir
+from mptcp_nvme.channel import CRASH, DIAG, KMEMLEAK_END, artifact_dir, results_dir
 from mptcp_nvme.guest.checks import health
 from mptcp_nvme.guest.checks.requirements import Features
 
@@ -118,6 +118,11 @@ class SelftestChecks:
             (results_dir(self.config) / "leftovers.json").write_text(json.dumps(left, indent=2))
             if any(left.values()):
                 print(f"mptcp-nvme: left behind after the run: {left}", file=sys.stderr)
+            if self.kmemleak is not None and self.kmemleak.available:
+                # a leak reported after the last test's scan (kmemleak reports an object
+                # only once it is old enough) belongs to the run: ci/debug-lane reads it
+                leaks = self.kmemleak.new_leaks()
+                (results_dir(self.config) / KMEMLEAK_END).write_text(leaks + "\n" if leaks else "")
 
 
 def mptcp_counter_findings(network, fallback_expected=False, before=None):
