@@ -216,11 +216,15 @@ def read_config(path):
 
 
 def unmet_options(config, fragment_paths):
-    """Fragment settings the config does not honour ('y' satisfies 'm')."""
-    unmet = []
+    """Fragment settings the config does not honour ('y' satisfies 'm'); a later
+    fragment's setting of an option replaces an earlier one's, as merge_config.sh does
+    (debug.config turns kmemleak on where mptcp-nvme.config leaves it off)."""
+    wanted = {}
     for path in fragment_paths:
-        for name, want in read_config(path).items():
-            have = config.get(name, "n")
-            if have != want and not (want == "m" and have == "y"):
-                unmet.append(f"CONFIG_{name}={want} (is {have})")
+        wanted.update(read_config(path))
+    unmet = []
+    for name, want in wanted.items():
+        have = config.get(name, "n")
+        if have != want and not (want == "m" and have == "y"):
+            unmet.append(f"CONFIG_{name}={want} (is {have})")
     return unmet

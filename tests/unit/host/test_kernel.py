@@ -157,3 +157,17 @@ def test_unmet_fragment_options_are_named(tmp_path):
 def test_the_fragments_parse():
     for fragment in kernel.fragments(debug=True):
         assert kernel.read_config(fragment), fragment
+
+
+def test_a_later_fragment_replaces_an_earlier_ones_setting(tmp_path):
+    """debug.config turns kmemleak on where mptcp-nvme.config leaves it off: no warning."""
+    normal, debug = tmp_path / "a.config", tmp_path / "b.config"
+    normal.write_text("CONFIG_DEBUG_KMEMLEAK=y\nCONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF=y\n")
+    debug.write_text("# CONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF is not set\n")
+    dotconfig = tmp_path / ".config"
+    dotconfig.write_text("CONFIG_DEBUG_KMEMLEAK=y\n")
+    assert kernel.unmet_options(kernel.read_config(dotconfig), [normal, debug]) == []
+    assert kernel.unmet_options(kernel.read_config(dotconfig), [normal]) == [
+        "CONFIG_DEBUG_KMEMLEAK_DEFAULT_OFF=y (is n)"]
+    for option in ("KFENCE", "DEBUG_LIST", "UBSAN", "DEBUG_ATOMIC_SLEEP"):
+        assert f"CONFIG_{option}=y" in kernel.fragments(debug=True)[-1].read_text()
