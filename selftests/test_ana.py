@@ -19,8 +19,9 @@ JOB = fio.FioJob(rw="randrw", numjobs=1, iodepth=16, bs="16k", runtime=None, tim
 
 def ana_paths(target, nvme_host, nqn):
     """{controller: (its nvmet port, its path's hidden disk)}, the port found by the
-    controller's address (controller names do not follow the ports' order)."""
-    ports = {sock_diag.normalize(port.traddr): port for port in target.ports}
+    controller's address (controller names do not follow the ports' order) among the
+    path addresses the ports serve (a single port listens on the wildcard)."""
+    ports = {sock_diag.normalize(path): port for path, port in zip(target.addresses, target.ports)}
     disks = nvme_host.path_disks(nqn)
     return {c.name: (ports[sock_diag.normalize(c.address["traddr"])], disks[c.name])
             for c in nvme_host.controllers(nqn) if c.name in disks}
