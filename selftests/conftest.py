@@ -118,7 +118,8 @@ def prove_transport(request, network, trtype):
 
     def prove(nvme_host, nqn):
         try:
-            ctrls = proof.prove_queues(network.host, nvme_host, nqn, trtype, links)
+            ctrls = proof.prove_queues(network.host, nvme_host, nqn, trtype, links,
+                                       topology=network.topology)
         except proof.TransportProofFailed as err:
             request.node.stash.setdefault(PROBLEMS, []).append(str(err))
             ctrls = []

@@ -6,7 +6,7 @@ import dataclasses
 
 
 from mptcp_nvme.poll import PollTimeout, wait_for
-from mptcp_nvme.topology import family_joinable
+from mptcp_nvme.topology import family_joinable, join_candidates, subflows_capped
 from mptcp_nvme.guest.net.sock_diag import SocketRecord, normalize, sockets
 
 
@@ -90,13 +90,15 @@ def subflow_pairs(subflows, links):
                   for s in subflows)
 
 
-def coverage_problems(ctrl, links, trtype):
+def coverage_problems(ctrl, links, trtype, topology=None):
     """Why ``ctrl`` is not what ``trtype`` must give, as a list of sentences ([] = fine).
 
     mptcp: queue_count sockets, each an MPTCP connection that did not fall back, each
     with subflows from every link in ``links`` that its family can join (an IPv4
-    connection has none on an IPv6 link: topology.family_joinable). tcp: queue_count
-    plain TCP sockets."""
+    connection has none on an IPv6 link: topology.family_joinable); unless the
+    ``topology``'s endpoints ask for more joins than its subflow limit allows
+    (topology.subflows_capped): then each has as many subflows as the limit allows, on
+    links of the path manager's choosing. tcp: queue_count plain TCP sockets."""
     problems = []
     if ctrl.port_queue_count and len(ctrl.queues) != ctrl.port_queue_count:
         problems.append(f"{ctrl.name}: {len(ctrl.queues)} queue sockets to "
@@ -109,12 +111,20 @@ def coverage_problems(ctrl, links, trtype):
                    None)
     wanted = {link.name for link in links
               if initial is None or family_joinable(initial, link)}
+    capped = (topology is not None and initial is not None and bool(links)
+              and subflows_capped(topology, initial))
     for queue in ctrl.queues:
         where = f"{ctrl.name} queue socket :{queue.socket.lport}"
         if queue.transport != trtype:
             problems.append(f"{where} is {queue.transport}, not {trtype}")
             continue
-        if trtype == "mptcp":
+        if trtype == "mptcp" and capped:
+            joins, limit = join_candidates(topology, initial)
+            if len(queue.subflows) < 1 + limit:
+                problems.append(f"{where} has {len(queue.subflows)} subflows; the endpoints ask "
+                                f"for {len(joins)} joins, the limit allows {limit}: "
+                                f"{1 + limit} subflows")
+        elif trtype == "mptcp":
             used = {link_of(s.local, links) for s in queue.subflows}
             if missing := sorted(wanted - used):
                 problems.append(f"{where} has {len(queue.subflows)} subflows, none from "
@@ -146,10 +156,11 @@ class TransportProofFailed(AssertionError):
     """The queue sockets of a subsystem are not what its trtype must give."""
 
 
-def prove_queues(netns, host, nqn, trtype, links, timeout=20.0, interval=0.25):
+def prove_queues(netns, host, nqn, trtype, links, timeout=20.0, interval=0.25, topology=None):
     """ControllerSockets of every controller of ``nqn``, polled (MPTCP subflows join
     after the connect returns) until each matches ``trtype``: every queue an MPTCP
-    connection without fallback and with subflows from every one of ``links``, or a
+    connection without fallback and with subflows from every one of ``links`` (as many
+    as the limit allows where ``topology`` asks for more: coverage_problems), or a
     plain TCP socket. TransportProofFailed lists what was still wrong at the deadline."""
     state = {"ctrls": [], "problems": ["no controller"]}
 
@@ -164,7 +175,8 @@ def prove_queues(netns, host, nqn, trtype, links, timeout=20.0, interval=0.25):
                                     sum(shared[key]) if len(shared[key := port_key(c.address)]) > 1
                                     else 0)
                  for c in host.controllers(nqn)]
-        problems = [p for ctrl in ctrls for p in coverage_problems(ctrl, links, trtype)]
+        problems = [p for ctrl in ctrls
+                    for p in coverage_problems(ctrl, links, trtype, topology)]
         state.update(ctrls=ctrls, problems=problems if ctrls else ["no controller"])
         return not state["problems"]
 

@@ -57,6 +57,27 @@ def test_a_missing_link_a_fallback_and_a_missing_queue_are_named():
     assert ctrl.transport == "mixed: mptcp, tcp (MPTCP fallback)"
 
 
+def test_eight_links_past_the_subflow_limit_need_its_count_not_every_link():
+    """The corpus's eight-links topology over mptcp: 14 joins asked, 8 allowed; a queue
+    with 9 subflows and none from path8 is what the kernel may do, one with 5 is not."""
+    eight = topology.topology_for_paths(8)
+    subs = [subflow(11, f"10.1.{i}.2", 50000 + i) for i in range(1, 8)]
+    subs += [subflow(11, "10.1.2.2", 50010, "10.1.2.1"), subflow(11, "10.1.3.2", 50011, "10.1.3.1")]
+    ctrl = proof.controller_sockets("nvme0", ADDRESS, 1, [mptcp_queue(40001, 11), *subs])
+    assert proof.coverage_problems(ctrl, eight.links, "mptcp", eight) == []
+    assert proof.coverage_problems(ctrl, eight.links, "mptcp") == [
+        "nvme0 queue socket :40001 has 9 subflows, none from path8"]
+    few = proof.controller_sockets("nvme0", ADDRESS, 1, [mptcp_queue(40001, 11), *subs[:5]])
+    assert proof.coverage_problems(few, eight.links, "mptcp", eight) == [
+        "nvme0 queue socket :40001 has 5 subflows; the endpoints ask for 14 joins, the limit "
+        "allows 8: 9 subflows"]
+    four = topology.topology_for_paths(4)
+    no_link4 = [s for s in mesh(11, 50000) if not s.local.startswith("10.1.4.")]
+    ctrl4 = proof.controller_sockets("nvme0", ADDRESS, 1, [mptcp_queue(40001, 11), *no_link4])
+    assert proof.coverage_problems(ctrl4, four.links, "mptcp", four) == [
+        "nvme0 queue socket :40001 has 5 subflows, none from path4"]
+
+
 def test_an_ipv4_connection_is_not_asked_for_subflows_on_an_ipv6_link():
     v6 = topology.replace(LINKS[3], family="ipv6",
                           target_addr=topology.default_addresses(4, "ipv6")[0],

@@ -552,3 +552,15 @@ def test_achievable_rate_is_the_link_rate_or_its_loss_limited_rate():
         link, netem=topology.Netem()),))
     assert topology.achievable_bit(unshaped.links[0]) is None
     assert topology.capacity_bit(unshaped) is None
+
+
+def test_eight_links_with_the_script_mesh_ask_for_more_joins_than_the_limit_allows():
+    """14 joins (7 host endpoints to the first address, 7 announced addresses) against
+    the kernel's 8: capped, so which links get a subflow is the path manager's choice;
+    the script's 4 links (6 joins) are not."""
+    eight = topology.topology_for_paths(8)
+    joins, limit = topology.join_candidates(eight, eight.links[0])
+    assert (len(joins), limit) == (14, 8) and topology.subflows_capped(eight, eight.links[0])
+    assert len(topology.expected_subflows(eight, eight.links[0])) == 9
+    four = topology.topology_for_paths(4)
+    assert not topology.subflows_capped(four, four.links[0])
