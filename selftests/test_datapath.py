@@ -81,10 +81,12 @@ def test_iopolicy(connection, nvme_host, iopolicy):
 def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, record_property):
     """fio randread then randwrite over {trtype}"""
     nvme_host.set_iopolicy(connection.nqn, iopolicy)
-    before = network.link_counters()
+    disks = nvme_host.path_disks(connection.nqn)
+    before, sectors = network.link_counters(), fio.sectors_per_path(disks)
     results = fio.run_script_sequence(connection.device, quick.fio_job(request.config, MATRIX_FIO),
                                       network.host.argv())
     shares = network.link_bytes_since(before).shares()
+    by_path = fio.path_shares(sectors, fio.sectors_per_path(disks))
     read, write = results["randread"].read, results["randwrite"].write
     record_property(DIAG, f"READ {read.mib_per_s:.1f} MiB/s, WRITE {write.mib_per_s:.1f} MiB/s, "
                           f"bytes per path: {format_shares(shares)}")
@@ -93,17 +95,35 @@ def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, r
         return
     if trtype == "tcp" and iopolicy == "numa":
         assert max(shares.values()) >= NUMA_SHARE, f"numa spread I/O: {format_shares(shares)}"
-    elif (trtype == "mptcp" and iopolicy == "numa"
-          and topology.subflows_capped(network.topology, network.topology.links[0])):
-        # one controller carries the I/O, its queues' subflows on the links the path
-        # manager chose within the subflow limit: no link is sure to carry a share
-        joins, limit = topology.join_candidates(network.topology, network.topology.links[0])
-        record_property(DIAG, f"no per-path floor: the endpoints ask for {len(joins)} joins, "
-                              f"the subflow limit allows {limit}, on links of the kernel's choosing")
+    elif trtype == "mptcp" and iopolicy == "numa":
+        # one controller carries the I/O: the links its connections join carry it
+        # (topology's rules: an IPv4 connection joins no IPv6 link), unless the subflow
+        # limit leaves the choice of links to the path manager
+        busiest = max(by_path, key=by_path.get)
+        link = link_of_controller(network.topology, nvme_host.controller(busiest).address)
+        joins, limit = topology.join_candidates(network.topology, link)
+        if topology.subflows_capped(network.topology, link):
+            record_property(DIAG, f"no per-path floor: the endpoints ask for {len(joins)} "
+                                  f"joins, the subflow limit allows {limit}, on links of the "
+                                  f"kernel's choosing")
+        else:
+            joined = {host for host, _ in topology.expected_subflows(network.topology, link)}
+            low = {name: share for name, share in shares.items()
+                   if name in joined and share < MIN_SHARE_MPTCP}
+            assert not low, (f"numa I/O went by {busiest} over {link.name}, whose connections "
+                             f"join {', '.join(sorted(joined))}: {format_shares(low)} below "
+                             f"{MIN_SHARE_MPTCP:.0%} ({format_shares(shares)})")
     else:
         floor = MIN_SHARE_MPTCP if trtype == "mptcp" else MIN_SHARE
         assert min(shares.values()) >= floor, (
             f"a path carried less than {floor:.0%}: {format_shares(shares)}")
+
+
+def link_of_controller(topo, address):
+    """The topology's link whose target address a controller connected to."""
+    from mptcp_nvme.guest import sock_diag
+    wanted = sock_diag.normalize(address["traddr"])
+    return next(link for link in topo.links if sock_diag.normalize(link.traddr) == wanted)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))
