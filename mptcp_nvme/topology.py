@@ -39,7 +39,10 @@ socket (an ipv4 link), from the host link of that address's subnet, where the ta
 listens on that address and port (nvmet: a port per link, one trsvcid). So on 2 ipv6 + 1 v4map links, a connection over
 an ipv6 link has subflows on all three, the v4map one joined only through its announced
 address; a connection over the v4map link has none from the ipv6 endpoints to it.
-(expected_subflows() gives these pairs.)
+(expected_subflows() gives these pairs.) All of it within the subflow limit (the kernel
+allows 8 joins at most): where the rules ask for more (8 links with a host "subflow" and
+a target "signal" endpoint each ask for 14), the path manager opens as many as the limit
+allows, and which links they use depends on timing (subflows_capped()).
 
 Interfaces are ns1eth<i> (target) and ns2eth<i> (host); the host has a default route via
 each target address with metric 100 + i (the script's 10$i). v4map links carry IPv4
