@@ -37,10 +37,10 @@ def test_kernel(prog, debug=False):
     tree = os.environ.get(DEBUG_KERNEL_ENV if debug else "MPTCP_NVME_TEST_KERNEL")
     if tree:
         return tree
-    argv = [str(REPO / "ci/mptcp-kernel"), *(["--debug"] if debug else [])]
-    done = subprocess.run(argv, capture_output=True, text=True)
+    flags = ["--debug"] if debug else []
+    done = subprocess.run([str(REPO / "ci/mptcp-kernel"), *flags], capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"{prog}: {' '.join(argv[-2:] if debug else argv[-1:])} failed (exit "
+        sys.exit(f"{prog}: {' '.join(['./ci/mptcp-kernel', *flags])} failed (exit "
                  f"{done.returncode}): {done.stderr.strip().splitlines()[-1:] or ''}")
     return done.stdout.splitlines()[-1]
 

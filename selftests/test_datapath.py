@@ -100,7 +100,9 @@ def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, r
         # (topology's rules: an IPv4 connection joins no IPv6 link), unless the subflow
         # limit leaves the choice of links to the path manager
         busiest = max(by_path, key=by_path.get)
-        link = link_of_controller(network.topology, nvme_host.controller(busiest).address)
+        links = {link.name: link for link in network.topology.links}
+        link = links[proof.link_of(nvme_host.controller(busiest).address["traddr"],
+                                   network.topology.links, "target")]
         joins, limit = topology.join_candidates(network.topology, link)
         if topology.subflows_capped(network.topology, link):
             record_property(DIAG, f"no per-path floor: the endpoints ask for {len(joins)} "
@@ -117,13 +119,6 @@ def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, r
         floor = MIN_SHARE_MPTCP if trtype == "mptcp" else MIN_SHARE
         assert min(shares.values()) >= floor, (
             f"a path carried less than {floor:.0%}: {format_shares(shares)}")
-
-
-def link_of_controller(topo, address):
-    """The topology's link whose target address a controller connected to."""
-    from mptcp_nvme.guest import sock_diag
-    wanted = sock_diag.normalize(address["traddr"])
-    return next(link for link in topo.links if sock_diag.normalize(link.traddr) == wanted)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(2,))

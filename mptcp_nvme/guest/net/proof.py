@@ -113,13 +113,13 @@ def coverage_problems(ctrl, links, trtype, topology=None):
               if initial is None or family_joinable(initial, link)}
     capped = (topology is not None and initial is not None and bool(links)
               and subflows_capped(topology, initial))
+    joins, limit = join_candidates(topology, initial) if capped else ((), 0)
     for queue in ctrl.queues:
         where = f"{ctrl.name} queue socket :{queue.socket.lport}"
         if queue.transport != trtype:
             problems.append(f"{where} is {queue.transport}, not {trtype}")
             continue
         if trtype == "mptcp" and capped:
-            joins, limit = join_candidates(topology, initial)
             if len(queue.subflows) < 1 + limit:
                 problems.append(f"{where} has {len(queue.subflows)} subflows; the endpoints ask "
                                 f"for {len(joins)} joins, the limit allows {limit}: "
