@@ -123,15 +123,16 @@ def test_loss_is_scaled_to_the_link_rate():
     assert "delay 28.7" in lossy.description
 
 
-def test_the_io_timeout_is_scaled_with_the_rate_unless_given():
+def test_the_io_timeout_is_scaled_with_the_rate_unless_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPTCP_NVME_CACHE", str(tmp_path / "cache"))    # not the user's
     assert suite.io_timeout(None, "30mbit") == ["nvme_core.io_timeout=1000"]
     assert suite.io_timeout(None, "1000mbit") == ["nvme_core.io_timeout=30"]
     assert suite.io_timeout(["nvme_core.io_timeout=60"], "30mbit") == []
     assert suite.io_timeout(None, None) == []               # the script's own links
     # run and script get it too, through the one pytest command line they share
-    argv = suite.pytest_argv({"rate": "30mbit", "append": ["quiet"]}, "/tmp/r")
+    argv = suite.pytest_argv({"rate": "30mbit", "append": ["quiet"]}, tmp_path)
     assert argv[argv.index("--append") + 1:][:3] == ["quiet", "--append", "nvme_core.io_timeout=1000"]
-    assert "--append" not in suite.pytest_argv({"rate": None}, "/tmp/r")
+    assert "--append" not in suite.pytest_argv({"rate": None}, tmp_path)
 
 
 def test_dm_cells_are_their_own_cells_and_never_calibrated():

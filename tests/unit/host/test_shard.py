@@ -115,6 +115,7 @@ def test_time_budget_in_a_vm_run():
     assert document["time_budget"] == 1
 
 
+@pytest.mark.user_cache
 def test_shards_of_the_whole_suite_merged_equal_the_unsharded_list(tmp_path):
     """The suite's real collection (selftests/, every parameter): shards 1/2 and 2/2,
     merged, list exactly the unsharded run's tests. A spent --time-budget makes every
