@@ -237,6 +237,27 @@ def capacity_bit(topology, flows=1):
     return None if None in rates else sum(rates)
 
 
+SATURATED = 0.8   # a transfer at this share of its links' achievable rates is link-limited
+
+
+def link_limited(links, bits_per_s):
+    """(whether the links, not the guest, limited a transfer of ``bits_per_s`` over
+    ``links``: it reached SATURATED of their summed achievable rates; the sentence saying
+    what was compared). None for the first where a link is unshaped: nothing to compare.
+
+    Shares that follow the links' rates and aggregates that add them up are claims about
+    link-limited traffic; where the guest's CPU is the bottleneck (a debug kernel under
+    TCG, say) the scheduler's split is free and neither claim applies."""
+    rates = [achievable_bit(link) for link in links]
+    if not rates or None in rates:
+        return None, "a link is unshaped: no rate to compare with"
+    capacity = sum(rates)
+    limited = bits_per_s >= SATURATED * capacity
+    return limited, (f"{bits_per_s / 1e6:.0f} of the {capacity / 1e6:.0f} Mbit/s that "
+                     f"{', '.join(link.name for link in links)} can carry "
+                     f"({bits_per_s / capacity:.0%}; link-limited from {SATURATED:.0%})")
+
+
 def script_topology(paths, loss=False, family="ipv4", rate=None, flows=None):
     """mptcp_nvme.sh's topology for its ``path`` argument: SCRIPT_LINKS links whatever
     ``paths`` is (more when it asks for more); options as topology_for_paths."""

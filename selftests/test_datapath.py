@@ -4,17 +4,22 @@ evidence the script never gathered: which links the traffic really used."""
 import pytest
 
 from mptcp_nvme.guest import (
-    DIAG, dm_mpath, fio, proof, quick, SetupError, stream, target as nvmet, topology)
+    DIAG, dm_mpath, fio, judge_link_limited, proof, quick, SetupError, stream, target as nvmet,
+    topology)
 
 # Short fio runs keep the matrix affordable under TCG: 2 s moves tens of MiB, thousands of
 # I/Os, enough for the shares per path; the script's own scenario (selftests/test_script.py)
 # runs the full 10 s, the benchmarks (selftests/bench/) measure throughput.
 MATRIX_FIO = fio.FioJob(runtime=2)
 MIN_SHARE = 0.10        # every path carries at least this share of the bytes when spread
+# A joined link carrying less than this of the bytes carries none of the data: an idle
+# subflow's or controller's own segments (handshakes, keep-alives, window updates) are
+# orders of magnitude less.
+IDLE_SHARE = 0.01
 # Over MPTCP on links that are not rate-limited the scheduler, not the links, decides the
-# split (under TCG the guest's CPU is the bottleneck): every link must carry a part, not
-# a fair one. ci/bench-datapath measures the aggregation on rate-limited links.
-MIN_SHARE_MPTCP = 0.03
+# split (under TCG the guest's CPU is the bottleneck, more so on a debug kernel): every
+# link must carry a part, not a fair one: more than an idle subflow (IDLE_SHARE).
+# ci/bench-datapath measures the aggregation on rate-limited links.
 NUMA_SHARE = 0.80       # numa keeps (nearly) everything on one path
 SOCKET_RATE_MBIT = 50   # per link for the socket test: well below what the guest can push
 # The stream over several links must carry its best link's achievable rate and at least
@@ -111,12 +116,12 @@ def test_fio(request, connection, nvme_host, network, trtype, paths, iopolicy, r
         else:
             joined = {host for host, _ in topology.expected_subflows(network.topology, link)}
             low = {name: share for name, share in shares.items()
-                   if name in joined and share < MIN_SHARE_MPTCP}
+                   if name in joined and share < IDLE_SHARE}
             assert not low, (f"numa I/O went by {busiest} over {link.name}, whose connections "
                              f"join {', '.join(sorted(joined))}: {format_shares(low)} below "
-                             f"{MIN_SHARE_MPTCP:.0%} ({format_shares(shares)})")
+                             f"{IDLE_SHARE:.0%} ({format_shares(shares)})")
     else:
-        floor = MIN_SHARE_MPTCP if trtype == "mptcp" else MIN_SHARE
+        floor = IDLE_SHARE if trtype == "mptcp" else MIN_SHARE
         assert min(shares.values()) >= floor, (
             f"a path carried less than {floor:.0%}: {format_shares(shares)}")
 
@@ -207,13 +212,22 @@ def test_mptcp_socket(request, rate_limited_network, paths, record_property):
                           f"MPJoin {result.mpjoin}, "
                           f"bytes per path: {format_shares(result.link_shares)}")
     assert result.subflows >= joins
+    used = joinable(topo, result.pairs)
+    idle = {name: share for name, share in result.link_shares.items()
+            if name in used and share < IDLE_SHARE}
+    assert not idle, (f"joined links that carried none of the stream: {format_shares(idle)} "
+                      f"({format_shares(result.link_shares)})")
+    problems = []
     floors = share_floors(topo, result.pairs)
-    short = {name: share for name, share in result.link_shares.items() if share < floors[name]}
-    assert not short, (f"links below their share (MIN_SHARE {MIN_SHARE:.0%} scaled by the "
-                       f"link's achievable rate): {format_shares(short)} of "
-                       f"{format_shares(floors)}")
-    if len(joinable(topo, result.pairs)) > 1:
+    if short := {name: share for name, share in result.link_shares.items()
+                 if share < floors[name]}:
+        problems.append(f"links below their share (MIN_SHARE {MIN_SHARE:.0%} scaled by the "
+                        f"link's achievable rate): {format_shares(short)} of "
+                        f"{format_shares(floors)}")
+    if len(used) > 1:
         floor, derived = aggregate_floor(topo, result.pairs)
-        assert result.mbit_per_s >= floor, (
-            f"{result.mbit_per_s:.0f} Mbit/s over {paths} links is below {floor:.0f} Mbit/s: "
-            f"{derived}")
+        if result.mbit_per_s < floor:
+            problems.append(f"{result.mbit_per_s:.0f} Mbit/s over {paths} links is below "
+                            f"{floor:.0f} Mbit/s: {derived}")
+    judge_link_limited(problems, [link for link in topo.links if link.name in used],
+                       result.mbit_per_s * 1e6)

@@ -21,6 +21,7 @@ API = {
     "require": ("mptcp_nvme.guest.checks.gates", "require"),
     "enable_selftest_checks": ("mptcp_nvme.guest.checks.gates", "enable_selftest_checks"),
     "mptcp_counter_findings": ("mptcp_nvme.guest.checks.gates", "mptcp_counter_findings"),
+    "judge_link_limited": ("mptcp_nvme.guest.checks.gates", "judge_link_limited"),
     "requirements": ("mptcp_nvme.guest.checks.requirements", None),
     "NVMET": ("mptcp_nvme.guest.checks.requirements", "NVMET"),
     "load_module": ("mptcp_nvme.guest.checks.requirements", "load_module"),

@@ -142,3 +142,19 @@ def mptcp_counter_findings(network, fallback_expected=False, before=None):
         if not fallback_expected:
             problems += [f"{side}: {p}" for p in netstat.counter_problems(counters)]
     return shown, problems
+
+
+def judge_link_limited(problems, links, bits_per_s):
+    """Judge ``problems`` (broken claims about link-limited traffic: shares that follow
+    the links' rates, aggregates that add them up) of a transfer of ``bits_per_s`` over
+    ``links``: a failure where the links limited it or have no rate to say otherwise
+    (topology.link_limited), a SKIP naming the bottleneck where they did not, since the
+    guest's CPU, not the links, then decided the split."""
+    if not problems:
+        return
+    from mptcp_nvme.topology import link_limited
+    limited, measured = link_limited(links, bits_per_s)
+    if limited is False:
+        pytest.skip(f"the links did not limit the transfer, the guest did: {measured}; "
+                    f"not judged: {'; '.join(problems)}")
+    pytest.fail("; ".join(problems) + f" ({measured})", pytrace=False)

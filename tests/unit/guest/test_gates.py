@@ -165,3 +165,18 @@ def test_mptcp_counters_of_both_namespaces_are_diagnostics_and_fallbacks_problem
                "host": {"MPCapableSYNTX": 2, "MPCapableFallbackACK": 1}}
     assert gates.mptcp_counter_findings(network, before=earlier) == (
         ["MPTcpExt host: MPCapableSYNTX=1"], [])
+
+
+def test_broken_link_limited_claims_fail_where_the_links_limited_or_cannot_say():
+    from mptcp_nvme import topology
+    from mptcp_nvme.guest.checks.gates import judge_link_limited
+    links = topology.topology_for_paths(2, rate="50mbit").links
+    judge_link_limited([], links, 1e6)                    # nothing broken: nothing judged
+    with pytest.raises(pytest.fail.Exception, match=r"path2 short \(95 of the 100 Mbit/s"):
+        judge_link_limited(["path2 short"], links, 95e6)
+    with pytest.raises(pytest.skip.Exception,
+                       match=r"the guest did: 40 of the 100 Mbit/s.*not judged: path2 short"):
+        judge_link_limited(["path2 short"], links, 40e6)
+    with pytest.raises(pytest.fail.Exception, match="a link is unshaped"):
+        judge_link_limited(["path2 short"], [topology.replace(links[0], netem=topology.Netem())],
+                           1e6)

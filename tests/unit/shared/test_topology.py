@@ -554,6 +554,18 @@ def test_achievable_rate_is_the_link_rate_or_its_loss_limited_rate():
     assert topology.capacity_bit(unshaped) is None
 
 
+def test_a_transfer_is_link_limited_from_the_saturated_share_of_its_links_rates():
+    links = topology.topology_for_paths(4, rate="50mbit").links
+    limited, why = topology.link_limited(links, 170e6)
+    assert limited is True and "170 of the 200 Mbit/s" in why and "path1, path2" in why
+    limited, why = topology.link_limited(links[:2], 70e6)
+    assert limited is False and "70 of the 100 Mbit/s" in why and "(70%" in why
+    assert topology.link_limited(links, topology.SATURATED * 200e6)[0] is True
+    unshaped = links[:1] + (topology.replace(links[1], netem=topology.Netem()),)
+    assert topology.link_limited(unshaped, 1e6)[0] is None
+    assert topology.link_limited((), 1e6)[0] is None
+
+
 def test_eight_links_with_the_script_mesh_ask_for_more_joins_than_the_limit_allows():
     """14 joins (7 host endpoints to the first address, 7 announced addresses) against
     the kernel's 8: capped, so which links get a subflow is the path manager's choice;
