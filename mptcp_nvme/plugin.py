@@ -40,6 +40,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test limit in the VM")
     config.addinivalue_line("markers", "nvme_recovery_expected: NVMe error recovery in the "
                             "kernel log does not fail this test (a fault test)")
+    config.addinivalue_line("markers", "kernel_log_expected(*patterns): kernel log lines "
+                            "matching one of these regular expressions do not fail this test")
     if config.getoption("guest_config"):
         options.apply_guest_config(Path(config.getoption("guest_config")).read_text(),
                                    config.option, tempfile.mkdtemp(prefix="mptcp-nvme-"))

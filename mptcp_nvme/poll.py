@@ -26,3 +26,15 @@ def wait_for(condition, what, timeout=10.0, interval=0.05):
             detail = f" (last error: {last_error})" if last_error else ""
             raise PollTimeout(f"timed out after {timeout:g}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def samples_over(sample, seconds, interval=0.2):
+    """The distinct values ``sample()`` returned, called every ``interval`` for ``seconds``:
+    an observation window (a state that must hold across several keep-alives, say), not a
+    wait; the caller judges what was seen."""
+    deadline = time.monotonic() + seconds
+    seen = {sample()}
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        seen.add(sample())
+    return seen

@@ -42,6 +42,7 @@ API = {
     "target": ("mptcp_nvme.guest.nvmet.target", None),
     "backing": ("mptcp_nvme.guest.nvmet.backing", None),
     "initiator": ("mptcp_nvme.guest.nvme.initiator", None),
+    "commands": ("mptcp_nvme.guest.nvme.commands", None),
     "nvme_multipath": ("mptcp_nvme.guest.nvme.nvme_multipath", None),
     "dm_mpath": ("mptcp_nvme.guest.nvme.dm_mpath", None),
     # security
@@ -63,6 +64,7 @@ API = {
     # shared helpers and words
     "proc": ("mptcp_nvme.proc", None),
     "wait_for": ("mptcp_nvme.poll", "wait_for"),
+    "samples_over": ("mptcp_nvme.poll", "samples_over"),
     "PollTimeout": ("mptcp_nvme.poll", "PollTimeout"),
     "SetupError": ("mptcp_nvme.errors", "SetupError"),
     "FAMILIES": ("mptcp_nvme.vocabulary", "FAMILIES"),

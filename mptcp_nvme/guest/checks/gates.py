@@ -88,7 +88,8 @@ class SelftestChecks:
             if leaks := self.kmemleak.new_leaks():
                 lines = lines + leaks.splitlines()
         bad = health.problems(lines, recovery_expected=bool(
-            item.get_closest_marker("nvme_recovery_expected")))
+            item.get_closest_marker("nvme_recovery_expected")), expected=[
+                p for mark in item.iter_markers("kernel_log_expected") for p in mark.args])
         if bad and not report.failed:
             found = crash.extract("\n".join(lines))
             report.outcome = "failed"

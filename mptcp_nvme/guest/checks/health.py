@@ -55,13 +55,17 @@ _REMOVING = re.compile(r"nvme (nvme\d+): Removing ctrl")
 _KEEP_ALIVE_FAILED = re.compile(r"nvme (nvme\d+): failed nvme_keep_alive_end_io")
 
 
-def problems(lines, recovery_expected=False):
+def problems(lines, recovery_expected=False, expected=()):
     """The lines that report a kernel problem. A keep-alive that fails on a controller
     already being removed (disconnect aborts it) is part of the removal, not a problem;
-    with ``recovery_expected`` NVMe's error recovery is none either."""
+    with ``recovery_expected`` NVMe's error recovery is none either, nor is a line that
+    matches one of the ``expected`` patterns (marker kernel_log_expected)."""
     pattern = SELF_CHECK_PROBLEMS if recovery_expected else PROBLEMS
+    expected = [re.compile(p) for p in expected]
     removing, found = set(), []
     for line in lines:
+        if any(p.search(line) for p in expected):
+            continue
         if match := _REMOVING.search(line):
             removing.add(match[1])
         match = _KEEP_ALIVE_FAILED.search(line)

@@ -30,9 +30,15 @@ class DiscoveryRecord:
 
 def parse_discovery(text):
     """Records of ``nvme discover -o json`` output (nvme-cli 2.x)."""
+    return parse_discovery_log(text)[1]
+
+
+def parse_discovery_log(text):
+    """(generation counter, records) of ``nvme discover -o json`` output: the counter
+    changes whenever the log does (a port or subsystem added or taken away)."""
     try:
         log = json.loads(text)
-        return [
+        return log["genctr"], [
             DiscoveryRecord(
                 subtype=r["subtype"], subnqn=r["subnqn"], traddr=r["traddr"].strip(),
                 trsvcid=r["trsvcid"].strip(), adrfam=r["adrfam"], treq=r["treq"],

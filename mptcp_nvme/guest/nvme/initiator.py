@@ -24,9 +24,10 @@ from pathlib import Path
 from mptcp_nvme.guest.checks import requirements
 from mptcp_nvme import proc
 from mptcp_nvme.errors import SetupError
+from mptcp_nvme.guest.nvme import commands
 from mptcp_nvme.guest.nvme.fabrics import (CONNECT_OPTIONS, FABRICS_DEVICE, TCP_ONLY_IN_LIBNVME,
                                          checked_options, fabrics_options, hostid_for,
-                                         parse_address, parse_discovery, parse_fabrics_reply)
+                                         parse_address, parse_discovery_log, parse_fabrics_reply)
 from mptcp_nvme.poll import wait_for
 
 # What a test using this module needs of the kernel and rootfs (checks.gates.require).
@@ -126,13 +127,17 @@ class NvmeHost:
 
     def discover(self, trtype, traddr, trsvcid, tls=False, host_iface=None):
         """The discovery log of the target at traddr:trsvcid, via ``nvme discover``."""
+        return self.discovery_log(trtype, traddr, trsvcid, tls, host_iface)[1]
+
+    def discovery_log(self, trtype, traddr, trsvcid, tls=False, host_iface=None):
+        """(generation counter, records) of the target's discovery log."""
         if not self.nvme_cli_carries(trtype, tls):
             raise SetupError(f"nvme-cli cannot discover over {trtype} with TLS "
                              f"(libnvme adds tls for tcp only) or is not installed")
         argv = [self.nvme, "discover", "-t", trtype, "-a", traddr, "-s", str(trsvcid),
                 *self._host_args(), *(["--host-iface", host_iface] if host_iface else []),
                 *(["--tls"] if tls else []), "-o", "json"]
-        return parse_discovery(self._run(argv))
+        return parse_discovery_log(self._run(argv))
 
     def connect(self, trtype, traddr, trsvcid, nqn, *, tls=False, tls_key=None,
                 host_iface=None, options=None):
@@ -221,6 +226,19 @@ class NvmeHost:
             return json.loads(text)
         except ValueError as err:
             raise SetupError(f"nvme {' '.join(argv)}: not JSON ({err}): {text[:200]!r}") from None
+
+    def status_of(self, argv, timeout=CONNECT_TIMEOUT):
+        """``nvme ARGV``, a command that may fail with an NVMe status: (its output, None)
+        where it succeeds, (its output, commands.NvmeStatus) where the device failed it;
+        SetupError where it failed without one (a usage error, a missing device)."""
+        done = proc.cmd([*self.prefix, self.nvme, *argv], fail=False, timeout=timeout)
+        if not done.ret:
+            return done.stdout, None
+        status = commands.parse_status(done.stderr + done.stdout)
+        if status is None:
+            output = done.stderr.strip() or done.stdout.strip()
+            raise SetupError(f"{done.text} failed ({done.ret}) without an NVMe status: {output}")
+        return done.stdout, status
 
     def flush(self, device):
         """``nvme flush``: commit the namespace's volatile write cache."""
@@ -320,6 +338,14 @@ class NvmeHost:
         name = wait_for(lambda: self._namespace_name(nqn, nsid),
                         f"namespace {nsid} of {nqn} in {self.sysfs}", timeout)
         return f"/dev/{name}"
+
+    def namespace_sectors(self, nqn, nsid=1):
+        """512-byte sectors of namespace ``nsid`` of ``nqn`` as the host sees it; None
+        while the host has no disk for it (disabled, or being rescanned)."""
+        name = self._namespace_name(nqn, nsid)
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.sysfs / "block" / name / "size").read_text()) if name else None
+        return None
 
     def wait_scanned(self, nqn, nsid=1, timeout=10.0):
         """Wait until the kernel has scanned the partitions of namespace ``nsid`` of

@@ -53,7 +53,11 @@ def _reload_nvme_core(native, sysfs):
                 remove(holder)
         proc.cmd(["rmmod", name])
         removed.append(name)
-    remove("nvme_core")
+    try:
+        remove("nvme_core")
+    except proc.CmdExitFailure as err:   # a holder in use (an nvmet target, say): back as it was
+        proc.cmd(["modprobe", "-a", *reversed(removed)], fail=False)
+        raise SetupError(f"cannot reload nvme_core: {err}") from err
     proc.cmd(["modprobe", "nvme_core", f"multipath={'Y' if native else 'N'}"])
     proc.cmd(["modprobe", "-a", *removed[:-1]])
     if native_multipath(sysfs) != native:

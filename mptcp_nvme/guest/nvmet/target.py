@@ -167,9 +167,12 @@ class _Resource:
 class Subsystem(_Resource):
     """A subsystem with namespace ``nsid`` on ``device``, open to ``allowed_hosts`` or any
     host. ``allowed_hosts`` may map each host NQN to attributes of its nvmet host entry
-    (e.g. dhchap_key, dhchap_ctrl_key, dhchap_hash, dhchap_dhgroup)."""
+    (e.g. dhchap_key, dhchap_ctrl_key, dhchap_hash, dhchap_dhgroup).
+    ``namespace_attributes`` are written to each namespace before it is enabled (e.g.
+    device_nguid, resv_enable)."""
 
-    def __init__(self, configfs, nqn, device, nsid=1, allowed_hosts=()):
+    def __init__(self, configfs, nqn, device, nsid=1, allowed_hosts=(), namespace_attributes=None):
+        self.namespace_attributes = dict(namespace_attributes or {})
         self.configfs = configfs
         self.nqn = nqn
         self.device = str(device)
@@ -196,11 +199,27 @@ class Subsystem(_Resource):
 
     def _add_namespace(self, stack, nsid, device):
         cfs = self.configfs
-        namespace = self.path / "namespaces" / str(nsid)
+        namespace = self.namespace_path(nsid)
         _make_dir(cfs, stack, namespace)
         cfs.write(namespace / "device_path", str(device))
+        for name, value in self.namespace_attributes.items():
+            cfs.write(namespace / name, value)
         cfs.write(namespace / "enable", "1")
-        stack.callback(cfs.write, namespace / "enable", "0")
+        stack.callback(self.enable_namespace, nsid, False)
+
+    def namespace_path(self, nsid=1):
+        return self.path / "namespaces" / str(nsid)
+
+    def enable_namespace(self, nsid, enable=True):
+        """Enable or disable namespace ``nsid`` (the host sees it come or go)."""
+        self.configfs.write(self.namespace_path(nsid) / "enable", "1" if enable else "0")
+
+    def remap_namespace(self, nsid, device):
+        """Namespace ``nsid`` on ``device`` from now on: disabled, its device_path
+        changed, enabled again."""
+        self.enable_namespace(nsid, False)
+        self.configfs.write(self.namespace_path(nsid) / "device_path", str(device))
+        self.enable_namespace(nsid, True)
 
     def add_namespace(self, nsid, device):
         """Namespace ``nsid`` on ``device`` (block device or file) besides the first;
@@ -302,7 +321,7 @@ class Target(_Resource):
     """
 
     def __init__(self, device, trtype, addresses, *, nqn=None, trsvcid=None, port_ids=None,
-                 adrfam=None, tls=False, treq=None, allowed_hosts=(),
+                 adrfam=None, tls=False, treq=None, allowed_hosts=(), namespace_attributes=None,
                  in_target_netns=contextlib.nullcontext, configfs=None):
         if not addresses:
             raise UsageError("a target needs at least one path address")
@@ -316,7 +335,8 @@ class Target(_Resource):
         self.nqn = nqn or make_nqn(trtype)
         self.trsvcid = trsvcid or pick_trsvcid()
         self.in_target_netns = in_target_netns
-        self.subsystem = Subsystem(configfs, self.nqn, device, allowed_hosts=allowed_hosts)
+        self.subsystem = Subsystem(configfs, self.nqn, device, allowed_hosts=allowed_hosts,
+                                   namespace_attributes=namespace_attributes)
         self.ports = [
             Port(configfs, port_id, trtype, traddr, self.trsvcid,
                  adrfam=adrfam or address_family(path), tls=tls, treq=treq)
@@ -329,6 +349,14 @@ class Target(_Resource):
         for port in self.ports:
             stack.enter_context(port)
             port.link(self.subsystem, self.in_target_netns)
+
+    def another_port(self, trsvcid=None):
+        """A Port beside this target's (its first address and trtype, a free port id, a
+        trsvcid of its own unless given), not yet made: enter it, link() a subsystem."""
+        first = self.ports[0]
+        port_id, = pick_port_ids(1, taken=_port_ids_in_use(first.configfs))
+        return Port(first.configfs, port_id, self.trtype, first.traddr,
+                    trsvcid or pick_trsvcid(), adrfam=first.adrfam)
 
     def add_subsystem(self, nqn, device, allowed_hosts=()):
         """Another subsystem (namespace 1 on ``device``) on the same ports; taken off

@@ -80,6 +80,17 @@ def test_keep_alive_aborted_by_a_disconnect_is_not_a_problem():
     assert health.problems(lines) == [lines[3]]     # nvme2 was not being removed
 
 
+def test_expected_lines_are_not_problems_and_nothing_else_is_excused():
+    """kernel_log_expected: a test deleting controllers under the partition scan (from
+    selftests/test_target_changes.py's first run on 7.3.4)."""
+    lines = ["[   76.755056] Buffer I/O error on dev nvme0n1, logical block 3, async page read",
+             "[   77.000000] WARNING: CPU: 1 PID: 9 at block/genhd.c:1 del_gendisk",
+             "[   78.000000] Buffer I/O error on dev nvme0n1, logical block 3, lost async page write"]
+    expected = [r"Buffer I/O error on dev nvme\d+n\d+, logical block \d+, async page read"]
+    assert health.problems(lines) == lines
+    assert health.problems(lines, expected=expected) == lines[1:]
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/kmsg"),
                     reason="writing /dev/kmsg needs root")
 def test_kernel_log_cursor_sees_only_new_lines():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mptcp_nvme.poll import PollTimeout, wait_for
+from mptcp_nvme.poll import PollTimeout, samples_over, wait_for
 
 
 def test_the_condition_value_is_returned_once_true():
@@ -22,3 +22,10 @@ def test_a_deadline_names_what_was_awaited_and_the_last_error():
 def test_other_exceptions_are_not_swallowed():
     with pytest.raises(ZeroDivisionError):
         wait_for(lambda: 1 / 0, "arithmetic", timeout=1)
+
+
+def test_an_observation_window_returns_every_value_seen():
+    values = iter(["live", "live", "connecting", "live"] + ["live"] * 100)
+    seen = samples_over(lambda: next(values), seconds=0.05, interval=0.01)
+    assert seen == {"live", "connecting"}
+    assert samples_over(lambda: "live", seconds=0) == {"live"}
