@@ -14,6 +14,8 @@ GUEST_SOURCE_DIR = "/mnt/src"
 GUEST_RESULTS_DIR = "/mnt/results"
 GUEST_CONFIG_NAME = "guest-config.json"     # options.guest_config(), in the results folder
 KSELFTEST_DIR = "kselftest"   # the tree's installed kselftests, in the (VM's) results folder
+BLKTESTS_DIR = "blktests"     # a user's blktests checkout, copied into the (VM's) results folder
+BLKTESTS_TOOLS = "/usr/local/libexec/mptcp-nvme"   # the rootfs' tools only blktests has on PATH
 KMEMLEAK_END = "kmemleak-end.txt"   # kmemleak's scan after the last test, in the VM's results folder
 
 # user_properties of a test report

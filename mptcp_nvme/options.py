@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, DM_SELECTORS, FAMILIES, FAULTS, IOPOLICIES,
-                                   MULTIPATH, TRTYPES)
+from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, BLKTESTS_TRTYPES, DM_SELECTORS, FAMILIES,
+                                   FAULTS, IOPOLICIES, MULTIPATH, TRTYPES)
 
 MAX_PATHS = 8
 MAX_VMS = 16
@@ -260,6 +260,9 @@ OPTIONS = (
     Option("kselftest_timeout", "seconds per kselftest instead of its collection's "
            "settings (run_kselftest.sh -o)", type=int, bounds=(1, None), guest=True,
            metavar="S"),
+    # a user's blktests checkout (host/blktests.py, guest/blktests.py): 'blktests --trtype'
+    Option("blktests_trtype", "blktests' NVMET_TRTYPES (mptcp-nvme blktests --trtype)",
+           choices=BLKTESTS_TRTYPES, guest=True, commands=()),
     # the matrix's own
     Option("resume", "matrix: continue in this results folder, skipping the cells "
            "matrix.json has already measured", commands=("matrix",), metavar="DIR"),
@@ -272,12 +275,22 @@ OPTIONS = (
 BY_NAME = {option.name: option for option in OPTIONS}
 
 
-def add_arguments(parser, command):
-    """The options of ``command`` on an argparse parser."""
+def add_arguments(parser, command, exclude=()):
+    """The options of ``command`` on an argparse parser, but those named in ``exclude``."""
     for option in OPTIONS:
-        if command in option.commands:
+        if command in option.commands and option.name not in exclude:
             flags = [option.short, option.flag_name] if option.short else [option.flag_name]
             parser.add_argument(*flags, **option.argparse_kwargs())
+
+
+def add_blktests_arguments(parser):
+    """'mptcp-nvme blktests': run's options but --trtype, which here is blktests'
+    NVMET_TRTYPES (the blktests_trtype option: tcp or loop; mptcp is refused with its
+    reason by host/blktests.py, so argparse takes any word)."""
+    add_arguments(parser, "run", exclude=("trtype", "kselftest"))
+    option = BY_NAME["blktests_trtype"]
+    parser.add_argument("--trtype", dest=option.name, default="tcp", metavar="TRTYPE",
+                        help=f"NVMET_TRTYPES: {' or '.join(option.choices)}; blktests has no mptcp")
 
 
 def add_pytest_options(group):

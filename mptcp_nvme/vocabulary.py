@@ -5,6 +5,8 @@ defining these names again."""
 
 # NVMe over Fabrics transports (nvmet's addr_trtype, nvme connect -t).
 TRTYPES = ("tcp", "mptcp")
+# what a user's blktests run takes as NVMET_TRTYPES here ('mptcp-nvme blktests')
+BLKTESTS_TRTYPES = ("tcp", "loop")
 NVMF_TRTYPE_MPTCP = 4                  # the series' NVMF_TRTYPE_* value for mptcp
 
 # Native multipath I/O policies (nvme_core iopolicy), upstream's first: mptcp_nvme.sh

@@ -1,9 +1,9 @@
 """The guest side's pytest plugin, registered by mptcp_nvme.plugin: the agent that
 serves tests to the host (--guest-agent), the selftest checks (requirements, kernel
 health, kmemleak: guest/checks/gates.py) of a run in the guest or a native run (--ktap
-without --vm), and a kselftest install's list as items."""
+without --vm), and a kselftest install's or a blktests copy's list as items."""
 
-from mptcp_nvme.guest import kselftest, timing
+from mptcp_nvme.guest import blktests, kselftest, timing
 from mptcp_nvme.guest.checks import gates
 from mptcp_nvme.guest.checks.gates import enable_selftest_checks
 
@@ -25,5 +25,6 @@ def register(config):
 
 
 def pytest_collect_file(file_path, parent):
-    """A kselftest install's kselftest-list.txt: the tree's own kselftests as items."""
-    return kselftest.collect_file(file_path, parent)
+    """A kselftest install's kselftest-list.txt: the tree's own kselftests as items; a
+    blktests copy's blktests-list.txt: the user's blktests as items."""
+    return kselftest.collect_file(file_path, parent) or blktests.collect_file(file_path, parent)

@@ -1,4 +1,5 @@
-"""The ``mptcp-nvme`` command: setup, run, kselftest, script, matrix, merge, build, series."""
+"""The ``mptcp-nvme`` command: setup, run, kselftest, blktests, script, matrix, merge,
+build, series."""
 
 import argparse
 import datetime
@@ -39,6 +40,16 @@ def build_parser():
     kselftest.add_argument("selections", nargs="+", metavar="COLLECTION[:TEST]")
     kselftest.add_argument("-k", dest="keyword", help="pytest -k expression")
     options.add_arguments(kselftest, "run")
+
+    blk = sub.add_parser("blktests", help="a blktests checkout's tests (default: the nvme "
+                         "group) in the suite's VM, each a result beside the selftests "
+                         "(takes run's options)")
+    blk.add_argument("tests", nargs="*", metavar="TEST", help="group or group/NNN "
+                     "(default: nvme)")
+    blk.add_argument("--blktests", required=True, metavar="DIR",
+                     help="the blktests checkout (built with make where its tests need it)")
+    blk.add_argument("-k", dest="keyword", help="pytest -k expression")
+    options.add_blktests_arguments(blk)
 
     script = sub.add_parser("script", help="mptcp_nvme.sh's scenario with its arguments",
                             usage="mptcp-nvme script [ipv4|ipv6|v4map] [tcp|mptcp] [1..4] "
@@ -125,6 +136,9 @@ def cmd_run(args, selftests=True):
     print(f"results: {results}", file=sys.stderr)
     if args.kselftest:
         tests += kselftest.install(tree, kselftests, results)
+    if getattr(args, "blktests_tests", None):
+        from mptcp_nvme.host import blktests
+        tests += blktests.install(args.blktests_checkout, args.blktests_tests, results)
     status, code = suite.run(suite.pytest_argv(chosen, results, keyword=args.keyword,
                                                   tests=tests) + tests)
     if (results / "results.json").is_file():
@@ -200,6 +214,18 @@ def cmd_kselftest(args):
     return cmd_run(args, selftests=False)
 
 
+def cmd_blktests(args):
+    """``blktests``: the checkout and its tests checked, then run like ``run``'s items."""
+    from mptcp_nvme.host import blktests
+    blktests.check_trtype(args.blktests_trtype)
+    checkout = blktests.check_checkout(args.blktests)
+    args.blktests_tests = blktests.resolve(checkout, args.tests)
+    args.blktests_checkout = checkout
+    args.tests, args.trtype, args.kselftest = [], None, None
+    args.vms = getattr(args, "vms", None) or 1        # blktests' tests share the VM's nvmet
+    return cmd_run(args, selftests=False)
+
+
 def cmd_matrix(args):
     from mptcp_nvme.host.matrix.run import run_matrix
     return run_matrix(args)
@@ -270,6 +296,7 @@ def main(argv=None):
         args = parse(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
                     "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest,
+                    "blktests": cmd_blktests,
                     "series": cmd_series, "patchwork": cmd_patchwork}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mptcp_nvme import proc
 from mptcp_nvme.host.inputs import tools
-from mptcp_nvme.channel import GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
+from mptcp_nvme.channel import BLKTESTS_TOOLS, GUEST_RESULTS_DIR, GUEST_SOURCE_DIR
 from mptcp_nvme.errors import SetupError, UsageError
 
 SUITE = "trixie"
@@ -38,12 +38,16 @@ PACKAGES = (
     "e2fsprogs", "xfsprogs",
     # what the kernel tree's own net kselftests call (mptcp-nvme kselftest)
     "ethtool", "iptables", "nftables", "socat",
+    # a user's blktests (mptcp-nvme blktests): its check's gawk and column, and udevadm,
+    # which its nvme tests call (udevadm settle), moved off PATH at build
+    # (BLKTESTS_TOOLS) with systemd-udevd gone, so that no boot coldplugs (see above)
+    "gawk", "bsdextrautils", "udev",
 )
 # Installed from PyPI at the host's versions, so host and guest pytest speak alike.
 GUEST_PYTHON_PACKAGES = ("pytest", "pyroute2", "tap.py", "psutil")
 MANIFEST_NAME = "etc/mptcp-nvme-rootfs.json"
 SETUP_HINT = "run ./ci/setup or apt-get install mmdebstrap e2fsprogs"
-FORMAT = 3
+FORMAT = 4
 # The guest's only "udevd", found by virtme-ng-init on PATH. virtme-ng-init runs udevd and
 # udevadm (absent here) to coldplug devices, then looks for the virtio-serial ports that
 # carry the guest command's I/O under the names udev's rules give them; this makes just
@@ -181,10 +185,24 @@ def build(root):
     udevd = partial / GUEST_UDEVD_PATH
     udevd.write_text(GUEST_UDEVD)
     udevd.chmod(0o755)
+    _keep_udevadm_off_path(partial)
     (partial / MANIFEST_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return root
+
+
+def _keep_udevadm_off_path(root):
+    """udev's udevadm moved to BLKTESTS_TOOLS (blktests' PATH in the guest) and its
+    systemd-udevd removed: virtme-ng-init, finding neither, runs our udevd and no
+    coldplug, while ``udevadm settle`` in a blktests test finds no daemon and returns."""
+    tools = root / BLKTESTS_TOOLS.lstrip("/")
+    tools.mkdir(parents=True, exist_ok=True)
+    shutil.move(root / "usr/bin/udevadm", tools / "udevadm")
+    for daemon in ("usr/lib/systemd/systemd-udevd", "lib/systemd/systemd-udevd"):
+        path = root / daemon
+        if path.is_symlink() or path.exists():
+            path.unlink()
 
 
 @contextlib.contextmanager

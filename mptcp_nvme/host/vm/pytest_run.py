@@ -12,7 +12,7 @@ from _pytest.reports import TestReport
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme import options
 from mptcp_nvme.channel import (ARTIFACT, CRASH, DIAG, DIRECTIVE, FLAKY, GUEST_CONFIG_NAME,
-                                KSELFTEST_DIR, results_dir)
+                                KSELFTEST_DIR, BLKTESTS_DIR, results_dir)
 from mptcp_nvme import known_issues
 from mptcp_nvme.host.vm import guest_failure as failures
 from mptcp_nvme.host.inputs import bytecode, rootfs
@@ -63,15 +63,18 @@ def guest_config_file(config, folder):
     return path
 
 
-def share_kselftests(results, out, layout):
-    """The run's installed kselftests (host/kselftest.py), copied into the VM's results
-    folder: the guest runs them there, writable as kselftests expect their folder to
-    be. {host folder: guest folder} for guest_command; {} when the run has none."""
-    installed = Path(results) / KSELFTEST_DIR
-    if not installed.is_dir():
-        return {}
-    shutil.copytree(installed, Path(out) / KSELFTEST_DIR, symlinks=True, dirs_exist_ok=True)
-    return {installed: f"{layout.results}/{KSELFTEST_DIR}"}
+def share_installs(results, out, layout):
+    """The run's installed kselftests (host/kselftest.py) and blktests copy
+    (host/blktests.py), copied into the VM's results folder: the guest runs them there,
+    writable as both expect their folder to be. {host folder: guest folder} for
+    guest_command; {} when the run has neither."""
+    shared = {}
+    for name in (KSELFTEST_DIR, BLKTESTS_DIR):
+        installed = Path(results) / name
+        if installed.is_dir():
+            shutil.copytree(installed, Path(out) / name, symlinks=True, dirs_exist_ok=True)
+            shared[installed] = f"{layout.results}/{name}"
+    return shared
 
 
 BOOT_ATTEMPTS = 2
@@ -98,7 +101,7 @@ class VmRunner:
         out = results_dir(self.config) / f"vm-{self.worker}"
         out.mkdir(parents=True, exist_ok=True)
         layout = GuestLayout.on_rootfs() if image else GuestLayout.on_host_root(out.resolve())
-        shared = share_kselftests(results_dir(self.config), out, layout)
+        shared = share_installs(results_dir(self.config), out, layout)
         accel, why = resolve_accel(opt("accel"), kernel.image)
         self.header = (f"vm {self.worker}: {kernel.origin}, accel {accel} ({why}), "
                        f"rootfs {root}")

@@ -85,6 +85,19 @@ def test_bad_kselftest_input_is_one_line_before_any_vm(args, expected):
     assert_one_line(stderr, expected)
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["blktests"], "the following arguments are required: --blktests"),
+    (["blktests", "--blktests", "/"], "/: not a blktests checkout"),
+    (["blktests", "--blktests", "/", "--trtype", "mptcp"], "blktests cannot run NVMe over MPTCP"),
+    (["blktests", "--blktests", "/", "--trtype", "rdma"], "must be one of tcp, loop"),
+    (["blktests", "--blktests", "/", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_blktests_input_is_one_line_before_any_vm(args, expected):
+    code, _, stderr = cli(*args)
+    assert code == 2
+    assert_one_line(stderr, expected)
+
+
 def test_build_needs_a_tree(tmp_path):
     code, _, stderr = cli("build", str(tmp_path))
     assert code == 2

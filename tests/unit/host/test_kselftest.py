@@ -14,7 +14,7 @@ from mptcp_nvme.guest import kselftest
 from mptcp_nvme.host.results import summary
 from mptcp_nvme.host import kselftest as host
 from mptcp_nvme.host.vm import guest_session as session
-from mptcp_nvme.host.vm.pytest_run import share_kselftests
+from mptcp_nvme.host.vm.pytest_run import share_installs
 from tests import REPO
 
 DATA = REPO / "tests/data/kselftest"
@@ -257,11 +257,11 @@ def test_the_guest_runs_its_copy_of_the_install(tmp_path):
     (install / "net/mptcp").mkdir(parents=True)
     (install / kselftest.LIST_NAME).write_text(f"{PM_NETLINK}\n")
     out = tmp_path / "results/vm-main"
-    shared = share_kselftests(tmp_path / "results", out, session.GuestLayout.on_rootfs())
+    shared = share_installs(tmp_path / "results", out, session.GuestLayout.on_rootfs())
     assert shared == {install: "/mnt/results/kselftest"}
     assert (out / "kselftest" / kselftest.LIST_NAME).is_file()
     command = session.guest_command([f"{install}/{kselftest.LIST_NAME}::{PM_NETLINK}",
                                      REPO / "selftests/test_modules.py"], (),
                                     session.GuestLayout.on_rootfs(), shared)
     assert "/mnt/results/kselftest/kselftest-list.txt /mnt/src/selftests/test_modules.py" in command
-    assert share_kselftests(tmp_path / "none", out, session.GuestLayout.on_rootfs()) == {}
+    assert share_installs(tmp_path / "none", out, session.GuestLayout.on_rootfs()) == {}
