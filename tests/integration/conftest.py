@@ -81,19 +81,22 @@ def mptcp_nvme(tmp_path):
 STOCK_FILES = ("test_datapath.py", "test_tls.py", "test_auth.py", "test_digest.py",
                "test_queues.py", "test_ana.py", "test_admin.py", "test_families.py",
                "test_mixed_family.py", "test_backing.py", "test_mkfs.py", "test_churn.py",
-               "test_iopolicy.py", "test_faults.py")
+               "test_iopolicy.py", "test_faults.py", "test_commands.py",
+               "test_target_changes.py")
 NEWER_IOPOLICIES = ("weighted-lat", "adaptive")     # not in 7.3: SKIP naming them
 STOCK_FAULTS = ("link-down", "delete")              # in faults.json's (the faults') order
+STOCK_LACKS = "kconfig:NVME_TARGET_DEBUGFS"           # Debian's config: nvme/060's case SKIPs
 
 
 @pytest.fixture(scope="session")
 def stock_suite(tmp_path_factory):
     """One run of STOCK_FILES on the stock kernel over two VMs, --quick (SCRIPT_RUNTIME's
     comment), with --expect-all-features: only the mptcp transport (its cases SKIP naming
-    it) and the newer iopolicies may be missing; two of the faults."""
+    it), the newer iopolicies and nvmet's debugfs may be missing; two of the faults."""
     return run_cli(tmp_path_factory.mktemp("stock-suite") / "results", "run", "-n", "2",
                    "--quick", "--expect-all-features", "--allow-missing", "trtype:mptcp",
                    *(f"--allow-missing=iopolicy:{name}" for name in NEWER_IOPOLICIES),
+                   f"--allow-missing={STOCK_LACKS}",
                    *(f"--fault={fault}" for fault in STOCK_FAULTS),
                    *(REPO / "selftests" / name for name in STOCK_FILES), timeout=2400)
 

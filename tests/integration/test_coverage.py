@@ -1,5 +1,6 @@
 """VM integration on the stock kernel: auth (with TLS too), digests, queue layouts, ANA,
 admin commands, backing stores, file systems, churn, iopolicies on asymmetric links, the
+blktests parity cases, the
 IPv6, v4-mapped and mixed families and two fault cases over NVMe/TCP (their mptcp cases
 SKIP here and run on the mptcp kernel, test_mptcp_kernel.py): the stock_suite run."""
 
@@ -19,6 +20,7 @@ def test_feature_cases_pass_over_tcp(stock_suite):
     run = stock_suite
     newer = {f"iopolicy {name} over": f"missing: iopolicy {name} not offered by nvme_core"
              for name in NEWER_IOPOLICIES}
+    newer["nvmet's debugfs"] = "missing: CONFIG_NVME_TARGET_DEBUGFS not set"
     run.assert_mptcp_skips_and_the_rest_passes(skips=newer)
     skipped = [r for r in run.results if r.directive == "SKIP" and not is_mptcp_case(r)]
     assert sorted(r.reason for r in skipped) == sorted(newer.values()), skipped
@@ -36,6 +38,10 @@ def test_feature_cases_pass_over_tcp(stock_suite):
     assert "| link-down | tcp ×2 |" in table and "| delete | tcp ×2 |" in table
     assert sorted(p.name for p in run.results_dir.glob("faults/*.png")) == [
         "delete-tcp.png", "link-down-tcp.png"]
+    # blktests parity (README): every case of a blktests nvme test that runs over tcp
+    parity = [r for r in run.results if "(blktests nvme/" in r.description
+              and not is_mptcp_case(r)]
+    assert len(parity) >= 18 and all(r.ok for r in parity), [r.description for r in parity]
     for group, count in GROUPS.items():
         named = [r for r in run.results if f"mptcp_nvme: {group}" in r.description.lower()
                  or f" {group} " in r.description.lower()]
