@@ -125,8 +125,10 @@ def test_list_and_supported_commands(connection, nvme_host, target, backing_devi
     assert device["PhysicalSize"] == nvmet.device_size(backing_device), device
     assert device["NameSpace"] == 1, device
 
+    # the NVM command set's log: asked for every set, nvme-cli 2.13 fails the whole command
+    # where nvmet lacks the zoned one (a kernel without BLK_DEV_ZONED, as the test kernel)
     supported = commands.supported_commands(
-        nvme_host.admin(["effects-log", f"/dev/{connection.controllers[0]}"]))
+        nvme_host.admin(["effects-log", f"/dev/{connection.controllers[0]}", "--csi=0"]))
     nvm = supported.get(0)
     assert nvm is not None, f"no NVM command set in the effects log: {sorted(supported)}"
     missing = [name for name, opcode in OPCODES.items() if opcode not in nvm["io"]]

@@ -10,6 +10,7 @@ must reconnect (TestReconnecting), the queue count after attr_qid_max changes (n
 and target-side resets through nvmet's debugfs (nvme/060)."""
 
 import os
+import re
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mptcp_nvme.guest import (
-    DIAG, faults, fio, samples_over, target as nvmet, topology, wait_for)
+    DIAG, KernelLog, faults, fio, samples_over, target as nvmet, topology, wait_for)
 
 MiB = 2**20
 TOGGLES = 200            # nvme/051's enable/disable cycles
@@ -260,16 +261,23 @@ class TestReconnecting:
         with nvme_host.connected(trtype, network.topology.traddrs, target.trsvcid, target.nqn,
                                  options=faults.TIMEOUTS) as connection:
             name = connection.controllers[0]
-            for turn in range(RESETS):
-                state = wait_for(lambda: next(debugfs.glob("ctrl*/state"), None),
-                                 f"the target's controller of {target.nqn} in {debugfs}",
-                                 timeout=30)
-                before = state.parent.name
-                state.write_text("fatal\n")
-                wait_for(lambda: (s := next(debugfs.glob("ctrl*/state"), None)) is not None
-                         and s.parent.name != before and nvme_host.controller(name).state == "live",
-                         f"{name} reconnected to a new target controller after reset {turn + 1}",
-                         timeout=60)
+            # the target's new controller may take the old one's id: the host's log says
+            # when it reconnected
+            reconnected = re.compile(rf"nvme {name}: Successfully reconnected")
+            log, lines = KernelLog(), []
+            try:
+                for turn in range(RESETS):
+                    state = wait_for(lambda: next(debugfs.glob("ctrl*/state"), None),
+                                     f"the target's controller of {target.nqn} in {debugfs}",
+                                     timeout=30)
+                    state.write_text("fatal\n")
+                    wait_for(lambda: lines.extend(log.new_lines())
+                             or (len([l for l in lines if reconnected.search(l)]) > turn
+                                 and nvme_host.controller(name).state == "live"),
+                             f"{name} reconnected after target-side reset {turn + 1}",
+                             timeout=60)
+            finally:
+                log.close()
             nvme_host.run_nvme(["read", connection.device, "--block-count=0", "--data-size=512",
                                 "--data=/dev/null"])
         record_property(DIAG, f"{RESETS} target-side resets of {name}, each reconnected")
