@@ -66,7 +66,7 @@ from dataclasses import dataclass, replace
 
 from mptcp_nvme import SOURCE_DIR
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.vocabulary import FAMILIES
+from mptcp_nvme.vocabulary import BOND_MODES, FAMILIES
 
 TOPOLOGY_DIR = SOURCE_DIR / "topologies"
 MAX_LINKS = 8  # MPTCP_PM_ADDR_MAX: endpoints per namespace
@@ -166,16 +166,40 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Bond:
+    """A Linux bond on each side with every link's veth end as a slave, addressed with
+    the first link's addresses: NVMe sees one path and the bond spreads its flows over
+    the links (or, active-backup, keeps them on one and fails over). Set up as a user
+    would: miimon link monitoring, layer3+4 hashing where the mode hashes, fast LACP
+    for 802.3ad (the two sides' bonds negotiate it over the veths)."""
+
+    mode: str
+    miimon_ms: int = 100
+    xmit_hash_policy: str = "layer3+4"
+    lacp_rate: str = "fast"
+
+    target_ifname = "ns1bond"
+    host_ifname = "ns2bond"
+
+    @property
+    def hashes(self):
+        """Whether the mode picks a slave per flow by xmit_hash_policy."""
+        return self.mode in ("balance-xor", "802.3ad")
+
+
+@dataclass(frozen=True)
 class Topology:
     description: str
     target: Side
     host: Side
     links: tuple
+    bond: Bond | None = None
 
     @property
     def traddrs(self):
-        """The target's address on every link, as NVMe and sockets use them."""
-        return [link.traddr for link in self.links]
+        """The target's address on every link, as NVMe and sockets use them; with a
+        bond, the bond's one address."""
+        return [link.traddr for link in (self.links[:1] if self.bond else self.links)]
 
 
 def default_addresses(index, family):
@@ -330,6 +354,17 @@ def expected_subflows(topology, initial):
     is its choice: this is one possible set, of the right size."""
     joins, limit = join_candidates(topology, initial)
     return sorted([(initial.name, initial.name)] + joins[:limit])
+
+
+def bonded(topology, mode):
+    """``topology`` with its links bonded on each side in bonding ``mode`` (Bond): no
+    MPTCP endpoints or source routes, which a bond's one address (the first link's; the
+    others' go unused) has no use for. UsageError for an unknown mode."""
+    if mode not in BOND_MODES:
+        raise UsageError(f"bond mode must be one of {', '.join(BOND_MODES)}, not {mode!r}")
+    return replace(topology, bond=Bond(mode),
+                   target=replace(topology.target, endpoint_flags=()),
+                   host=replace(topology.host, endpoint_flags=(), source_routes=False))
 
 
 def with_rate(topology, rate):

@@ -15,6 +15,8 @@ IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
 SCRIPT_IOPOLICIES = IOPOLICIES[:3]
 
 MULTIPATH = ("native", "dm")           # nvme's own multipath, or dm-multipath over it
+# Linux bonding modes a bond of every link may take (topology.bonded), as bonding names them
+BOND_MODES = ("balance-rr", "active-backup", "balance-xor", "802.3ad")
 DM_SELECTORS = ("service-time", "queue-length", "round-robin")
 FAMILIES = ("ipv4", "ipv6", "v4map")   # a link's address family (v4map: IPv4-mapped IPv6)
 BACKINGS = ("loop", "file", "null_blk")

@@ -70,6 +70,7 @@ API = {
     "FAMILIES": ("mptcp_nvme.vocabulary", "FAMILIES"),
     "BACKINGS": ("mptcp_nvme.vocabulary", "BACKINGS"),
     "DM_SELECTORS": ("mptcp_nvme.vocabulary", "DM_SELECTORS"),
+    "BOND_MODES": ("mptcp_nvme.vocabulary", "BOND_MODES"),
 }
 
 __all__ = sorted(API)

@@ -82,7 +82,7 @@ STOCK_FILES = ("test_datapath.py", "test_tls.py", "test_auth.py", "test_digest.p
                "test_queues.py", "test_ana.py", "test_admin.py", "test_families.py",
                "test_mixed_family.py", "test_backing.py", "test_mkfs.py", "test_churn.py",
                "test_iopolicy.py", "test_faults.py", "test_commands.py",
-               "test_target_changes.py")
+               "test_target_changes.py", "test_bonding.py")
 NEWER_IOPOLICIES = ("weighted-lat", "adaptive")     # not in 7.3: SKIP naming them
 STOCK_FAULTS = ("link-down", "delete")              # in faults.json's (the faults') order
 STOCK_LACKS = "kconfig:NVME_TARGET_DEBUGFS"           # Debian's config: nvme/060's case SKIPs

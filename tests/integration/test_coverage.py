@@ -13,7 +13,7 @@ from .conftest import NEWER_IOPOLICIES, STOCK_FAULTS, is_mptcp_case
 
 pytestmark = pytest.mark.vm
 GROUPS = {"auth": 7, "digest": 2, "queue": 3, "ana": 3, "admin": 1, "ipv6": 1, "v4map": 3,
-          "backing": 3, "mkfs": 2, "churn": 2, "iopolicy": 3, "fault": 2}
+          "backing": 3, "mkfs": 2, "churn": 2, "iopolicy": 3, "fault": 2, "bond": 4}
 
 
 def test_feature_cases_pass_over_tcp(stock_suite):

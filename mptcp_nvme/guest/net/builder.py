@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
 from mptcp_nvme.errors import SetupError
 from mptcp_nvme.poll import wait_for
 from mptcp_nvme.guest.net.namespaces import INIT_NETNS, Netns
-from mptcp_nvme.topology import ENDPOINT_FLAGS, LinkBytes, LinkCounters, Netem, Side
+from mptcp_nvme.topology import Bond, ENDPOINT_FLAGS, LinkBytes, LinkCounters, Netem, Side
 
 
 @contextmanager
@@ -60,6 +60,10 @@ class _End:
 
     def ifname(self, link):
         return link.host_ifname if self.is_host else link.target_ifname
+
+    @property
+    def bond_ifname(self):
+        return Bond.host_ifname if self.is_host else Bond.target_ifname
 
     def address(self, link):
         return link.host_addr if self.is_host else link.target_addr
@@ -188,12 +192,22 @@ def build(topology, suffix=None):
                 _End(host, cleanup.enter_context(host.iproute()), topology.host, True))
         _add_veths(topology, *ends)
         for end in ends:
-            _bring_up(topology, end)
+            if topology.bond:
+                _bond_links(topology, end, cleanup)
+            else:
+                _bring_up(topology, end)
         for end in ends:
             with _step("settling links"):
                 wait_for(lambda: _ready(topology.links, end),
                          f"links up and addresses usable in {end.ns.name}")
-        _add_default_routes(topology, ends[1])
+        if topology.bond:
+            for end in ends:
+                wait_for(lambda: bond_ready(end.ipr, end.bond_ifname, topology),
+                         f"{end.bond_ifname} ({topology.bond.mode}) with every link enslaved"
+                         f"{', LACP agreed' if topology.bond.mode == '802.3ad' else ''}",
+                         timeout=30)
+        else:
+            _add_default_routes(topology, ends[1])
         for end in ends:
             if end.side.source_routes:
                 _add_source_routes(topology, end)
@@ -298,6 +312,78 @@ def _bring_up(topology, end):
         with _step(f"address {address} on {end.ifname(link)} in {end.ns.name}"):
             end.ipr.addr("add", index=end.ifindex(end.ifname(link)), address=str(address.ip),
                          prefixlen=address.network.prefixlen, flags=IFA_F_NODAD)
+
+
+# bonding's numbers for the names topology.Bond uses (include/uapi/linux/if_bonding.h)
+BOND_MODE_IDS = {"balance-rr": 0, "active-backup": 1, "balance-xor": 2, "802.3ad": 4}
+XMIT_HASH_POLICIES = {"layer2": 0, "layer3+4": 1, "layer2+3": 2}
+LACP_RATES = {"slow": 0, "fast": 1}
+
+
+def _bond_links(topology, end, cleanup):
+    """The side's bond (topology.Bond) made, every link's veth end enslaved to it, the
+    first link's address on it, all up. A bond in the initial netns (a host side
+    there) is deleted at the end (its slaves go with their namespace's veths)."""
+    bond = topology.bond
+    attrs = {"bond_mode": BOND_MODE_IDS[bond.mode], "bond_miimon": bond.miimon_ms}
+    if bond.hashes:
+        attrs["bond_xmit_hash_policy"] = XMIT_HASH_POLICIES[bond.xmit_hash_policy]
+    if bond.mode == "802.3ad":
+        attrs["bond_ad_lacp_rate"] = LACP_RATES[bond.lacp_rate]
+    name = end.bond_ifname
+    with _step(f"bond {name} ({bond.mode}) in {end.ns.name} (CONFIG_BONDING?)"):
+        end.ipr.link("add", ifname=name, kind="bond", **attrs)
+    if end.ns is INIT_NETNS:
+        cleanup.callback(_delete_link, name)
+    with _step(f"enslaving the links to {name} in {end.ns.name}"):
+        for link in topology.links:
+            end.ipr.link("set", index=end.ifindex(end.ifname(link)), master=end.ifindex(name))
+        for ifname in ["lo", name, *(end.ifname(link) for link in topology.links)]:
+            end.ipr.link("set", index=end.ifindex(ifname), state="up")
+    address = end.address(topology.links[0])
+    with _step(f"address {address} on {name} in {end.ns.name}"):
+        end.ipr.addr("add", index=end.ifindex(name), address=str(address.ip),
+                     prefixlen=address.network.prefixlen, flags=IFA_F_NODAD)
+
+
+def _delete_link(ifname):
+    with INIT_NETNS.iproute() as ipr, suppress(NetlinkError, IndexError):
+        ipr.link("del", index=ipr.link_lookup(ifname=ifname)[0])
+
+
+def bond_state(ipr, ifname):
+    """(the bond's IFLA_BOND_* attributes, {slave ifname: IFLA_BOND_SLAVE_* attributes})
+    as netlink reports them, names without their prefix in lower case."""
+    def attrs(nla):
+        return {name.split("_", 2)[-1].lower().removeprefix("slave_"): value
+                for name, value in (nla["attrs"] if nla else ())}
+    links = ipr.get_links()
+    bond = next(msg for msg in links if msg.get("ifname") == ifname)
+    info = bond.get_attr("IFLA_LINKINFO")
+    index = bond["index"]
+    slaves = {}
+    for msg in links:
+        if msg.get_attr("IFLA_MASTER") == index:
+            slave_info = msg.get_attr("IFLA_LINKINFO")
+            slaves[msg.get("ifname")] = attrs(slave_info.get_attr("IFLA_INFO_SLAVE_DATA")
+                                              if slave_info else None)
+    return attrs(info.get_attr("IFLA_INFO_DATA") if info else None), slaves
+
+
+def bond_ready(ipr, ifname, topology):
+    """Every link enslaved and up in the bond; for 802.3ad, one aggregator with every
+    port and a partner (LACP agreed with the other side's bond)."""
+    bond, slaves = bond_state(ipr, ifname)
+    wanted = {end for link in topology.links for end in (link.host_ifname, link.target_ifname)}
+    if not (len(slaves) == len(topology.links) and set(slaves) <= wanted
+            and all(s.get("mii_status") == 0 for s in slaves.values())):
+        return False
+    if topology.bond.mode != "802.3ad":
+        return True
+    info = dict(bond.get("ad_info", {}).get("attrs", ())) if bond.get("ad_info") else {}
+    partner = info.get("IFLA_BOND_AD_INFO_PARTNER_MAC", "00:00:00:00:00:00")
+    return (info.get("IFLA_BOND_AD_INFO_NUM_PORTS") == len(topology.links)
+            and partner != "00:00:00:00:00:00")
 
 
 def _ready(links, end):

@@ -576,3 +576,15 @@ def test_eight_links_with_the_script_mesh_ask_for_more_joins_than_the_limit_allo
     assert len(topology.expected_subflows(eight, eight.links[0])) == 9
     four = topology.topology_for_paths(4)
     assert not topology.subflows_capped(four, four.links[0])
+
+
+def test_a_bonded_topology_has_one_address_per_side_and_no_mptcp_endpoints():
+    topo = topology.bonded(topology.topology_for_paths(4, rate="30mbit"), "802.3ad")
+    assert topo.bond == topology.Bond("802.3ad") and topo.bond.hashes
+    assert topo.traddrs == ["10.1.1.1"] and len(topo.links) == 4
+    assert topo.host.endpoint_flags == () == topo.target.endpoint_flags
+    assert not topo.host.source_routes
+    assert not topology.Bond("active-backup").hashes
+    assert topo != topology.topology_for_paths(4, rate="30mbit")     # the pool keeps them apart
+    with pytest.raises(UsageError, match="bond mode must be one of balance-rr"):
+        topology.bonded(topo, "broadcast")
