@@ -38,6 +38,20 @@ _MPTCP_INFO_NAMES = ("subflows", "add_addr_signal", "add_addr_accepted", "subflo
                      "write_seq", "snd_una", "rcv_nxt", "local_addr_used", "local_addr_max",
                      "csum_enabled", "retransmits", "bytes_retrans", "bytes_sent",
                      "bytes_received", "bytes_acked")
+# struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_delivery_rate: 8 x u8 (state,
+# ca_state, retransmits, probes, backoff, options, wscales, flags), 24 x u32 (rto .. 
+# total_retrans), pacing_rate, max_pacing_rate, bytes_acked, bytes_received (u64),
+# segs_out, segs_in, notsent_bytes, min_rtt, data_segs_in, data_segs_out (u32),
+# delivery_rate (u64). Times in us, rates in bytes/s.
+_TCP_INFO = struct.Struct("=8B24I4Q6IQ")
+_TCP_INFO_NAMES = ("state", "ca_state", "retransmits", "probes", "backoff", "options",
+                   "wscale", "flags", "rto", "ato", "snd_mss", "rcv_mss", "unacked", "sacked",
+                   "lost", "retrans", "fackets", "last_data_sent", "last_ack_sent",
+                   "last_data_recv", "last_ack_recv", "pmtu", "rcv_ssthresh", "rtt", "rttvar",
+                   "snd_ssthresh", "snd_cwnd", "advmss", "reordering", "rcv_rtt", "rcv_space",
+                   "total_retrans", "pacing_rate", "max_pacing_rate", "bytes_acked",
+                   "bytes_received", "segs_out", "segs_in", "notsent_bytes", "min_rtt",
+                   "data_segs_in", "data_segs_out", "delivery_rate")
 
 
 class _mptcp_diag_req(inet_diag_req):
@@ -101,6 +115,7 @@ class SocketRecord:
     token: int | None = None       # MPTCP: the connection's local token
     fallback: bool = False         # MPTCP: fell back to plain TCP
     subflow_of: int | None = None  # TCP: the local token of the MPTCP socket it serves
+    tcp_info: dict | None = dataclasses.field(default=None, compare=False)  # TCP: parse_tcp_info
 
     @property
     def is_subflow(self):
@@ -125,6 +140,15 @@ def parse_mptcp_info(raw):
     return dict(zip(_MPTCP_INFO_NAMES, _MPTCP_INFO.unpack_from(raw)))
 
 
+def parse_tcp_info(raw):
+    """struct tcp_info (as bytes) -> dict of its fields up to tcpi_delivery_rate; None
+    for a struct too short to hold them (a kernel older than 4.9)."""
+    raw = bytes(raw)
+    if len(raw) < _TCP_INFO.size:
+        return None
+    return dict(zip(_TCP_INFO_NAMES, _TCP_INFO.unpack_from(raw)))
+
+
 def _record(msg, protocol):
     common = dict(protocol=protocol, local=normalize(msg["idiag_src"]), lport=msg["idiag_sport"],
                   remote=normalize(msg["idiag_dst"]), rport=msg["idiag_dport"],
@@ -136,6 +160,8 @@ def _record(msg, protocol):
         fields = parse_mptcp_info(_unhex(info))
         return SocketRecord(**common, token=fields["token"],
                             fallback=bool(fields["flags"] & MPTCP_INFO_FLAG_FALLBACK))
+    info = msg.get_attr("INET_DIAG_INFO")
+    common["tcp_info"] = parse_tcp_info(_unhex(info)) if info is not None else None
     ulp = msg.get_attr("INET_DIAG_ULP_INFO")
     if ulp is not None and ulp.get_attr("INET_ULP_INFO_NAME") == "mptcp":
         subflow = ulp.get_attr("INET_ULP_INFO_MPTCP")

@@ -170,6 +170,24 @@ def test_captured_dumps_parse(prefix):
     assert subflows and {s.subflow_of for s in subflows} <= tokens
 
 
+@pytest.mark.parametrize("prefix", sorted({p.name.rsplit("-", 1)[0]
+                                           for p in DATA.glob("sockdiag-*-tcp.bin")}))
+def test_tcp_info_of_captured_subflows(prefix):
+    """struct tcp_info's layout read off real replies: every subflow established, the
+    veth's MTU and MSS, rtt at least min_rtt, and the pacing rate the kernel derives from
+    them (tcp_update_pacing_rate: 2 x cwnd x mss / srtt in slow start) to within 1 %."""
+    tcp = sock_diag.parse_dump((DATA / f"{prefix}-tcp.bin").read_bytes(), socket.IPPROTO_TCP)
+    infos = [r.tcp_info for r in tcp if r.is_subflow]
+    assert infos and all(infos)
+    for info in infos:
+        assert (info["state"], info["pmtu"], info["snd_mss"]) == (1, 1500, 1448), info
+        assert 0 < info["min_rtt"] <= info["rtt"] and info["snd_cwnd"] >= 1, info
+        assert info["bytes_received"] >= 0 and info["total_retrans"] == 0, info
+        assert info["pacing_rate"] == pytest.approx(
+            2 * info["snd_cwnd"] * info["snd_mss"] / (info["rtt"] / 1e6), rel=0.01), info
+    assert sock_diag.parse_tcp_info(b"\x01" * 100) is None          # older, shorter struct
+
+
 def test_garbage_dump_does_not_crash():
     assert sock_diag.parse_dump(b"\x00" * 7, socket.IPPROTO_TCP) == []
 
