@@ -41,17 +41,26 @@ class GuestLayout:
         return cls(str(SOURCE_DIR), str(results), sys.executable)
 
 
-def guest_command(test_args, extra_args=(), layout=GuestLayout.on_rootfs(), shared=None):
+def guest_command(test_args, extra_args=(), layout=GuestLayout.on_rootfs(), shared=None,
+                  args_file=None):
     """The shell command that starts the agent inside the guest on the files of
     ``test_args`` (``extra_args`` are guest paths already, e.g. --guest-config);
-    ``shared`` maps further host folders to where the guest sees them."""
+    ``shared`` maps further host folders to where the guest sees them. With
+    ``args_file`` ((host path, guest path) of a file in a shared folder) the files are
+    written there and the command names it (pytest's ``@file``)."""
     argv = [layout.python, "-P", f"{layout.source}/mptcp_nvme/guest/launch.py",
             "--rootdir", layout.source, "--results-dir", layout.results, *extra_args]
     # Files, not node ids: the guest collects them and the host asks for one test at a
     # time; vng hands the command over on the kernel command line (2048 bytes on x86),
-    # which a few dozen node ids would overflow (the kernel then loses root=).
+    # which a few dozen node ids would overflow (the kernel then loses root=), and 17
+    # files did on Debian's 7.3.4 (a fortify panic in early boot): hence the file.
     files = dict.fromkeys(str(arg).partition("::")[0] for arg in test_args)
-    argv += [guest_path(arg, layout.source, shared) for arg in files]
+    paths = [guest_path(arg, layout.source, shared) for arg in files]
+    if args_file:
+        host, guest = args_file
+        Path(host).write_text("".join(f"{path}\n" for path in paths))
+        paths = [f"@{guest}"]
+    argv += paths
     return (f"cd {layout.source} && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 exec {shlex.join(argv)} "
             f"{REQUEST_FD}<&0 {REPLY_FD}>&1 1>&2")
 

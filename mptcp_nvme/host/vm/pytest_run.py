@@ -78,6 +78,7 @@ def share_installs(results, out, layout):
 
 
 BOOT_ATTEMPTS = 2
+GUEST_ARGS_NAME = "guest-args.txt"      # the test files, in the VM's results folder
 
 
 class VmRunner:
@@ -114,7 +115,8 @@ class VmRunner:
             name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
             command=guest_command(self.config.args, [
                 "--guest-config", f"{layout.results}/{guest_config_file(self.config, out).name}"],
-                layout, shared),
+                layout, shared, args_file=(out / GUEST_ARGS_NAME,
+                                           f"{layout.results}/{GUEST_ARGS_NAME}")),
         )
 
     def _guest(self):

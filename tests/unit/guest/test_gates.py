@@ -140,6 +140,16 @@ def test_the_guest_gets_test_files_not_node_ids():
     assert "/mnt/src/selftests/test_modules.py" in command and len(command) < 400
 
 
+def test_the_files_can_travel_in_a_file_of_the_shared_results_folder(tmp_path):
+    """17 selftest files on the command line panicked Debian's 7.3.4 in early boot."""
+    files = [REPO / "selftests" / f"test_{n:02}.py" for n in range(40)]
+    command = remote.guest_command(files, (), args_file=(tmp_path / "args.txt",
+                                                         "/mnt/results/args.txt"))
+    assert command.endswith("@/mnt/results/args.txt 3<&0 4>&1 1>&2") and len(command) < 300
+    assert (tmp_path / "args.txt").read_text().splitlines() == [
+        f"/mnt/src/selftests/test_{n:02}.py" for n in range(40)]
+
+
 def test_a_built_in_module_without_sysfs_entry_counts_as_loaded(tmp_path):
     (tmp_path / "modules.builtin").write_text("kernel/net/x/mptcp_nvme_fake.ko\n")
     assert requirements.load_module("mptcp-nvme-fake", modules_dir=tmp_path)
