@@ -271,6 +271,9 @@ OPTIONS = (
     Option("calibrate", "matrix: runs of the bare calibration cell (the same fio job from a "
            "plain shell, per transport) beside the framework's; 0: none", type=int,
            default=1, bounds=(0, 100), commands=("matrix",), metavar="N"),
+    Option("no_transport_sampling", "matrix: no tcp_info sampling of the queue connections "
+           "during the cells (to weigh its cost against a run with it)", flag=True,
+           guest=True, commands=("matrix",)),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -36,11 +36,15 @@ class _Payload:
 
 @dataclasses.dataclass(frozen=True)
 class Measurement(_Payload):
-    """A matrix cell's run (selftests/bench/bench_matrix.py): MiB/s each way."""
+    """A matrix cell's run (selftests/bench/bench_matrix.py): MiB/s each way, and where the
+    cell sampled it (guest/net/transport.py) the transport under the queues:
+    {"read"|"write": {link: LinkTransport as a dict}} and the seconds the sampling took."""
 
     NAME = MATRIX
     read_mib: float
     write_mib: float
+    transport: dict | None = None
+    sampling_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,7 @@ API = {
     "proof": ("mptcp_nvme.guest.net.proof", None),
     "netstat": ("mptcp_nvme.guest.net.netstat", None),
     "stream": ("mptcp_nvme.guest.net.stream", None),
+    "transport": ("mptcp_nvme.guest.net.transport", None),
     "IcCapture": ("mptcp_nvme.guest.net.pdu_capture", "IcCapture"),
     "HDGST": ("mptcp_nvme.guest.net.pdu_capture", "HDGST"),
     "DDGST": ("mptcp_nvme.guest.net.pdu_capture", "DDGST"),

@@ -15,11 +15,13 @@ Each passing case records its READ and WRITE MiB/s under the MATRIX property.
 """
 
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
-from mptcp_nvme.guest import DIAG, TLS_NEEDS, fio, Measurement, proc, require, topology
+from mptcp_nvme.guest import (
+    DIAG, TLS_NEEDS, fio, Measurement, proc, require, topology, transport)
 
 BARE_CELL = Path(__file__).with_name("bare_cell.sh")
 
@@ -46,11 +48,28 @@ def topo(request, paths, loss):
     return topology.script_topology(paths, loss=loss, rate=rate)
 
 
-def record(record_property, results):
+def record(record_property, results, sampler=None, links=()):
     read, write = results["randread"].read, results["randwrite"].write
     assert read.io_bytes > 0 and write.io_bytes > 0, "fio moved no data"
-    record_property(*Measurement(read.mib_per_s, write.mib_per_s).to_property())
+    found = sampler.by_direction(links) if sampler and not sampler.error else None
+    record_property(*Measurement(
+        read.mib_per_s, write.mib_per_s,
+        transport=found and {direction: {name: link.to_dict() for name, link in per.items()}
+                             for direction, per in found.items()},
+        sampling_s=sampler and round(sampler.busy_s, 3)).to_property())
     record_property(DIAG, f"READ: bw={read.mib_per_s:.2f}MiB/s WRITE: bw={write.mib_per_s:.2f}MiB/s")
+    if sampler and sampler.error:
+        record_property(DIAG, f"transport sampling stopped: {sampler.error}")
+    for direction, per in (found or {}).items():
+        record_property(DIAG, f"{direction} transport: "
+                              + "; ".join(link.describe() for link in per.values()))
+
+
+def sampling(request, network, port):
+    """A TransportSampler of the cell's queue connections, or none (--no-transport-sampling)."""
+    if request.config.getoption("no_transport_sampling"):
+        return nullcontext()
+    return transport.TransportSampler(network, port)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("numa",), loss=(False,))
@@ -76,10 +95,11 @@ def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, network
         if multipath == "native":
             nvme_host.set_iopolicy(target.nqn, iopolicy)
             assert nvme_host.iopolicy(target.nqn) == iopolicy
-        with multipath_device(nvme_host, conn) as device:
+        with multipath_device(nvme_host, conn) as device, \
+                sampling(request, network, target.trsvcid) as sampler:
             results = fio.run_script_sequence(device, job, prefix=network.host.argv(),
                                               flush=multipath == "native")
-    record(record_property, results)
+    record(record_property, results, sampler, network.topology.links)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("round-robin",), loss=(False,))

@@ -1,10 +1,11 @@
 """The transport under the queues, from the kernel's own counters: struct tcp_info of
-every host-side TCP connection to the target's NVMe port (the NVMe/TCP queues, the
-subflows of the MPTCP ones), sampled every INTERVAL_S while I/O runs
-(TransportSampler) and summarised per link and direction (per_link): bytes each way,
+every TCP connection of the target's NVMe port (the NVMe/TCP queues, the subflows of the
+MPTCP ones) on both sides, sampled every INTERVAL_S while I/O runs (TransportSampler),
+and summarised per link for each direction from its sender's side (by_direction): NVMe
+writes from the host's connections, reads from the target's. Bytes acknowledged,
 retransmissions, losses, and the median congestion window, smoothed RTT and delivery
-rate of the connections that moved data. What says why one transport carries more
-than another over the same links, not only that it does."""
+rate of the connections that sent data: what says why one transport carries more than
+another over the same links, not only that it does."""
 
 import statistics
 import threading
@@ -19,12 +20,12 @@ INTERVAL_S = 0.1
 
 @dataclass(frozen=True)
 class LinkTransport:
-    """One link's connections over a sampled interval."""
+    """One link's connections on one side over a sampled interval."""
 
     link: str
     connections: int
-    bytes_acked: int              # host -> target (NVMe writes), acknowledged
-    bytes_received: int           # target -> host (NVMe reads)
+    bytes_acked: int              # sent from this side and acknowledged
+    bytes_received: int           # received on this side
     retransmits: int              # segments retransmitted (tcpi_total_retrans)
     lost_max: int                 # the most segments marked lost at one sample
     cwnd_median: float | None     # segments, of the connections that moved data
@@ -51,12 +52,13 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def per_link(samples, links):
+def per_link(samples, links, side="host"):
     """{link name: LinkTransport} from ``samples`` ([(time, [SocketRecord])], the same
-    connections seen over time): each connection's counters from its first sample to
-    its last, on the link whose host address it has (connections from elsewhere are
-    not the links'); medians over the samples in which a connection moved data."""
-    link_of = {str(link.host_addr.ip): link.name for link in links}
+    connections of ``side`` seen over time): each connection's counters from its first
+    sample to its last, on the link whose address on that side it has (connections from
+    elsewhere are not the links'); medians over the samples in which it moved data."""
+    link_of = {str((link.host_addr if side == "host" else link.target_addr).ip): link.name
+               for link in links}
     first, last, moving = {}, {}, defaultdict(list)
     for _, records in samples:
         for record in records:
@@ -87,40 +89,57 @@ def per_link(samples, links):
     return found
 
 
-class TransportSampler:
-    """tcp_info of the host's TCP connections to ``port`` (the target's trsvcid) in
-    ``netns``, every ``interval`` seconds for the block, from a thread of its own (in
-    that netns). ``samples`` as per_link() takes them; ``busy_s``: the time sampling
-    itself took, to weigh its cost against the I/O it watched."""
+def by_direction(host_samples, target_samples, links):
+    """{"write": per link from the host's side, "read": per link from the target's}, each
+    direction seen by the side that sends its data."""
+    return {"write": per_link(host_samples, links, "host"),
+            "read": per_link(target_samples, links, "target")}
 
-    def __init__(self, netns, port, interval=INTERVAL_S):
-        self.netns, self.port, self.interval = netns, int(port), interval
-        self.samples, self.busy_s, self.error = [], 0.0, None
+
+class TransportSampler:
+    """tcp_info of the TCP connections of the target's port ``port`` in both namespaces
+    of ``network`` (the host's to it, the target's from it), every ``interval`` seconds
+    for the block, from a thread per side (each in its netns). ``busy_s``: the time the
+    sampling itself took, to weigh its cost against the I/O it watched; ``error``: what
+    stopped a side's sampling early, if anything."""
+
+    def __init__(self, network, port, interval=INTERVAL_S):
+        self.network, self.port, self.interval = network, int(port), interval
+        self.samples = {"host": [], "target": []}
+        self.busy_s, self.error = 0.0, None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="transport-sampler", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(side,), daemon=True,
+                                          name=f"transport-sampler-{side}")
+                         for side in self.samples]
 
     def __enter__(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc_info):
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return False
 
-    def _run(self):
+    def _mine(self, record, side):
+        return record.protocol == "tcp" and (
+            record.rport == self.port if side == "host" else record.lport == self.port)
+
+    def _run(self, side):
+        netns = self.network.host if side == "host" else self.network.target
         try:
-            with self.netns.enter():
+            with netns.enter():
                 while True:
                     started = time.monotonic()
-                    records = [r for r in sock_diag.sockets()
-                               if r.protocol == "tcp" and r.rport == self.port]
-                    self.samples.append((started, records))
+                    records = [r for r in sock_diag.sockets() if self._mine(r, side)]
+                    self.samples[side].append((started, records))
                     self.busy_s += time.monotonic() - started
                     if self._stop.wait(self.interval):
                         return
         except Exception as err:        # reported by whoever reads the samples
             self.error = err
 
-    def per_link(self, links):
-        return per_link(self.samples, links)
+    def by_direction(self, links):
+        return by_direction(self.samples["host"], self.samples["target"], links)

@@ -61,6 +61,7 @@ class Run:
     write_mib: float | None
     duration_s: float
     reason: str | None
+    transport: dict | None = None     # Measurement.transport, where the cell sampled it
 
 
 def _names(kind, optional=()):
@@ -70,7 +71,7 @@ def _names(kind, optional=()):
 # What a file must have (older files lack the newer fields: multipath, settings' extras).
 REQUIRED = {"settings": _names(Settings, ("loss", "topology", "tls", "append")),
             "cell": _names(Cell, ("multipath",)),
-            "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason"))}
+            "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason", "transport"))}
 
 
 def new(settings):

@@ -120,7 +120,8 @@ class Recorder:
                            read_mib=measured and measured.read_mib,
                            write_mib=measured and measured.write_mib,
                            duration_s=round(report.duration, 2),
-                           reason=None if status == "passed" else reason(report))
+                           reason=None if status == "passed" else reason(report),
+                           transport=measured and measured.transport)
         document.add_run(find_cell(self.doc, cell["key"]), run)
         document.save(self.doc, self.path)
         if report.when != "teardown":

@@ -54,3 +54,14 @@ def test_idle_links_have_no_medians_and_others_connections_are_not_counted(captu
     elsewhere = topology.topology_for_paths(3).links[2:]       # 10.1.3.2: no socket there
     assert transport.per_link([(0.0, captured)], elsewhere)["path3"].connections == 0
     assert transport.per_link([], LINKS)["path1"].to_dict()["connections"] == 0
+
+
+def test_each_direction_is_seen_from_its_sender(captured):
+    """The captured host-side subflows stand in for both sides: the target's view maps
+    connections by the target's address on each link (10.1.x.1)."""
+    as_target = [dataclasses.replace(r, local=r.remote, remote=r.local) for r in captured]
+    moved = [later(r, bytes_acked=1 << 20) for r in as_target]
+    found = transport.by_direction([(0.0, captured)], [(0.0, as_target), (0.1, moved)], LINKS)
+    assert found["write"]["path1"].bytes_acked == 0
+    read = sum(t.bytes_acked for t in found["read"].values())
+    assert read == len(as_target) << 20
