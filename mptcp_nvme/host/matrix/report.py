@@ -261,7 +261,48 @@ def markdown(doc, rows):
             delta = NONE if row.delta_read is None else f"{row.delta_read:+.1%} {row.verdict}"
             cols += [_span(row.base_read, row.base_read_spread), delta]
         lines.append("| " + " | ".join(cols) + " |")
-    return "\n".join(lines + [""] + LEGEND + ([BASELINE_LEGEND] if with_base else [])) + "\n"
+    return "\n".join(lines + [""] + LEGEND + ([BASELINE_LEGEND] if with_base else [])
+                     + transport_section(doc)) + "\n"
+
+
+def transport_section(doc):
+    """matrix.md's per-link transport table: for each cell whose runs sampled tcp_info
+    (guest/net/transport.py), each direction and link, the link's share of the bytes its
+    sender had acknowledged, retransmissions per MiB, and the median cwnd and srtt
+    (medians over the passed runs); no lines when no run sampled."""
+    rows = []
+    for cell in doc["cells"]:
+        sampled = [run["transport"] for run in cell.get("runs", ())
+                   if run.get("status") == "passed" and run.get("transport")]
+        for direction in ("read", "write"):
+            per_run = [found[direction] for found in sampled if direction in found]
+            if not per_run:
+                continue
+            links = sorted({name for found in per_run for name in found})
+
+            def median_of(name, value):
+                values = [v for found in per_run if name in found
+                          if (v := value(found[name], found)) is not None]
+                return statistics.median(values) if values else None
+
+            def share(link, found):
+                total = sum(other["bytes_acked"] for other in found.values())
+                return link["bytes_acked"] / total if total else None
+
+            def retrans(link, found):
+                mib = link["bytes_acked"] / 2**20
+                return link["retransmits"] / mib if mib else None
+            cols = [f"{name} {_pct(median_of(name, share))}, {_num(median_of(name, retrans))}"
+                    f"/MiB, cwnd {_num(median_of(name, lambda link, _: link['cwnd_median']))}, "
+                    f"srtt {_num(median_of(name, lambda link, _: link['srtt_median_ms']))} ms"
+                    for name in links]
+            rows.append(f"| {cell.get('label') or key(cell)} | {direction} | {len(per_run)} | "
+                        + "; ".join(cols) + " |")
+    if not rows:
+        return []
+    return ["", "### Transport per link (tcp_info, the sender's side)", "",
+            "| run | direction | runs | per link: share of the bytes, retransmissions per "
+            "MiB, median cwnd, median srtt |", "|---|---|---|---|", *rows]
 
 
 def chart(doc, rows, path):

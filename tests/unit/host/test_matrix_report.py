@@ -303,3 +303,22 @@ def test_an_old_file_without_multipath_is_native_and_matches_new_cells():
     assert report.key(raw()) == report.key(dict(raw(), multipath=None))
     doc = document([old, dict(new, label="again")])
     assert "is the same cell as" in matrix_json._problem(doc)
+
+
+def test_the_transport_section_gives_each_link_its_share_retransmissions_and_medians():
+    """Runs as a 4 x 30 Mbit/s tcp round-robin cell sampled them (two links shown)."""
+    def link(name, acked, retrans, cwnd, srtt):
+        return {"link": name, "connections": 3, "bytes_acked": acked, "bytes_received": 0,
+                "retransmits": retrans, "lost_max": 0, "cwnd_median": cwnd,
+                "srtt_median_ms": srtt, "delivery_mbit_median": 6.2}
+    runs = [{"status": "passed", "transport": {"write": {
+        "path1": link("path1", 3 << 20, 3, 10, 64.7), "path2": link("path2", 1 << 20, 0, 12, 38.0)}}},
+            {"status": "passed", "transport": {"write": {
+                "path1": link("path1", 1 << 20, 1, 14, 60.0), "path2": link("path2", 1 << 20, 2, 10, 40.0)}}},
+            {"status": "failed", "transport": None}]
+    doc = {"cells": [{"label": "tcp 4 round-robin 0", "runs": runs}, {"label": "raw", "runs": []}]}
+    lines = report.transport_section(doc)
+    assert lines[1] == "### Transport per link (tcp_info, the sender's side)"
+    assert lines[-1] == ("| tcp 4 round-robin 0 | write | 2 | path1 62.5%, 1.00/MiB, cwnd 12.00, "
+                         "srtt 62.35 ms; path2 37.5%, 1.00/MiB, cwnd 11.00, srtt 39.00 ms |")
+    assert report.transport_section({"cells": [{"label": "raw", "runs": []}]}) == []
