@@ -232,6 +232,9 @@ OPTIONS = (
     Option("loss", "mptcp_nvme.sh's loss argument(s): 0 none, 1 netem delay and loss on every "
            "link (5ms 0.5%% at the script's 1000mbit, scaled with --rate; repeatable)",
            type=int, choices=(0, 1), repeat=True, guest=True, commands=("run", "matrix", *SERIES)),
+    Option("loss_links", "with --loss 1: the delay and loss on this many of the last links "
+           "only, the others clean (default: every link, as mptcp_nvme.sh)", type=int,
+           bounds=(1, 8), guest=True, metavar="N", commands=("run", "matrix", *SERIES)),
     Option("rate", "netem rate of every link of the script's topology, e.g. 30mbit (default "
            "1000mbit as mptcp_nvme.sh; the matrix's 30mbit)", guest=True, commands=(*RUNS, *SERIES),
            check=_rate, metavar="RATE"),

@@ -282,30 +282,38 @@ def link_limited(links, bits_per_s):
                      f"({bits_per_s / capacity:.0%}; link-limited from {SATURATED:.0%})")
 
 
-def script_topology(paths, loss=False, family="ipv4", rate=None, flows=None):
+def script_topology(paths, loss=False, family="ipv4", rate=None, flows=None, loss_links=None):
     """mptcp_nvme.sh's topology for its ``path`` argument: SCRIPT_LINKS links whatever
     ``paths`` is (more when it asks for more); options as topology_for_paths."""
-    return topology_for_paths(max(SCRIPT_LINKS, paths), loss, family, rate, flows)
+    return topology_for_paths(max(SCRIPT_LINKS, paths), loss, family, rate, flows, loss_links)
 
 
-def topology_for_paths(paths, loss=False, family="ipv4", rate=None, flows=None):
+def topology_for_paths(paths, loss=False, family="ipv4", rate=None, flows=None,
+                       loss_links=None):
     """mptcp_nvme.sh's topology with ``paths`` veth pairs at ``rate`` (None: the
     script's; its loss=1 adds delay and loss, scaled to the rate for ``flows`` I/O queues
-    per controller, by default one per CPU: loss_profile)."""
+    per controller, by default one per CPU: loss_profile), on every link or, with
+    ``loss_links``, on that many of the last links only (one flaky path among good ones)."""
     rate = rate or SCRIPT_RATE
     if type(paths) is not int or not 1 <= paths <= MAX_LINKS:
         raise UsageError(f"paths: must be 1..{MAX_LINKS}, not {paths!r}")
     if family not in FAMILIES:
         raise UsageError(f"family: must be one of {', '.join(FAMILIES)}, not {family!r}")
-    netem = Netem.parse(rate=rate)
+    if loss_links is not None and not 1 <= loss_links <= paths:
+        raise UsageError(f"loss links: must be 1..{paths} (the links), not {loss_links!r}")
+    clean = netem = Netem.parse(rate=rate)
     if loss:
         netem, _ = loss_profile(netem.rate_bit, flows or os.cpu_count())
-    links = tuple(Link(i, f"path{i}", family, *default_addresses(i, family), netem)
+    lossy = range(paths - (loss_links or paths) + 1, paths + 1)
+    links = tuple(Link(i, f"path{i}", family, *default_addresses(i, family),
+                       netem if i in lossy else clean)
                   for i in range(1, paths + 1))
     pairs = "veth pair" if paths == 1 else "veth pairs"
     described = f"rate {rate}"
     if loss:
         described += f" delay {netem.delay_us / 1000:.3g}ms loss {netem.loss_pct:g}%"
+        if loss_links and loss_links < paths:
+            described += f" on the last {loss_links}"
     return Topology(f"mptcp_nvme.sh: {paths} {pairs} ({family}), netem {described}",
                     SCRIPT_TARGET, SCRIPT_HOST, links)
 

@@ -173,7 +173,14 @@ def topo(request, paths, loss):
     topology_file = request.config.getoption("topology")
     if topology_file:
         return topology.load_topology(topology_file)
-    return topology.topology_for_paths(paths, loss=loss, rate=request.config.getoption("rate"))
+    return topology.topology_for_paths(paths, loss=loss, rate=request.config.getoption("rate"),
+                                       loss_links=_loss_links(request.config, paths))
+
+
+def _loss_links(config, paths):
+    """--loss-links, at most every link of a topology with fewer."""
+    chosen = config.getoption("loss_links")
+    return min(chosen, paths) if chosen else None
 
 
 @pytest.fixture(scope="session")

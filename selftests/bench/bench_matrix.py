@@ -45,7 +45,8 @@ def topo(request, paths, loss):
     if topology_file:
         return topology.scaled_to(topology.load_topology(topology_file),
                                   rate or topology.SCRIPT_RATE)
-    return topology.script_topology(paths, loss=loss, rate=rate)
+    return topology.script_topology(paths, loss=loss, rate=rate,
+                                    loss_links=request.config.getoption("loss_links"))
 
 
 def record(record_property, results, sampler=None, links=()):
@@ -109,6 +110,8 @@ def test_bare(request, trtype, paths, iopolicy, loss, repeat, job, record_proper
             "tool:tc", "tool:losetup")
     if request.config.getoption("topology") or request.config.getoption("tls"):
         pytest.skip("the bare calibration cell is the script's own topology, without TLS")
+    if loss and request.config.getoption("loss_links"):
+        pytest.skip("the bare calibration cell puts one netem on every link: no --loss-links")
     links = topology.script_topology(paths, loss=loss, rate=request.config.getoption("rate")).links
     netem = links[0].netem
     fio_argv = [arg.replace("=randread", "=@RW@") for arg in job.argv("@DEV@")]

@@ -29,6 +29,7 @@ class Settings:
     topology: str | None
     tls: bool
     append: list
+    loss_links: int | None = None     # --loss-links: the loss on that many of the last links
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _names(kind, optional=()):
 
 
 # What a file must have (older files lack the newer fields: multipath, settings' extras).
-REQUIRED = {"settings": _names(Settings, ("loss", "topology", "tls", "append")),
+REQUIRED = {"settings": _names(Settings, ("loss", "topology", "tls", "append", "loss_links")),
             "cell": _names(Cell, ("multipath",)),
             "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason", "transport"))}
 

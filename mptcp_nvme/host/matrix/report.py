@@ -216,7 +216,8 @@ def settings_line(doc):
     text = f"{s['rate_mbit']:g} Mbit/s per link, fio {s['runtime_s']} s per job, {s['repeat']} repeats"
     parts = [f"{loss['delay_ms']} ms delay" if loss.get("delay_ms") is not None else "",
              f"{loss['loss_pct']} % loss" if loss.get("loss_pct") is not None else "",
-             loss.get("note") or ""]
+             loss.get("note") or "",
+             f"on the last {s['loss_links']} link(s) only" if s.get("loss_links") else ""]
     if any(parts):
         text += "; loss cells: " + ", ".join(p for p in parts if p)
     return text + (f"; topology {s['topology']}" if s.get("topology") else "") + "."

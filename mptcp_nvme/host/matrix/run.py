@@ -206,7 +206,8 @@ def new_doc(args, rate):
     return document.new(document.Settings(
         rate_mbit=rate_bit / 1e6, runtime_s=args.runtime, repeat=args.repeat,
         loss={"note": note}, topology=args.topology, tls=args.tls,
-        append=[*(args.append or ()), *suite.io_timeout(args.append, rate)]))
+        append=[*(args.append or ()), *suite.io_timeout(args.append, rate)],
+        loss_links=args.loss_links))
 
 
 def resume(folder, args, rate):
@@ -214,7 +215,7 @@ def resume(folder, args, rate):
     doc = document.load(folder / "matrix.json")
     settings = doc["settings"]
     wanted = new_doc(args, rate)["settings"]
-    for name in ("rate_mbit", "runtime_s", "topology", "tls"):
+    for name in ("rate_mbit", "runtime_s", "topology", "tls", "loss_links"):
         if settings.get(name) != wanted[name]:
             raise UsageError(f"--resume {folder}: its cells were measured with {name} "
                              f"{settings.get(name)!r}, not {wanted[name]!r}")

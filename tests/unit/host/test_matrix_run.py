@@ -16,7 +16,8 @@ from tests.unit.host.test_cli import assert_one_line, cli
 def args(**changes):
     base = dict(trtype=None, paths=None, iopolicy=None, loss=None, rate=None, runtime=10, cpus=2,
                 multipath=None, dm_selector=None,
-                repeat=3, tls=False, topology=None, calibrate=1, resume=None, append=None)
+                repeat=3, tls=False, topology=None, calibrate=1, resume=None, append=None,
+                loss_links=None)
     return argparse.Namespace(**{**base, **changes})
 
 

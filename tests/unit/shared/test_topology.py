@@ -588,3 +588,18 @@ def test_a_bonded_topology_has_one_address_per_side_and_no_mptcp_endpoints():
     assert topo != topology.topology_for_paths(4, rate="30mbit")     # the pool keeps them apart
     with pytest.raises(UsageError, match="bond mode must be one of balance-rr"):
         topology.bonded(topo, "broadcast")
+
+
+def test_loss_on_the_last_links_only_leaves_the_others_clean():
+    every = topology.topology_for_paths(4, loss=True, rate="30mbit")
+    one = topology.topology_for_paths(4, loss=True, rate="30mbit", loss_links=1)
+    assert [link.netem.loss_pct > 0 for link in every.links] == [True] * 4
+    assert [link.netem.loss_pct > 0 for link in one.links] == [False, False, False, True]
+    assert one.links[3].netem == every.links[3].netem
+    assert one.links[0].netem == topology.Netem.parse(rate="30mbit")
+    assert "on the last 1" in one.description
+    assert topology.topology_for_paths(4, rate="30mbit", loss_links=1).links[3].netem.loss_pct == 0
+    script = topology.script_topology(2, loss=True, rate="30mbit", loss_links=2).links
+    assert [link.netem.loss_pct > 0 for link in script] == [False, False, True, True]
+    with pytest.raises(UsageError, match="loss links: must be 1..4"):
+        topology.topology_for_paths(4, loss=True, loss_links=5)
