@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from mptcp_nvme.errors import UsageError
-from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, BLKTESTS_TRTYPES, DM_SELECTORS, FAMILIES,
-                                   FAULTS, IOPOLICIES, MULTIPATH, TRTYPES)
+from mptcp_nvme.vocabulary import (ACCELS, BACKINGS, BLKTESTS_TRTYPES, BOND_MODES, DM_SELECTORS,
+                                   FAMILIES, FAULTS, IOPOLICIES, MULTIPATH, TRTYPES)
 
 MAX_PATHS = 8
 MAX_VMS = 16
@@ -217,8 +217,12 @@ OPTIONS = (
            commands=("run", "matrix", *SERIES)),
     Option("multipath", "native: NVMe multipath with an iopolicy; dm: native multipath off "
            "(nvme_core reloaded with multipath=N) and dm-multipath over the per-path "
-           "namespaces with a path selector (repeatable; default native)", choices=MULTIPATH,
+           "namespaces with a path selector; bond: one path over a Linux bond of every link "
+           "in a bonding mode (repeatable; default native)", choices=MULTIPATH,
            repeat=True, guest=True, commands=("run", "matrix", *SERIES)),
+    Option("bond_mode", "bonding mode(s) of the --multipath bond cases: NVMe over one bond "
+           "of every link per side (repeatable; default all)", choices=BOND_MODES, repeat=True,
+           guest=True, commands=("run", "matrix", *SERIES)),
     Option("dm_selector", "dm-multipath path selector(s) of the --multipath dm cases "
            "(repeatable; default all)", choices=DM_SELECTORS, repeat=True, guest=True,
            commands=("run", "matrix", *SERIES)),

@@ -14,7 +14,8 @@ NVMF_TRTYPE_MPTCP = 4                  # the series' NVMF_TRTYPE_* value for mpt
 IOPOLICIES = ("numa", "round-robin", "queue-depth", "weighted-lat", "adaptive")
 SCRIPT_IOPOLICIES = IOPOLICIES[:3]
 
-MULTIPATH = ("native", "dm")           # nvme's own multipath, or dm-multipath over it
+MULTIPATH = ("native", "dm", "bond")   # nvme's own multipath, dm-multipath over it, or one
+                                       # path over a Linux bond of every link
 # Linux bonding modes a bond of every link may take (topology.bonded), as bonding names them
 BOND_MODES = ("balance-rr", "active-backup", "balance-xor", "802.3ad")
 DM_SELECTORS = ("service-time", "queue-length", "round-robin")

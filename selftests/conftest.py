@@ -12,7 +12,7 @@ from contextlib import ExitStack, nullcontext
 import pytest
 
 from mptcp_nvme.guest import (
-    BACKINGS, DIAG, DM_SELECTORS, SUITE_HOSTNQN, backing as stores, dm_mpath,
+    BACKINGS, BOND_MODES, DIAG, DM_SELECTORS, SUITE_HOSTNQN, backing as stores, dm_mpath,
     enable_selftest_checks, initiator, mptcp_counter_findings, nvme_multipath, require,
     results_dir, target as nvmet, Tlshd, TlsKeys, topology)
 
@@ -90,14 +90,17 @@ def pytest_generate_tests(metafunc):
 
 def _parametrize_multipath(metafunc, iopolicies, defaults):
     """(multipath, iopolicy) pairs: native with each iopolicy, dm with each dm path
-    selector (in the ``iopolicy`` parameter): --multipath/--dm-selector, else the marker's."""
+    selector, bond with each bonding mode (in the ``iopolicy`` parameter):
+    --multipath/--dm-selector/--bond-mode, else the marker's."""
     config = metafunc.config
     modes = config.getoption("multipath") or defaults.get("multipath") or ("native",)
     selectors = config.getoption("dm_selector") or defaults.get("dm_selector") or DM_SELECTORS
+    bonds = config.getoption("bond_mode") or defaults.get("bond_mode") or BOND_MODES
     pairs = [("native", p) for p in iopolicies or ("numa",) if "native" in modes]
     pairs += [("dm", s) for s in selectors if "dm" in modes]
+    pairs += [("bond", b) for b in bonds if "bond" in modes]
     metafunc.parametrize("multipath,iopolicy", pairs, indirect=True,
-                         ids=[p if m == "native" else f"dm-{p}" for m, p in pairs])
+                         ids=[p if m == "native" else f"{m}-{p}" for m, p in pairs])
 
 
 @pytest.fixture
@@ -133,8 +136,13 @@ def prove_transport(request, network, trtype):
 
 @pytest.fixture
 def multipath(request):
-    """"native" or "dm": native NVMe multipath on or off (nvme_core reloaded) for the
-    test; dm needs dmsetup and dm-multipath."""
+    """"native", "dm" or "bond": native NVMe multipath on or off (nvme_core reloaded) for
+    the test; dm needs dmsetup and dm-multipath; bond, the bonding module (its one path
+    takes native multipath as it is)."""
+    if request.param == "bond":
+        require(request.config, "module:bonding")
+        yield request.param
+        return
     if request.param == "dm":
         require(request.config, *dm_mpath.REQUIREMENTS)
     with nvme_multipath.multipath_mode(native=request.param == "native"):
@@ -143,10 +151,14 @@ def multipath(request):
 
 @pytest.fixture
 def iopolicy(request):
-    """The native iopolicy, or with ``multipath`` dm the dm path selector."""
+    """The native iopolicy, or with ``multipath`` dm the dm path selector, with bond the
+    bonding mode."""
     params = getattr(request.node, "callspec", None)
-    if params and params.params.get("multipath") == "dm":
+    mode = params and params.params.get("multipath")
+    if mode == "dm":
         require(request.config, *dm_mpath.selector_requirements(request.param))
+    elif mode == "bond":
+        pass                    # every mode of the bonding module (the multipath fixture)
     else:
         require(request.config, f"iopolicy:{request.param}")
     return request.param

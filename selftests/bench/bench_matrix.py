@@ -6,7 +6,9 @@ the matrix runs this file and takes medians over the repeats).
   links of --topology), a port and a controller per path, the iopolicy, then the
   script's fio job, randread then randwrite for --runtime seconds each. With
   --multipath dm, native multipath is off and a dm-multipath device over the paths,
-  with a path selector in place of the iopolicy, carries the fio job.
+  with a path selector in place of the iopolicy, carries the fio job; with --multipath
+  bond, the links are one Linux bond per side in a bonding mode (in place of the
+  iopolicy) and one controller on its address carries it.
 - ``test_bare``: the same cell set up and measured from a plain shell (bare_cell.sh), for
   calibration: the framework's cells must reach 0.95 of it.
 - ``test_raw``: the same fio job on the backing loop device, no fabric: the raw baseline.
@@ -39,20 +41,26 @@ def job(request):
 
 @pytest.fixture
 def topo(request, paths, loss):
-    """The script's 4 links whatever ``paths`` is, or --topology's scaled to --rate."""
+    """The script's 4 links whatever ``paths`` is, or --topology's scaled to --rate; a
+    bond cell's bonded in its mode (the ``iopolicy`` parameter)."""
     topology_file = request.config.getoption("topology")
     rate = request.config.getoption("rate")
     if topology_file:
-        return topology.scaled_to(topology.load_topology(topology_file),
-                                  rate or topology.SCRIPT_RATE)
-    return topology.script_topology(paths, loss=loss, rate=rate,
-                                    loss_links=request.config.getoption("loss_links"))
+        found = topology.scaled_to(topology.load_topology(topology_file),
+                                   rate or topology.SCRIPT_RATE)
+    else:
+        found = topology.script_topology(paths, loss=loss, rate=rate,
+                                         loss_links=request.config.getoption("loss_links"))
+    params = request.node.callspec.params
+    if params.get("multipath") == "bond":
+        found = topology.bonded(found, params["iopolicy"])
+    return found
 
 
-def record(record_property, results, sampler=None, links=()):
+def record(record_property, results, sampler=None, topo=None):
     read, write = results["randread"].read, results["randwrite"].write
     assert read.io_bytes > 0 and write.io_bytes > 0, "fio moved no data"
-    found = sampler.by_direction(links) if sampler and not sampler.error else None
+    found = sampler.by_direction(topo) if sampler and not sampler.error else None
     record_property(*Measurement(
         read.mib_per_s, write.mib_per_s,
         transport=found and {direction: {name: link.to_dict() for name, link in per.items()}
@@ -98,9 +106,14 @@ def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, network
             assert nvme_host.iopolicy(target.nqn) == iopolicy
         with multipath_device(nvme_host, conn) as device, \
                 sampling(request, network, target.trsvcid) as sampler:
+            before = network.link_counters()
             results = fio.run_script_sequence(device, job, prefix=network.host.argv(),
                                               flush=multipath == "native")
-    record(record_property, results, sampler, network.topology.links)
+            moved = network.link_bytes_since(before)
+    record(record_property, results, sampler, network.topology)
+    # the links' own counters: which slave of a bond, which link of a path, carried it
+    record_property(DIAG, f"bytes per link: reads {moved.format('rx')}, "
+                          f"writes {moved.format('tx')}")
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("round-robin",), loss=(False,))

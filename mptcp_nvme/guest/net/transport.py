@@ -11,7 +11,7 @@ import statistics
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from mptcp_nvme.guest.net import sock_diag
 
@@ -96,6 +96,15 @@ def by_direction(host_samples, target_samples, links):
             "read": per_link(target_samples, links, "target")}
 
 
+def socket_links(topology):
+    """The links sockets can be told apart by (their addresses): the topology's, or for
+    a bond its one address, as one link named "bond" (which slave carried a flow is the
+    slaves' byte counters' to say, not a socket's)."""
+    if topology.bond:
+        return (replace(topology.links[0], name="bond"),)
+    return topology.links
+
+
 class TransportSampler:
     """tcp_info of the TCP connections of the target's port ``port`` in both namespaces
     of ``network`` (the host's to it, the target's from it), every ``interval`` seconds
@@ -141,5 +150,6 @@ class TransportSampler:
         except Exception as err:        # reported by whoever reads the samples
             self.error = err
 
-    def by_direction(self, links):
-        return by_direction(self.samples["host"], self.samples["target"], links)
+    def by_direction(self, topology):
+        return by_direction(self.samples["host"], self.samples["target"],
+                            socket_links(topology))

@@ -225,7 +225,8 @@ def settings_line(doc):
 
 LEGEND = [
     "- run: the script's arguments (trtype paths iopolicy loss); dm:<selector>: native "
-    "multipath off, dm-multipath over the paths with that path selector; bare: the same fio "
+    "multipath off, dm-multipath over the paths with that path selector; bond:<mode>: one "
+    "controller on a Linux bond of every link per side in that bonding mode; bare: the same fio "
     "job from a plain shell; raw: fio on the backing device, no fabric.",
     "- READ/WRITE: median over the passed repeats (min–max).",
     "- eff.: READ ÷ (usable links × link rate): mptcp uses all links, tcp numa 1, tcp with "

@@ -41,18 +41,25 @@ def axes(args):
         "multipath": args.multipath or ["native"],
         "iopolicy": args.iopolicy or list(options.IOPOLICIES),   # not offered: SKIP
         "dm_selector": args.dm_selector or list(options.DM_SELECTORS),
+        "bond_mode": args.bond_mode or list(options.BOND_MODES),
         "loss": args.loss or [0, 1],
     }
 
 
-def cell_links(trtype, paths, iopolicy, topology_file, rate):
+def cell_links(trtype, paths, iopolicy, topology_file, rate, multipath="native", cpus=2):
     """(link rates in Mbit/s, links the cell can use): MPTCP spreads over every link
-    with an endpoint; NVMe/TCP uses its connections' links, one with numa."""
+    with an endpoint; NVMe/TCP uses its connections' links, one with numa; a bond every
+    slave in balance-rr, one in active-backup, and in the hashing modes as many as its
+    connection has flows (its I/O queues, one per guest CPU of ``cpus``, and the admin
+    queue)."""
     if topology_file:
         links = topology.scaled_to(topology.load_topology(topology_file), rate).links
     else:
         links = topology.script_topology(paths, rate=rate).links
     rates = [link.netem.rate_bit / 1e6 for link in links]
+    if multipath == "bond":
+        flows = {"balance-rr": len(rates), "active-backup": 1}.get(iopolicy, cpus + 1)
+        return rates, min(len(rates), flows)
     usable = len(rates) if trtype == "mptcp" else 1 if iopolicy == "numa" else paths
     return rates, usable
 
@@ -62,7 +69,8 @@ def label(kind, params, tls, topology_file):
     if kind == "raw":
         return "raw"
     policy = params["iopolicy"]
-    policy = f"dm:{policy}" if params.get("multipath") == "dm" else policy
+    if params.get("multipath") in ("dm", "bond"):
+        policy = f"{params['multipath']}:{policy}"
     text = f"{params['trtype']} {params['paths']} {policy} {int(params['loss'])}"
     text += " tls" if tls else ""
     text += f" ({Path(topology_file).name})" if topology_file else ""
@@ -178,7 +186,8 @@ def plan(items, doc, kernel, args, rate):
             entry = find_cell(doc, key)
         except KeyError:
             rates, usable = (cell_links(values["trtype"], values["paths"], values["iopolicy"],
-                                        args.topology, rate) if kind != "raw" else ([], 0))
+                                        args.topology, rate, values["multipath"], args.cpus)
+                             if kind != "raw" else ([], 0))
             entry = document.add_cell(doc, document.Cell(
                 kernel=kernel, kind=kind, **values, tls=key[-1],
                 label=label(kind, values, args.tls, args.topology),

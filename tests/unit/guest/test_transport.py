@@ -65,3 +65,11 @@ def test_each_direction_is_seen_from_its_sender(captured):
     assert found["write"]["path1"].bytes_acked == 0
     read = sum(t.bytes_acked for t in found["read"].values())
     assert read == len(as_target) << 20
+
+
+def test_a_bond_s_connections_are_one_link():
+    bonded = topology.bonded(topology.topology_for_paths(4), "802.3ad")
+    assert [link.name for link in transport.socket_links(bonded)] == ["bond"]
+    assert transport.socket_links(bonded)[0].host_addr == bonded.links[0].host_addr
+    plain = topology.topology_for_paths(4)
+    assert transport.socket_links(plain) == plain.links

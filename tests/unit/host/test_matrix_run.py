@@ -8,6 +8,7 @@ import pytest
 
 from mptcp_nvme.errors import UsageError
 from mptcp_nvme import topology
+from mptcp_nvme.vocabulary import BOND_MODES
 from mptcp_nvme.host.matrix import run as matrix
 from mptcp_nvme.host import suite
 from tests.unit.host.test_cli import assert_one_line, cli
@@ -15,7 +16,7 @@ from tests.unit.host.test_cli import assert_one_line, cli
 
 def args(**changes):
     base = dict(trtype=None, paths=None, iopolicy=None, loss=None, rate=None, runtime=10, cpus=2,
-                multipath=None, dm_selector=None,
+                multipath=None, dm_selector=None, bond_mode=None,
                 repeat=3, tls=False, topology=None, calibrate=1, resume=None, append=None,
                 loss_links=None)
     return argparse.Namespace(**{**base, **changes})
@@ -136,6 +137,17 @@ def test_the_io_timeout_is_scaled_with_the_rate_unless_given(tmp_path, monkeypat
     assert "--append" not in suite.pytest_argv({"rate": None}, tmp_path)
 
 
+def test_a_bond_cell_is_labelled_by_its_mode_and_uses_the_links_the_mode_can():
+    rate = "30mbit"
+    assert matrix.cell_links("tcp", 4, "balance-rr", None, rate, "bond")[1] == 4
+    assert matrix.cell_links("tcp", 4, "active-backup", None, rate, "bond")[1] == 1
+    assert matrix.cell_links("tcp", 4, "802.3ad", None, rate, "bond", cpus=2)[1] == 3
+    assert matrix.cell_links("tcp", 4, "balance-xor", None, rate, "bond", cpus=8)[1] == 4
+    params = {"trtype": "tcp", "paths": 4, "iopolicy": "802.3ad", "loss": False,
+              "multipath": "bond"}
+    assert matrix.label("fabric", params, False, None) == "tcp 4 bond:802.3ad 0"
+
+
 def test_dm_cells_are_their_own_cells_and_never_calibrated():
     found = items(repeats=1, losses=(0,))
     found = [(n, f, dict(p, multipath="native") if f == "test_cell" else p) for n, f, p in found]
@@ -159,9 +171,15 @@ def test_multipath_and_selectors_are_axes_with_usage_errors():
     assert matrix.axes(args(multipath=None, dm_selector=None))["multipath"] == ["native"]
     chosen = matrix.axes(args(multipath=["native", "dm"], dm_selector=["queue-length"]))
     assert chosen["multipath"] == ["native", "dm"] and chosen["dm_selector"] == ["queue-length"]
-    for argv, expected in ((["matrix", "--multipath", "md"], "invalid choice: 'md' (choose from native, dm)"),
+    chosen = matrix.axes(args(multipath=["bond"], bond_mode=["802.3ad"]))
+    assert chosen["multipath"] == ["bond"] and chosen["bond_mode"] == ["802.3ad"]
+    assert matrix.axes(args())["bond_mode"] == list(BOND_MODES)
+    for argv, expected in ((["matrix", "--multipath", "md"],
+                            "invalid choice: 'md' (choose from native, dm, bond)"),
                            (["matrix", "--dm-selector", "fastest"], "choose from service-time, "
-                            "queue-length, round-robin")):
+                            "queue-length, round-robin"),
+                           (["matrix", "--bond-mode", "broadcast"], "choose from balance-rr, "
+                            "active-backup, balance-xor, 802.3ad")):
         code, _, stderr = cli(*argv)
         assert code == 2
         assert_one_line(stderr, expected)
