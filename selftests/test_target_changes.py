@@ -31,6 +31,10 @@ RESETS = 3                          # nvme/060's target-side resets
 JOB_AFTER = fio.FioJob(rw="randread", runtime=None, time_based=False, size="4m", numjobs=1,
                        iodepth=16)
 JOB_DURING = fio.FioJob(rw="randread", runtime=120, numjobs=1, iodepth=16, bs="4k")
+# The head's partition scan reads the namespace when it appears; a namespace disabled or a
+# controller deleted under that scan fails its reads, rightly: "Buffer I/O error" lines
+# that these cases cause on purpose (seen on 7.3.4 for nvme/031 and, 1 run in 4, nvme/051)
+SCAN_READ_FAILED = r"Buffer I/O error on dev nvme\d+n\d+, logical block \d+, async page read"
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
@@ -83,6 +87,7 @@ def test_grown_namespace_is_rescanned(network, nvme_host, trtype, make_backing, 
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+@pytest.mark.kernel_log_expected(SCAN_READ_FAILED)     # a scan of a namespace disabled under it
 def test_namespace_enable_disable_loop(connection, nvme_host, target, record_property):
     """namespace 1 disabled and enabled 200 times under a connected host over {trtype}: the host ends with it, readable (blktests nvme/051)"""
     for _ in range(TOGGLES):
@@ -95,6 +100,7 @@ def test_namespace_enable_disable_loop(connection, nvme_host, target, record_pro
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
+@pytest.mark.kernel_log_expected(SCAN_READ_FAILED)     # a scan of a namespace disabled under it
 def test_namespace_remapped(connection, nvme_host, target, make_backing, record_property):
     """namespace 1 remapped 10 times between two files of other sizes over {trtype}: the host follows each (blktests nvme/058)"""
     stores = [make_backing("file", 32 * MiB), make_backing("file", 48 * MiB)]
@@ -111,8 +117,7 @@ def test_namespace_remapped(connection, nvme_host, target, make_backing, record_
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(1,))
 # the multipath head's partition scan, started when its first path went live, reads
 # through a controller already being deleted: those reads fail, as they must
-@pytest.mark.kernel_log_expected(r"Buffer I/O error on dev nvme\d+n\d+, logical block \d+, "
-                                 r"async page read")
+@pytest.mark.kernel_log_expected(SCAN_READ_FAILED)
 def test_controllers_deleted_right_after_setup(target, network, nvme_host, trtype,
                                                record_property):
     """10 controllers over {trtype} deleted as soon as connect returns: none left behind (blktests nvme/031)"""
