@@ -248,8 +248,8 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
                           bad["id"]: [["pending", "pending", "fail"]] * 2,
                           foreign["id"]: [[]]}, states
         fail = server.checks[bad["patches"][0]["id"]][-1]
-        assert re.fullmatch(r"new failure: test_nvme_tcp_modules_load, test_connect\[tcp-1path.*\] "
-                            r"\(error: setup failed\)", fail["description"]), fail
+        assert re.fullmatch(r"new failure: test_connect\[tcp-1path.*\] \(error: setup failed\), "
+                            r"test_nvme_tcp_modules_load", fail["description"]), fail
         assert fail["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{bad['id']}-v1/"
         assert token not in first.stderr + killed_log
         assert f"series {foreign['id']} 'net: elsewhere' v1: not ours" in first.stderr
@@ -261,7 +261,7 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
         (tmp_path.parent / "bot-latency.json").write_text(json.dumps(latency))
 
         verdict = json.loads((results / f"series-{bad['id']}-v1/results.json").read_text())
-        modules, connect = verdict["changes"]["new_failures"]
+        connect, modules = verdict["changes"]["new_failures"]      # by node id
         assert modules == "selftests/test_modules.py::test_nvme_tcp_modules_load"
         assert connect.startswith("selftests/test_datapath.py::test_connect[tcp-1path"), connect
         assert not verdict["changes"]["fixed"] and not verdict["changes"]["still_failing"]
@@ -276,14 +276,14 @@ def test_the_bot_judges_a_harmless_a_breaking_and_a_foreign_series(tmp_path):
 
         browser = browser_in(tmp_path / "chromium")       # the pages this run wrote, drawn
         page = browser.dom(folder / "index.html")
-        assert "new failures: selftests/test_modules.py::test_nvme_tcp_modules_load" in \
-            page.by_id["verdict"], page.by_id["verdict"]
+        assert f"new failures: {connect}, {modules}" in page.by_id["verdict"], \
+            page.by_id["verdict"]
         assert page.by_id["check"].startswith("patchwork check mptcp-nvme: fail new failure: "
-                                              "test_nvme_tcp_modules_load"), page.by_id["check"]
+                                              "test_connect[tcp-1path"), page.by_id["check"]
         changed = [(cls, cells[1].split()[0], cells[2].split()[0])
                    for cls, cells in page.tables["results"][1:]]
-        assert changed[:2] == [("changed new", "pass", "fail"),
-                               ("changed new", "pass", "error")], changed
+        assert changed[:2] == [("changed new", "pass", "error"),      # connect, then modules
+                               ("changed new", "pass", "fail")], changed
         assert "series/junit.xml" in page.links and "script" not in page.tags
         assert_drawn(browser.screenshot(folder / "index.html", tmp_path / "page.png"),
                      {pages.COLOURS["fail"]: 50_000})

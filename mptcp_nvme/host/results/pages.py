@@ -168,7 +168,8 @@ def state_of(document, patchwork=None):
 
 def sorted_tests(verdict):
     """[(category or None, test)] of a verdict document: new failures first, then the
-    other changes in ORDER, then the tests whose result did not change."""
+    other changes in ORDER, then the tests whose result did not change; by node id within
+    each (the same page for the same results, however the run's tests finished)."""
     changes = verdict.get("changes") or {}
     named = {key: {c[0] if isinstance(c, list | tuple) else c for c in changes.get(key) or ()}
              for key in ORDER}
@@ -179,7 +180,8 @@ def sorted_tests(verdict):
             category = "changed"
         found.append((category, test))
     rank = list(ORDER)
-    return sorted(found, key=lambda pair: rank.index(pair[0]) if pair[0] else len(rank))
+    return sorted(found, key=lambda pair: (rank.index(pair[0]) if pair[0] else len(rank),
+                                           pair[1]["nodeid"]))
 
 
 def _entry(sub, document):

@@ -25,7 +25,9 @@ def compare(base, series):
     """What changed from the base's results.json document to the series': {category:
     [node ids]} for new_failures, fixed, still_failing, new_skips, not_run (in the base
     only), and new_crashes / known_crashes as [(node id, fingerprint)] (a fingerprint the
-    base also crashed with, in any test, is known)."""
+    base also crashed with, in any test, is known). Each list is sorted by node id: a
+    results.json lists its tests as they finished, which differs between runs of one
+    selection, and a bot posts the same description for the same changes."""
     before = {t["nodeid"]: t for t in base["tests"]}
     base_crashes = {fp for t in base["tests"] for fp in crash_fingerprints(t)}
     changes = {name: [] for name in ("new_failures", "fixed", "still_failing", "new_skips",
@@ -44,7 +46,7 @@ def compare(base, series):
             changes["known_crashes" if known else "new_crashes"].append((nodeid, fingerprint))
     ran = {t["nodeid"] for t in series["tests"]}
     changes["not_run"] = [nodeid for nodeid in before if nodeid not in ran]
-    return changes
+    return {name: sorted(found) for name, found in changes.items()}
 
 
 def exit_code(changes):

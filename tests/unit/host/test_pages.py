@@ -87,7 +87,7 @@ def test_series_page_of_real_runs_shows_what_the_series_broke(breaking, browser,
     page = pages.write_series_page(breaking)
     assert page == breaking / "index.html"
     dom = browser.dom(page)
-    assert f"new failures: {MODULES}, {CONNECT}" in dom.by_id["verdict"]
+    assert f"new failures: {CONNECT}, {MODULES}" in dom.by_id["verdict"]
     assert "patchwork check mptcp-nvme: fail new failure: test_nvme_tcp_modules_load" in \
         dom.by_id["check"]
     assert dom.by_id["patches"] == f"1/1 {SUBJECT}"
@@ -100,11 +100,11 @@ def test_series_page_of_real_runs_shows_what_the_series_broke(breaking, browser,
                         "x86_64", "1 fail, 1 error"]]
     assert [(cls, cells[0].split()[0], cells[1].split()[0], cells[2].split()[0], cells[3])
             for cls, cells in rows(dom, "results")] == [
-        ("changed new", MODULES, "pass", "fail", "new failure: pass -> fail"),
-        ("changed new", CONNECT, "pass", "error", "new failure: pass -> error")]
+        ("changed new", CONNECT, "pass", "error", "new failure: pass -> error"),
+        ("changed new", MODULES, "pass", "fail", "new failure: pass -> fail")]
     assert [t for t in dom.by_id if re.fullmatch(r"t\d+", t)] == ["t0", "t1"]
-    assert "base+series: error reason: setup failed" in dom.by_id["t1"]
-    assert "nvmet trtypes mptcp (nvmet rejects addr_trtype=tcp (EINVAL))" in dom.by_id["t0"]
+    assert "base+series: error reason: setup failed" in dom.by_id["t0"]
+    assert "nvmet trtypes mptcp (nvmet rejects addr_trtype=tcp (EINVAL))" in dom.by_id["t1"]
     assert "link-down mptcp ×2 2.0 1.5 s" in dom.text
     assert dom.images == ["series/faults/link-down-mptcp.png", "series/matrix.png"]
     for href in [*dom.images, "series/vm-main/console-1.log", "series/junit.xml", "kcidb.json"]:

@@ -125,8 +125,8 @@ def test_a_poll_judges_ours_and_leaves_the_rest(world, capsys):
     assert finals(server, breaking) == {p["id"]: ["pending", "fail"] for p in breaking["patches"]}
     assert finals(server, elsewhere) == {p["id"]: [] for p in elsewhere["patches"]}
     (check,) = [c for c in server.checks[breaking["patches"][0]["id"]] if c["state"] == "fail"]
-    assert check["description"] == ("new failure: test_nvme_tcp_modules_load, "
-                                    "test_connect[tcp-1path-loss0] (error: setup failed)")
+    assert check["description"] == ("new failure: test_connect[tcp-1path-loss0] (error: setup "
+                                    "failed), test_nvme_tcp_modules_load")
     assert check["context"] == "mptcp-nvme"
     assert check["target_url"] == f"https://ci.example.org/mptcp-nvme/series-{breaking['id']}-v1/"
     recorded = json.loads((bot.config.results_dir / f"series-{breaking['id']}-v1/patchwork.json")

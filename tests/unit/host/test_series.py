@@ -256,7 +256,7 @@ def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_pat
     changes = compare.compare(runs["base"], runs["series"])
     modules = "selftests/test_modules.py::test_nvme_tcp_modules_load"
     connect = "selftests/test_datapath.py::test_connect[tcp-1path-loss0]"
-    assert changes["new_failures"] == [modules, connect]
+    assert changes["new_failures"] == [connect, modules]         # by node id
     assert not any(changes[k] for k in ("fixed", "still_failing", "new_skips", "new_crashes"))
     mbox = tmp_path / "both.mbox"
     mbox.write_text("From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] nvmet: reject "
@@ -265,7 +265,7 @@ def test_verdict_of_real_runs_names_the_tests_the_series_broke(breaking, tmp_pat
                               patches.split_mbox(mbox, tmp_path / "scratch"))
     document = verdict.write(breaking, found, runs, changes, compare.exit_code(changes))
     text = (breaking / "summary.md").read_text()
-    assert text.splitlines()[0] == f"# mptcp-nvme series: new failures: {modules}, {connect}"
+    assert text.splitlines()[0] == f"# mptcp-nvme series: new failures: {connect}, {modules}"
     assert f"- `{connect}`: pass -> error (setup failed)" in text
     assert "- base: 7.3.4-virtme, commit ecf539427ae7: 2 pass" in text
     assert "- 1/1 nvmet: reject addr_trtype=tcp" in text and "(1 patch)" in text
