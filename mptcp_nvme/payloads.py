@@ -100,6 +100,7 @@ class FaultOutcome(_Payload):
     # from the device's sector counters, sampled live: {"baseline_mib_s", "after_mib_s"
     # (the last window's), "back": whether the run saw the bandwidth back, "at_s"}
     live: dict | None = None
+    via: str | None = None     # the multipath layer when not NVMe's or MPTCP's: "bond:<mode>"
 
     @classmethod
     def from_json(cls, data):

@@ -14,6 +14,9 @@ The faults:
 - ``link-down``: the host end of the last link down, then up (routes restored, and the
   link's MPTCP endpoint announced again, as a network manager and mptcpd would).
 - ``blackhole``: the last link drops every packet (netem loss 100 %), then heals.
+Over a bond of the links (topology.Bond) both hit a slave, the active one in
+active-backup: what the bond's link monitoring (miimon sees carrier, not loss) and LACP
+(802.3ad: a slave whose LACPDUs stop leaves the aggregator) make of it is the question.
 - ``all-but-one-down``: every link but the last down (the first controller's, and the
   MPTCP connection's initial subflow's), then up.
 - ``endpoint``: the host's MPTCP endpoint of the last link removed (its subflows close),
@@ -98,11 +101,20 @@ class Fault:
         return default
 
 
+def hit_link(scene):
+    """The link a one-link fault hits: the last; over an active-backup bond, the active
+    slave's (the others carry nothing)."""
+    topo = scene.network.topology
+    if topo.bond and topo.bond.mode == "active-backup":
+        return scene.network.bond_active_link()
+    return topo.links[-1]
+
+
 class LinkDown(Fault):
-    name, what = "link-down", "the last link down, then up"
+    name, what = "link-down", "the last link (a bond's active slave) down, then up"
 
     def links(self, scene):
-        return [scene.network.topology.links[-1].index]
+        return [hit_link(scene).index]
 
     def unmet(self, scene):
         if len(scene.network.topology.links) < 2:
@@ -155,10 +167,10 @@ class AllButOneDown(LinkDown):
 
 
 class Blackhole(Fault):
-    name, what = "blackhole", "the last link drops every packet, then heals"
+    name, what = "blackhole", "the last link (a bond's active slave) drops every packet, then heals"
 
     def links(self, scene):
-        return [scene.network.topology.links[-1]]
+        return [hit_link(scene)]
 
     unmet = LinkDown.unmet
 
@@ -391,8 +403,10 @@ def inject(fault, scene, device, log_prefix, prefix=(), phase_s=lambda length: l
         if lost := missing_subflows(before[-1].links, after[-1].links):
             problem = problem or "subflows not back after the fault: " + ", ".join(
                 f"{link} {now} of {then}" for link, (then, now) in lost.items())
+    bond = scene.network.topology.bond
     return FaultOutcome(
         fault=fault.name, trtype=scene.trtype, paths=len(scene.controllers), window_s=window,
+        via=f"bond:{bond.mode}" if bond else None,
         impact=_relative(impact, fault_start) if impact else None,
         timeline=tuple((round(end - fault_start, 2), round(value / 1024, 3))
                        for end, value in zip(timeline.times_s, timeline.values)),
@@ -422,8 +436,9 @@ def _relative(impact, origin):
 
 def describe(outcome):
     """KTAP diagnostics of an Outcome."""
-    lines = [f"fault {outcome.fault} over {outcome.trtype} ({outcome.paths} controller(s)): "
-             f"{outcome.window_s:g} s window; wrote {outcome.written_mib} MiB"]
+    lines = [f"fault {outcome.fault} over {outcome.trtype} ({outcome.paths} controller(s)"
+             + (f", {outcome.via}" if outcome.via else "")
+             + f"): {outcome.window_s:g} s window; wrote {outcome.written_mib} MiB"]
     if outcome.impact:
         lines.append("writes: " + fiolog.describe(outcome.impact))
     if outcome.subflows:

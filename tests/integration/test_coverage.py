@@ -9,11 +9,13 @@ import re
 
 import pytest
 
+from mptcp_nvme.vocabulary import BOND_MODES
+
 from .conftest import NEWER_IOPOLICIES, STOCK_FAULTS, is_mptcp_case, not_link_limited
 
 pytestmark = pytest.mark.vm
 GROUPS = {"auth": 7, "digest": 2, "queue": 3, "ana": 3, "admin": 1, "ipv6": 1, "v4map": 3,
-          "backing": 3, "mkfs": 2, "churn": 2, "iopolicy": 3, "fault": 2, "bond": 4}
+          "backing": 3, "mkfs": 2, "churn": 2, "iopolicy": 3, "fault": 6, "bond": 8}
 
 
 def test_feature_cases_pass_over_tcp(stock_suite):
@@ -30,15 +32,21 @@ def test_feature_cases_pass_over_tcp(stock_suite):
                      r"v6slow>v6slow; bytes per link v6fast=\d+ v6slow=\d+ v4map=\d+$",
                      run.stdout, re.M), run.stdout
     # the faults: no byte lost, recovered, their table and timelines written
+    # (and link-down on a bond of the links in each bonding mode)
     outcomes = json.loads((run.results_dir / "faults.json").read_text())
-    assert [(o["fault"], o["trtype"]) for o in outcomes] == [(f, "tcp") for f in STOCK_FAULTS]
+    assert [(o["fault"], o["trtype"]) for o in outcomes if not o["via"]] == [
+        (f, "tcp") for f in STOCK_FAULTS]
+    bonds = [f"bond-{mode}" for mode in BOND_MODES]
+    assert sorted(o["via"] for o in outcomes if o["via"]) == sorted(
+        b.replace("-", ":", 1) for b in bonds), outcomes
     for outcome in outcomes:
         assert outcome["impact"]["recovered"] and not outcome["problem"], outcome
         assert not outcome["io_error"] and not outcome["verify_error"], outcome
     table = (run.results_dir / "faults.md").read_text()
     assert "| link-down | tcp ×2 |" in table and "| delete | tcp ×2 |" in table
-    assert sorted(p.name for p in run.results_dir.glob("faults/*.png")) == [
-        "delete-tcp.png", "link-down-tcp.png"]
+    assert "| link-down | tcp ×1 on bond:active-backup |" in table, table
+    assert sorted(p.name for p in run.results_dir.glob("faults/*.png")) == sorted(
+        ["delete-tcp.png", "link-down-tcp.png", *(f"link-down-tcp-{b}.png" for b in bonds)])
     # blktests parity (README): every case of a blktests nvme test that runs over tcp
     parity = [r for r in run.results if "(blktests nvme/" in r.description
               and not is_mptcp_case(r)]

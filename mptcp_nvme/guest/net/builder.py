@@ -102,7 +102,8 @@ class Network:
     def set_link_up(self, link_index, up):
         """Set the host end of a live link administratively down, or up again. The kernel
         drops the routes through a link that goes down; up restores the host's default
-        and source routes of that link, as a network manager would, once it is up."""
+        and source routes of that link, as a network manager would, once it is up. A
+        bond's slave has no routes: up waits for the bond to see it up instead."""
         link = self.topology.links[link_index - 1]
         self.changes.append(f"{link.name} {'up' if up else 'down'}")
         with self.host.iproute() as ipr, _step(f"{link.host_ifname} {'up' if up else 'down'}"):
@@ -113,9 +114,21 @@ class Network:
         with self.host.iproute() as ipr:
             end = _End(self.host, ipr, self.topology.host, True)
             wait_for(lambda: _ready([link], end), f"{link.host_ifname} up again")
+            if self.topology.bond:      # a slave: no routes of its own; the bond's miimon
+                wait_for(lambda: _slave_up(ipr, end.bond_ifname, link.host_ifname),
+                         f"{end.bond_ifname}'s miimon to see {link.host_ifname} up again")
+                return
             _add_default_route(link, end, "replace")
             if end.side.source_routes:
                 _add_source_route(link, end, "replace")
+
+    def bond_active_link(self):
+        """The link whose host end is the host bond's active slave (active-backup: the
+        one carrying every flow)."""
+        with self.host.iproute() as ipr:
+            bond, _ = bond_state(ipr, Bond.host_ifname)
+            active = ipr.link("get", index=bond["active_slave"])[0].get("ifname")
+        return next(link for link in self.topology.links if link.host_ifname == active)
 
     def endpoint(self, link_index, present, side="host"):
         """Remove a side's MPTCP endpoint of a link (the host's: its subflows close; the
@@ -368,6 +381,11 @@ def bond_state(ipr, ifname):
             slaves[msg.get("ifname")] = attrs(slave_info.get_attr("IFLA_INFO_SLAVE_DATA")
                                               if slave_info else None)
     return attrs(info.get_attr("IFLA_INFO_DATA") if info else None), slaves
+
+
+def _slave_up(ipr, bond_ifname, slave):
+    """The bond's link monitoring (miimon) reports ``slave`` up."""
+    return bond_state(ipr, bond_ifname)[1].get(slave, {}).get("mii_status") == 0
 
 
 def bond_ready(ipr, ifname, topology):

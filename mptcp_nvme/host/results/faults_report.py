@@ -2,8 +2,8 @@
 
 At the end of the run, when any fault test reported: ``faults.json`` (every outcome),
 ``faults.md`` (fault × transport: stall, errors, recovery, subflows, kernel error
-recovery) and ``faults/<fault>-<trtype>.png`` (the written bandwidth over time, the
-fault window shaded) in the results folder.
+recovery) and ``faults/<case>.png`` (the written bandwidth over time, the fault window
+shaded; case_name()) in the results folder.
 """
 
 import json
@@ -58,10 +58,22 @@ def row(outcome):
         if subflows else NONE
     errors = "verify" if outcome.get("verify_error") else "I/O" if outcome.get("io_error") else "0"
     baseline = impact.get("baseline")
-    return [outcome["fault"], f"{outcome['trtype']} ×{outcome['paths']}",
+    return [outcome["fault"], transport(outcome),
             NONE if baseline is None else f"{baseline / 1024:.1f}", stall, during, recovery,
             errors, flows, "yes" if outcome.get("recovery_lines") else "no",
             outcome.get("problem") or "ok"]
+
+
+def transport(outcome):
+    """'tcp ×2', or over a bond 'tcp ×1 on bond:active-backup'."""
+    via = outcome.get("via")
+    return f"{outcome['trtype']} ×{outcome['paths']}" + (f" on {via}" if via else "")
+
+
+def case_name(outcome):
+    """<fault>-<trtype>, '-bond-<mode>' after it over a bond: its chart's file name."""
+    via = outcome.get("via")
+    return f"{outcome['fault']}-{outcome['trtype']}" + (f"-{via.replace(':', '-')}" if via else "")
 
 
 HEAD = ["fault", "transport × controllers", "MiB/s before", "longest stall", "during fault",
@@ -84,7 +96,8 @@ def order(outcome):
     from mptcp_nvme.vocabulary import FAULTS
     fault = outcome["fault"]
     return (FAULTS.index(fault) if fault in FAULTS else len(FAULTS), fault,
-            TRTYPES.index(outcome["trtype"]) if outcome["trtype"] in TRTYPES else 2)
+            TRTYPES.index(outcome["trtype"]) if outcome["trtype"] in TRTYPES else 2,
+            outcome.get("via") or "")
 
 
 def markdown(outcomes, title="mptcp-nvme faults"):
@@ -101,7 +114,8 @@ def chart(outcome, path):
     times = [t for t, _ in outcome["timeline"]]
     values = [v for _, v in outcome["timeline"]]
     window = (impact.get("fault_start_s", 0.0), impact.get("fault_end_s", outcome["window_s"]))
-    title = f"{outcome['fault']} over {outcome['trtype']} ({outcome['paths']} controller(s))"
+    title = (f"{outcome['fault']} over {outcome['trtype']} ({outcome['paths']} controller(s)"
+             + (f", {outcome['via']})" if outcome.get("via") else ")"))
     return draw({f"{outcome['trtype']}: writes and verify reads": (times, values)}, window, path,
                 title)
 
@@ -116,5 +130,5 @@ def write_outputs(outcomes, folder, title="mptcp-nvme faults"):
     written[1].write_text(markdown(outcomes, title))
     for outcome in outcomes:
         if outcome.get("timeline"):
-            written.append(chart(outcome, charts / f"{outcome['fault']}-{outcome['trtype']}.png"))
+            written.append(chart(outcome, charts / f"{case_name(outcome)}.png"))
     return written

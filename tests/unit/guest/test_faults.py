@@ -117,6 +117,35 @@ def recorded():
     return json.loads((DATA / "faults.json").read_text())
 
 
+def test_over_a_bond_one_link_faults_hit_the_active_slave_in_active_backup():
+    """The other slaves of an active-backup bond carry nothing: the fault goes where the
+    I/O is (the bond's active slave, as netlink reports it); every other mode's, the
+    last link, as without a bond."""
+    topo = topology.topology_for_paths(2)
+    for mode, hit in (("active-backup", 1), ("balance-rr", 2), ("802.3ad", 2)):
+        bonded = topology.bonded(topo, mode)
+        network = SimpleNamespace(topology=bonded, bond_active_link=lambda: bonded.links[0])
+        case = faults.Scene(network, None, None, "tcp", ["nvme0"])
+        assert faults.LinkDown().links(case) == [hit], mode
+        assert [link.index for link in faults.Blackhole().links(case)] == [hit], mode
+        assert faults.LinkDown().unmet(case) is None
+
+
+def test_a_bond_case_has_its_own_row_and_chart(tmp_path):
+    plain = next(o for o in recorded() if o["trtype"] == "tcp" and o["timeline"])
+    bond = dict(plain, paths=1, via="bond:active-backup")
+    assert faults_report.row(bond)[1] == "tcp ×1 on bond:active-backup"
+    assert faults_report.row(plain)[1] == f"tcp ×{plain['paths']}"
+    assert faults_report.case_name(bond) == f"{plain['fault']}-tcp-bond-active-backup"
+    faults_report.write_outputs([plain, bond], tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("faults/*.png")) == [
+        f"{plain['fault']}-tcp-bond-active-backup.png", f"{plain['fault']}-tcp.png"]
+    rows = [line for line in (tmp_path / "faults.md").read_text().splitlines()
+            if line.startswith(f"| {plain['fault']} |")]
+    assert [r.split(" | ")[1] for r in rows] == [f"tcp ×{plain['paths']}",
+                                                 "tcp ×1 on bond:active-backup"]
+
+
 def test_the_table_has_a_row_per_case_in_fault_order():
     outcomes = recorded()
     text = faults_report.markdown(outcomes)

@@ -36,7 +36,8 @@ def test_every_recorded_fault_outcome_round_trips():
         assert name == FAULT
         again = payloads.FaultOutcome.from_property(value)
         assert again == outcome
-        assert json.loads(json.dumps(again.to_json())) == {"live": None, **sent}   # older: no live
+        assert json.loads(json.dumps(again.to_json())) == {"live": None, "via": None,
+                                                          **sent}      # older: neither field
 
 
 def test_the_fault_table_reads_what_the_guest_sent(tmp_path):
@@ -51,4 +52,4 @@ def test_the_fault_table_reads_what_the_guest_sent(tmp_path):
     table = FaultsReport(tmp_path)
     table.pytest_runtest_logreport(report)
     assert json.loads(json.dumps(table.outcomes)) == [
-        {"live": None, **sent, "nodeid": report.nodeid, "result": "passed"}]
+        {"live": None, "via": None, **sent, "nodeid": report.nodeid, "result": "passed"}]
