@@ -281,6 +281,9 @@ OPTIONS = (
     Option("no_transport_sampling", "matrix: no tcp_info sampling of the queue connections "
            "during the cells (to weigh its cost against a run with it)", flag=True,
            guest=True, commands=("matrix",)),
+    Option("sampling_cost", "matrix: each fabric cell also measured without tcp_info "
+           "sampling, its repeats beside the sampled ones in the same run: matrix.md "
+           "gives the sampling's cost per cell", flag=True, guest=True, commands=("matrix",)),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 

@@ -32,6 +32,18 @@ def pytest_generate_tests(metafunc):
     if "repeat" in metafunc.fixturenames:
         count = metafunc.config.getoption("repeat")
         metafunc.parametrize("repeat", range(count), ids=[f"r{i}" for i in range(count)])
+    if "sampled" in metafunc.fixturenames and metafunc.config.getoption("sampling_cost"):
+        metafunc.parametrize("sampled", (True, False), ids=("sampled", "unsampled"),
+                             indirect=True)
+
+
+@pytest.fixture
+def sampled(request):
+    """Whether the cell samples tcp_info: each way with --sampling-cost (a parameter),
+    else unless --no-transport-sampling."""
+    if hasattr(request, "param"):
+        return request.param
+    return not request.config.getoption("no_transport_sampling")
 
 
 @pytest.fixture
@@ -74,16 +86,16 @@ def record(record_property, results, sampler=None, topo=None):
                               + "; ".join(link.describe() for link in per.values()))
 
 
-def sampling(request, network, port):
-    """A TransportSampler of the cell's queue connections, or none (--no-transport-sampling)."""
-    if request.config.getoption("no_transport_sampling"):
+def sampling(sampled, network, port):
+    """A TransportSampler of the cell's queue connections, or none (``sampled`` false)."""
+    if not sampled:
         return nullcontext()
     return transport.TransportSampler(network, port)
 
 
 @pytest.mark.matrix(trtype=("tcp", "mptcp"), paths=(4,), iopolicy=("numa",), loss=(False,))
-def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, network, nvme_host,
-              job, record_property, prove_transport, multipath_device):
+def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, sampled, network,
+              nvme_host, job, record_property, prove_transport, multipath_device):
     """matrix cell {trtype} {paths} {multipath} {iopolicy} {loss:d}"""
     tls = request.config.getoption("tls")
     if tls:
@@ -105,7 +117,7 @@ def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, network
             nvme_host.set_iopolicy(target.nqn, iopolicy)
             assert nvme_host.iopolicy(target.nqn) == iopolicy
         with multipath_device(nvme_host, conn) as device, \
-                sampling(request, network, target.trsvcid) as sampler:
+                sampling(sampled, network, target.trsvcid) as sampler:
             before = network.link_counters()
             results = fio.run_script_sequence(device, job, prefix=network.host.argv(),
                                               flush=multipath == "native")

@@ -17,7 +17,8 @@ from mptcp_nvme.errors import UsageError
 
 VERSION = 1
 KINDS = ("fabric", "bare", "raw")
-IDENTITY = ("kernel", "kind", "trtype", "paths", "multipath", "iopolicy", "loss", "tls")
+IDENTITY = ("kernel", "kind", "trtype", "paths", "multipath", "iopolicy", "loss", "tls",
+            "sampled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Cell:
     usable_links: int
     link_rate_mbit: list
     runs: list
+    sampled: bool = True      # tcp_info sampled during its runs (--sampling-cost: a twin without)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _names(kind, optional=()):
 
 # What a file must have (older files lack the newer fields: multipath, settings' extras).
 REQUIRED = {"settings": _names(Settings, ("loss", "topology", "tls", "append", "loss_links")),
-            "cell": _names(Cell, ("multipath",)),
+            "cell": _names(Cell, ("multipath", "sampled")),
             "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason", "transport"))}
 
 
@@ -155,9 +157,12 @@ def key(cell, **changes):
 
 
 def identity(cell, field):
-    """A cell's identity field; multipath is native for an old file's non-raw cells."""
+    """A cell's identity field; multipath is native for an old file's non-raw cells,
+    sampled true (what its runs carry says whether they sampled)."""
     if field == "multipath" and "multipath" not in cell:
         return None if cell["kind"] == "raw" else "native"
+    if field == "sampled" and "sampled" not in cell:
+        return True
     return cell[field]
 
 

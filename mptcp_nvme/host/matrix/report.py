@@ -44,6 +44,7 @@ class Row:
     iopolicy: str | None
     loss: int
     tls: bool
+    sampled: bool                       # tcp_info sampled (--sampling-cost: a twin without)
     runs: int                           # repeats recorded
     n: int                              # repeats passed
     status: str                         # "ok" (≥1 passed), else "failed" or "skipped"
@@ -139,10 +140,10 @@ def summarize(doc):
         own, kind, trtype = measured[key(cell)], cell["kind"], cell["trtype"]
         numa = other(cell, trtype="tcp", multipath="native", iopolicy="numa") if kind != "raw" else {}
         raw = other(cell, kind="raw", trtype=None, paths=None, multipath=None, iopolicy=None,
-                    loss=0, tls=False) if kind != "raw" else {}
+                    loss=0, tls=False, sampled=True) if kind != "raw" else {}
         multipath = identity(cell, "multipath")
         tcp = other(cell, trtype="tcp") if trtype == "mptcp" else {}
-        bare = other(cell, kind="bare") if kind == "fabric" else {}
+        bare = other(cell, kind="bare", sampled=True) if kind == "fabric" else {}
         base = other(cell, kernel=BASELINE)
         paths, iopolicy, loss = cell["paths"], cell["iopolicy"], cell["loss"]
         seed = _seed_read(trtype, paths, iopolicy, loss) if multipath == "native" else None
@@ -173,7 +174,7 @@ def order(row):
     mptcp cell right after its tcp cell."""
     return (KINDS.index(row.kind), row.kernel, row.loss or 0, _rank(row.multipath, MULTIPATH),
             _rank(row.iopolicy, SCRIPT_IOPOLICIES), row.paths or 0, bool(row.tls),
-            _rank(row.trtype, TRTYPES), row.label)
+            _rank(row.trtype, TRTYPES), not row.sampled, row.label)
 
 
 def _num(value):
@@ -264,7 +265,44 @@ def markdown(doc, rows):
             cols += [_span(row.base_read, row.base_read_spread), delta]
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines + [""] + LEGEND + ([BASELINE_LEGEND] if with_base else [])
-                     + transport_section(doc)) + "\n"
+                     + sampling_section(rows) + transport_section(doc)) + "\n"
+
+
+def sampling_costs(rows):
+    """[(sampled row, its unsampled twin, READ cost, WRITE cost)] of the cells measured
+    both ways (--sampling-cost): cost = 1 − sampled ÷ unsampled (medians)."""
+    twins = {(r.kernel, r.kind, r.trtype, r.paths, r.multipath, r.iopolicy, r.loss, r.tls): r
+             for r in rows if not r.sampled}
+    found = []
+    for row in (r for r in rows if r.sampled):
+        twin = twins.get((row.kernel, row.kind, row.trtype, row.paths, row.multipath,
+                          row.iopolicy, row.loss, row.tls))
+        if twin:
+            cost = lambda a, b: 1 - a / b if a is not None and b else None
+            found.append((row, twin, cost(row.read, twin.read), cost(row.write, twin.write)))
+    return found
+
+
+def sampling_section(rows):
+    """matrix.md's tcp_info sampling cost: each cell sampled and not, side by side, and
+    the largest cost; no lines without --sampling-cost."""
+    found = sampling_costs(rows)
+    if not found:
+        return []
+    worst = max((c for _, _, *costs in found for c in costs if c is not None), default=None)
+    lines = ["", "### tcp_info sampling cost", "",
+             f"Every 100 ms sampling of each queue connection's tcp_info (sock_diag) cost "
+             f"at most {_pct(worst)} of a cell's median READ or WRITE, over {len(found)} "
+             "cell(s) measured with and without it in this run (negative: the sampled "
+             "repeats were faster, within the noise).", "",
+             "| run | READ sampled | READ unsampled | cost | WRITE sampled | WRITE unsampled "
+             "| cost |", "|---|---|---|---|---|---|---|"]
+    for row, twin, read_cost, write_cost in found:
+        lines.append(f"| {row.label} | {_span(row.read, row.read_spread)} | "
+                     f"{_span(twin.read, twin.read_spread)} | {_pct(read_cost)} | "
+                     f"{_span(row.write, row.write_spread)} | "
+                     f"{_span(twin.write, twin.write_spread)} | {_pct(write_cost)} |")
+    return lines
 
 
 def transport_section(doc):

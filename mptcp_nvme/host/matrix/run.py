@@ -30,7 +30,7 @@ from mptcp_nvme.host.vm.qemu import require_host_tools
 BENCH = suite.SELFTESTS / "bench" / "bench_matrix.py"
 DEFAULT_RATE = "30mbit"       # 4 links of it (14.3 MiB/s) stay below what TCG here moves
 KINDS = {"test_cell": "fabric", "test_bare": "bare", "test_raw": "raw"}
-AXES = document.IDENTITY[2:-1]       # trtype, paths, multipath, iopolicy, loss
+AXES = document.IDENTITY[2:-2]       # trtype, paths, multipath, iopolicy, loss
 
 
 def axes(args):
@@ -64,8 +64,9 @@ def cell_links(trtype, paths, iopolicy, topology_file, rate, multipath="native",
     return rates, usable
 
 
-def label(kind, params, tls, topology_file):
-    """The script's arguments, as the seed table names its rows."""
+def label(kind, params, tls, topology_file, sampled=True):
+    """The script's arguments, as the seed table names its rows ('unsampled' after the
+    twin measured without tcp_info sampling)."""
     if kind == "raw":
         return "raw"
     policy = params["iopolicy"]
@@ -74,6 +75,7 @@ def label(kind, params, tls, topology_file):
     text = f"{params['trtype']} {params['paths']} {policy} {int(params['loss'])}"
     text += " tls" if tls else ""
     text += f" ({Path(topology_file).name})" if topology_file else ""
+    text += "" if sampled else " unsampled"
     return f"bare {text}" if kind == "bare" else text
 
 
@@ -181,7 +183,9 @@ def plan(items, doc, kernel, args, rate):
         values = dict(zip(AXES, axis_values(params)))
         if kind == "raw":
             values.update(loss=0, multipath=None)
-        key = (kernel, kind, *values.values(), bool(args.tls) if kind != "raw" else False)
+        sampled = params.get("sampled", True)
+        key = (kernel, kind, *values.values(), bool(args.tls) if kind != "raw" else False,
+               sampled)
         try:
             entry = find_cell(doc, key)
         except KeyError:
@@ -189,8 +193,8 @@ def plan(items, doc, kernel, args, rate):
                                         args.topology, rate, values["multipath"], args.cpus)
                              if kind != "raw" else ([], 0))
             entry = document.add_cell(doc, document.Cell(
-                kernel=kernel, kind=kind, **values, tls=key[-1],
-                label=label(kind, values, args.tls, args.topology),
+                kernel=kernel, kind=kind, **values, tls=key[-2], sampled=sampled,
+                label=label(kind, values, args.tls, args.topology, sampled),
                 links=len(rates), usable_links=usable, link_rate_mbit=rates, runs=[]))
         if any(r.get("nodeid") == nodeid and r["status"] != "failed" for r in entry["runs"]):
             continue               # measured (or skipped) in the run --resume continues
@@ -234,6 +238,9 @@ def resume(folder, args, rate):
 def run_matrix(args):
     """The body of 'mptcp-nvme matrix'."""
     rate = args.rate or DEFAULT_RATE
+    if args.sampling_cost and args.no_transport_sampling:
+        raise UsageError("--sampling-cost measures each cell with and without tcp_info "
+                         "sampling: it cannot go with --no-transport-sampling")
     if args.resume:                   # a bad --resume is refused before anything is built
         folder = Path(args.resume)
         doc = resume(folder, args, rate)

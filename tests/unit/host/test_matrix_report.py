@@ -322,3 +322,24 @@ def test_the_transport_section_gives_each_link_its_share_retransmissions_and_med
     assert lines[-1] == ("| tcp 4 round-robin 0 | write | 2 | path1 62.5%, 1.00/MiB, cwnd 12.00, "
                          "srtt 62.35 ms; path2 37.5%, 1.00/MiB, cwnd 11.00, srtt 39.00 ms |")
     assert report.transport_section({"cells": [{"label": "raw", "runs": []}]}) == []
+
+
+def test_the_sampling_cost_section_puts_each_cell_beside_its_unsampled_twin():
+    """--sampling-cost's twins: cost = 1 - sampled / unsampled per direction, the
+    largest in the sentence; the twin is never a comparison target for other rows."""
+    sampled = cell("mptcp", 4, "numa", reads=(13.0, 13.2, 13.1), writes=(10.0, 10.2, 10.1))
+    twin = dict(cell("mptcp", 4, "numa", reads=(13.3, 13.5, 13.4), writes=(10.1, 10.3, 10.2)),
+                sampled=False, label="mptcp 4 numa 0 unsampled")
+    tcp = cell("tcp", 4, "numa", reads=(3.3, 3.4, 3.5))
+    doc = document([tcp, twin, sampled])
+    rows = report.summarize(doc)
+    assert [r.label for r in rows] == ["tcp 4 numa 0", "mptcp 4 numa 0", "mptcp 4 numa 0 unsampled"]
+    [(row, other, read_cost, write_cost)] = report.sampling_costs(rows)
+    assert (row.label, other.label) == ("mptcp 4 numa 0", "mptcp 4 numa 0 unsampled")
+    assert read_cost == pytest.approx(1 - 13.1 / 13.4) and write_cost == pytest.approx(1 - 10.1 / 10.2)
+    text = report.markdown(doc, rows)
+    assert "### tcp_info sampling cost" in text
+    assert f"cost at most {read_cost:.1%} of a cell's median READ or WRITE, over 1 cell(s)" in text
+    assert "| mptcp 4 numa 0 | 13.1 (13.0–13.2) | 13.4 (13.3–13.5) | 2.2% |" in text
+    assert "sampling cost" not in report.markdown(document([tcp, sampled]),
+                                                  report.summarize(document([tcp, sampled])))

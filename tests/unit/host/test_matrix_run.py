@@ -183,3 +183,30 @@ def test_multipath_and_selectors_are_axes_with_usage_errors():
         code, _, stderr = cli(*argv)
         assert code == 2
         assert_one_line(stderr, expected)
+
+
+def test_sampling_cost_plans_an_unsampled_twin_of_each_fabric_cell_only():
+    """--sampling-cost: bench_matrix parametrizes ``sampled``; each fabric cell gets a twin
+    labelled 'unsampled', its own cell; bare and raw cells are not doubled."""
+    found = []
+    for nodeid, name, params in items(repeats=1, trtypes=("mptcp",), iopolicies=("numa",),
+                                      losses=(0,)):
+        if name == "test_cell":
+            found += [(nodeid.replace("[", f"[{s}-"), name, {**params, "sampled": s == "sampled"})
+                      for s in ("sampled", "unsampled")]
+        else:
+            found.append((nodeid, name, params))
+    doc = matrix.new_doc(args(), "30mbit")
+    planned = matrix.plan(found, doc, "main", args(), "30mbit")
+    assert len([n for n in planned if "test_cell" in n]) == 2
+    labels = sorted(c["label"] for c in doc["cells"])
+    assert labels == ["bare mptcp 4 numa 0", "mptcp 4 numa 0", "mptcp 4 numa 0 unsampled", "raw"]
+    twin = next(c for c in doc["cells"] if c["label"].endswith("unsampled"))
+    assert twin["sampled"] is False and twin["kind"] == "fabric"
+
+
+def test_sampling_cost_and_no_sampling_together_are_one_line():
+    code, _, stderr = cli("matrix", "--sampling-cost", "--no-transport-sampling")
+    assert code == 2
+    assert_one_line(stderr, "--sampling-cost measures each cell with and without tcp_info "
+                            "sampling: it cannot go with --no-transport-sampling")
