@@ -61,11 +61,20 @@ def test_fault(request, fault, trtype, network, make_target, nvme_host, prove_tr
               record_property, network.topology.traddrs[:count], f"{fault}-{trtype}")
 
 
+@pytest.fixture
+def over_tcp(trtype):
+    """The bond cases weigh bonding against NVMe multipath and MPTCP: NVMe/TCP on the
+    bond only (asked before the network is built)."""
+    if trtype != "tcp":
+        pytest.skip(f"bond faults: NVMe/TCP on the bond only, not {trtype} "
+                    "(bonding is the alternative to NVMe multipath and MPTCP)")
+
+
 @pytest.mark.matrix(trtype=("tcp",))
 @pytest.mark.nvme_recovery_expected
 @pytest.mark.requires("module:bonding", "tool:fio")
-def test_bond_fault(request, fault, bond_mode, trtype, network, make_target, nvme_host,
-                    prove_transport, record_property):
+def test_bond_fault(request, fault, bond_mode, trtype, over_tcp, network, make_target,
+                    nvme_host, prove_transport, record_property):
     """fault {fault} during verified writes over {trtype} on a bond ({bond_mode}) of the links"""
     run_fault(request, faults.INJECTORS[fault](), trtype, network, make_target, nvme_host,
               prove_transport, record_property, network.topology.traddrs,
