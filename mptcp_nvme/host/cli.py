@@ -1,5 +1,5 @@
-"""The ``mptcp-nvme`` command: setup, run, kselftest, blktests, script, matrix, merge,
-build, series."""
+"""The ``mptcp-nvme`` command: setup, run, kselftest, blktests, script, matrix, report,
+merge, build, series."""
 
 import argparse
 import datetime
@@ -66,6 +66,14 @@ def build_parser():
                            "run: KTAP on stdout, results.json, junit.xml, summary.md")
     merge.add_argument("folders", nargs="+", metavar="DIR", help="results folders of 'run'")
     options.add_arguments(merge, "merge")
+
+    answer = sub.add_parser("report", help="the reviewers' questions answered from matrix "
+                            "and fault results folders: report.md and report.html")
+    answer.add_argument("folders", nargs="+", metavar="DIR",
+                        help="results folders of 'matrix' (matrix.json) or of the fault "
+                             "cases (faults.json)")
+    answer.add_argument("--out", metavar="DIR", help="where report.md and report.html go "
+                        "(default: results/report-<time>)")
 
     series = sub.add_parser("series", help="a patch series against its base: build both "
                             "(incrementally, cached), run the same selftests on each, and say "
@@ -153,6 +161,16 @@ def cmd_run(args, selftests=True):
         from mptcp_nvme.host.results import kcidb
         kcidb.write(args.kcidb, [merge_mod.read_run(results)[1]])
     return code
+
+
+def cmd_report(args):
+    from mptcp_nvme.host.matrix import questions
+    out = Path(args.out or SOURCE_DIR / "results" /
+               datetime.datetime.now().strftime("report-%Y%m%d-%H%M%S"))
+    md, page = questions.write(args.folders, out)
+    sys.stdout.write(md.read_text())
+    print(f"report: {md}, {page}", file=sys.stderr)
+    return 0
 
 
 def cmd_merge(args):
@@ -296,7 +314,7 @@ def main(argv=None):
         args = parse(argv)
         commands = {"setup": cmd_setup, "run": cmd_run, "script": cmd_script, "build": cmd_build,
                     "matrix": cmd_matrix, "merge": cmd_merge, "kselftest": cmd_kselftest,
-                    "blktests": cmd_blktests,
+                    "blktests": cmd_blktests, "report": cmd_report,
                     "series": cmd_series, "patchwork": cmd_patchwork}
         return commands[args.command](args)
     return run_command("mptcp-nvme", body)

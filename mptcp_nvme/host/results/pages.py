@@ -361,6 +361,11 @@ def _files_section(folder, top, runs):
     return _section("files", "Files", [f"<div class=\"files\">{item}</div>" for item in items])
 
 
+def write_markdown_page(path, title, text):
+    """``text`` (markdown as the runs write it) as a page of its own at ``path``."""
+    return _write(Path(path), title, [f"<main>{markdown(text)}</main>"])
+
+
 def markdown(text):
     """The markdown the runs write (faults.md, summary.md) as HTML: headings, pipe tables,
     lists, paragraphs, **bold** and `code`; everything escaped."""
