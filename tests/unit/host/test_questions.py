@@ -122,3 +122,23 @@ def test_a_bad_folder_is_one_line_and_exit_2(tmp_path, make, words):
     code, _, stderr = cli("report", str(folder), "--out", str(tmp_path / "out"))
     assert code == 2
     assert_one_line(stderr, words)
+
+
+def test_a_real_bond_matrix_reads_back_with_its_tcp_info_counters(tmp_path):
+    """matrix.json of a real run (7.3.4 stock, 4 x 30 Mbit/s, bond cells in two modes,
+    one repeat, tcp_info sampled): the bond's connections share its one address, so
+    tcp_info puts every byte on path1 (the slaves' split is in the cell's diagnostics,
+    from the links' counters)."""
+    folder = tmp_path / "bond"
+    folder.mkdir()
+    recorded = tests.DATA / "matrix" / "bond-802.3ad-balance-rr-stock.json"
+    (folder / "matrix.json").write_text(recorded.read_text())
+    matrices, _ = questions.load([folder])
+    measured = questions.Measured(matrices)
+    [(_, row, cell)] = [item for item in measured.fabric() if item[1].iopolicy == "balance-rr"]
+    assert round(row.read, 1) == 3.5 and row.efficiency == pytest.approx(3.53 / 14.31, abs=0.01)
+    counters = questions.link_counters(cell, "read")
+    assert counters["path1"][0] == 1.0 and counters["path2"] == (0.0, None)
+    assert counters["path1"][1] == pytest.approx(449 / (43284024 / 2**20))
+    text = questions.markdown([folder])
+    assert "The best bond mode, balance-rr, read 3.5 MiB/s" in text
