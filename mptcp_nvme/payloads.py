@@ -38,13 +38,17 @@ class _Payload:
 class Measurement(_Payload):
     """A matrix cell's run (selftests/bench/bench_matrix.py): MiB/s each way, and where the
     cell sampled it (guest/net/transport.py) the transport under the queues:
-    {"read"|"write": {link: LinkTransport as a dict}} and the seconds the sampling took."""
+    {"read"|"write": {link: LinkTransport as a dict}} and the seconds the sampling took;
+    the bytes each link's host interface moved, {"read"|"write": {link: bytes}}
+    (topology.LinkBytes: rx during the reads, tx during the writes; a bond's slaves
+    each, where tcp_info sees only the bond's one address)."""
 
     NAME = MATRIX
     read_mib: float
     write_mib: float
     transport: dict | None = None
     sampling_s: float | None = None
+    link_bytes: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)

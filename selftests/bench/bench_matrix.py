@@ -69,7 +69,7 @@ def topo(request, paths, loss):
     return found
 
 
-def record(record_property, results, sampler=None, topo=None):
+def record(record_property, results, sampler=None, topo=None, moved=None):
     read, write = results["randread"].read, results["randwrite"].write
     assert read.io_bytes > 0 and write.io_bytes > 0, "fio moved no data"
     found = sampler.by_direction(topo) if sampler and not sampler.error else None
@@ -77,7 +77,8 @@ def record(record_property, results, sampler=None, topo=None):
         read.mib_per_s, write.mib_per_s,
         transport=found and {direction: {name: link.to_dict() for name, link in per.items()}
                              for direction, per in found.items()},
-        sampling_s=sampler and round(sampler.busy_s, 3)).to_property())
+        sampling_s=sampler and round(sampler.busy_s, 3),
+        link_bytes=moved and {"read": moved.of("rx"), "write": moved.of("tx")}).to_property())
     record_property(DIAG, f"READ: bw={read.mib_per_s:.2f}MiB/s WRITE: bw={write.mib_per_s:.2f}MiB/s")
     if sampler and sampler.error:
         record_property(DIAG, f"transport sampling stopped: {sampler.error}")
@@ -122,7 +123,7 @@ def test_cell(request, multipath, trtype, paths, iopolicy, loss, repeat, sampled
             results = fio.run_script_sequence(device, job, prefix=network.host.argv(),
                                               flush=multipath == "native")
             moved = network.link_bytes_since(before)
-    record(record_property, results, sampler, network.topology)
+    record(record_property, results, sampler, network.topology, moved)
     # the links' own counters: which slave of a bond, which link of a path, carried it
     record_property(DIAG, f"bytes per link: reads {moved.format('rx')}, "
                           f"writes {moved.format('tx')}")

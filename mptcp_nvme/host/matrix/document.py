@@ -65,6 +65,7 @@ class Run:
     duration_s: float
     reason: str | None
     transport: dict | None = None     # Measurement.transport, where the cell sampled it
+    link_bytes: dict | None = None    # Measurement.link_bytes: each link's interface
 
 
 def _names(kind, optional=()):
@@ -74,7 +75,8 @@ def _names(kind, optional=()):
 # What a file must have (older files lack the newer fields: multipath, settings' extras).
 REQUIRED = {"settings": _names(Settings, ("loss", "topology", "tls", "append", "loss_links")),
             "cell": _names(Cell, ("multipath", "sampled")),
-            "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason", "transport"))}
+            "run": _names(Run, ("nodeid", "repeat", "duration_s", "reason", "transport",
+                                "link_bytes"))}
 
 
 def new(settings):

@@ -139,7 +139,7 @@ def bonding_section(measured, faults):
     bonds = measured.fabric(multipath="bond", loss=0)
     if bonds:
         rows = []
-        for doc, bond, _ in bonds:
+        for doc, bond, cell in bonds:
             same = lambda **w: next((r for d, r, _ in measured.fabric(loss=0, paths=bond.paths, **w)
                                      if d is doc), None)
             numa = same(trtype="tcp", multipath="native", iopolicy="numa")
@@ -151,6 +151,7 @@ def bonding_section(measured, faults):
                                                           loss=0, paths=bond.paths)
                          if d is doc and r.read is not None), key=lambda r: r.read, default=None)
             rows.append([bond.label, _mib(bond.read), _mib(bond.write), _eff(bond),
+                         _shares(interface_shares(cell, "read")),
                          _x(_ratio(bond.read, numa.read if numa else None)),
                          f"{_x(_ratio(best_native.read, bond.read))} ({best_native.label})"
                          if best_native else NONE,
@@ -159,7 +160,8 @@ def bonding_section(measured, faults):
         lines.append(f"The best bond mode, {best[1].iopolicy}, read {_mib(best[1].read)} MiB/s "
                      f"and wrote {_mib(best[1].write)} over {best[1].paths} links "
                      f"(efficiency {_eff(best[1])} of the links it can use).")
-        lines += ["", *_table(["bond", "READ MiB/s", "WRITE MiB/s", "eff.", "÷ tcp numa",
+        lines += ["", *_table(["bond", "READ MiB/s", "WRITE MiB/s", "eff.",
+                               "reads per slave (interface bytes)", "÷ tcp numa",
                                "best native ÷ bond", "best mptcp ÷ bond"], rows), "",
                   *_measured_on(doc for doc, _, _ in bonds)]
     else:
@@ -195,6 +197,21 @@ def _fault_row(outcome):
               if impact.get("during") is not None and impact.get("baseline") else NONE)
     return [outcome["fault"], faults_report.transport(outcome), _s(impact.get("longest_stall_s")), during,
             outcome.get("problem") or "ok"]
+
+
+def interface_shares(cell, direction):
+    """{link: median share of the bytes its host interface moved} over the cell's passed
+    runs that recorded them (Run.link_bytes), for ``direction`` (read or write)."""
+    found = [run["link_bytes"][direction] for run in cell.get("runs", ())
+             if run.get("status") == "passed" and (run.get("link_bytes") or {}).get(direction)]
+    names = sorted({name for per in found for name in per})
+    shares = {name: [per.get(name, 0) / total for per in found
+                     if (total := sum(per.values()))] for name in names}
+    return {name: statistics.median(values) for name, values in shares.items() if values}
+
+
+def _shares(per):
+    return " ".join(f"{name} {share:.0%}" for name, share in per.items()) or NONE
 
 
 def link_counters(cell, direction):

@@ -131,7 +131,8 @@ class Recorder:
                            write_mib=measured and measured.write_mib,
                            duration_s=round(report.duration, 2),
                            reason=None if status == "passed" else reason(report),
-                           transport=measured and measured.transport)
+                           transport=measured and measured.transport,
+                           link_bytes=measured and measured.link_bytes)
         document.add_run(find_cell(self.doc, cell["key"]), run)
         document.save(self.doc, self.path)
         if report.when != "teardown":

@@ -60,6 +60,9 @@ def test_each_question_is_answered_with_its_figures(tmp_path):
     for bond in bonds:
         bond["label"] = f"tcp 4 bond:{bond['iopolicy']} 0"
         bond["usable_links"] = 4 if bond["iopolicy"] == "balance-rr" else 3
+    for run, spread in zip(bonds[0]["runs"], (1, 3, 5)):      # the slaves' interfaces
+        run["link_bytes"] = {"read": {"path1": 50 - spread, "path2": 50 + spread,
+                                      "path3": 0, "path4": 0}}
     lossy = with_transport(cell("mptcp", 4, "round-robin", 1, reads=(12.5, 12.7, 12.9)),
                            {"path1": link(3 * 2**20, 3), "path4": link(1 * 2**20, 9)})
     outcomes = RECORDED_FAULTS + [bond_outcome("blackhole", "802.3ad", 3.5),
@@ -70,8 +73,9 @@ def test_each_question_is_answered_with_its_figures(tmp_path):
            "13.5; NVMe over MPTCP read 13.3 (0.99x)" in text
     assert "The best bond mode, 802.3ad, read 6.9 MiB/s and wrote 6.9 over 4 links " \
            "(efficiency 0.64 of the links it can use)." in text
-    assert "| tcp 4 bond:balance-rr 0 | 3.5 | 3.5 | 0.24 | 1.03x | 3.86x (tcp 4 round-robin 0) " \
-           "| 3.80x (mptcp 4 round-robin 0) |" in text
+    assert "| tcp 4 bond:balance-rr 0 | 3.5 | 3.5 | 0.24 | path1 47% path2 53% path3 0% " \
+           "path4 0% | 1.03x | 3.86x (tcp 4 round-robin 0) | 3.80x (mptcp 4 round-robin 0) |" in text
+    assert "| tcp 4 bond:802.3ad 0 | 6.9 | 6.9 | 0.64 | — | 2.03x |" in text
     assert re.search(r"Under the same faults the bond stalled up to 11\.4 s \(bond:802\.3ad "
                      r"3\.5 s, bond:balance-rr 11\.4 s\); without a bond: tcp blackhole "
                      r"\d+\.\d s, mptcp blackhole \d+\.\d s\.", text), text

@@ -14,14 +14,15 @@ def test_a_measurement_round_trips_as_its_property():
     measured = payloads.Measurement(read_mib=21.5, write_mib=19.25)
     name, value = measured.to_property()
     assert name == MATRIX and json.loads(value) == {"read_mib": 21.5, "write_mib": 19.25,
-                                                    "transport": None, "sampling_s": None}
+                                                    "transport": None, "sampling_s": None,
+                                                    "link_bytes": None}
     assert payloads.Measurement.find([("ktap_diag", "x"), (name, value)]) == measured
     assert payloads.Measurement.find([("ktap_diag", "x")]) is None
     # an older guest's (no transport sampling) still reads
     assert payloads.Measurement.from_property('{"read_mib": 1.0, "write_mib": 2.0}') == \
         payloads.Measurement(1.0, 2.0)
     sampled = payloads.Measurement(1.0, 2.0, transport={"read": {"path1": {"retransmits": 3}}},
-                                   sampling_s=0.25)
+                                   sampling_s=0.25, link_bytes={"read": {"path1": 10, "path2": 0}})
     assert payloads.Measurement.find([sampled.to_property()]) == sampled
 
 
