@@ -337,9 +337,9 @@ def inject(fault, scene, device, log_prefix, prefix=(), phase_s=lambda length: l
     ``phase_s(length)`` cuts the baseline phase and the window (quick.seconds)."""
     baseline_s = phase_s(BEFORE_S)
     window = fault.window_s(scene, phase_s(WINDOW_S))
-    # fio is interrupted once the bandwidth is back; its runtime only bounds a run that
-    # never comes back, as sampling does: a slow heal (a reconnect under a debug kernel)
-    # must not end the log before the fault does
+    # fio is interrupted once the bandwidth is back, else AFTER_S after the heal ended;
+    # its runtime is only a ceiling, HANG_S past the planned end: a heal that takes long
+    # (a reconnect under a debug kernel) must not end the log before the fault does
     runtime = round(baseline_s + window + AFTER_S + HANG_S)
     job = fio.FioJob(rw="randwrite", bs="16k", numjobs=1, iodepth=16, size="50%",
                      log_prefix=log_prefix).verifying_while_writing(runtime, VERIFY_BACKLOG)
@@ -358,7 +358,7 @@ def inject(fault, scene, device, log_prefix, prefix=(), phase_s=lambda length: l
             finally:
                 fault.heal(scene)
                 fault_end = time.monotonic()
-            sample_until(scene, fault_start + window + AFTER_S + HANG_S, after, device=device,
+            sample_until(scene, fault_end + AFTER_S, after, device=device,
                          stop=lambda: running.poll() is not None
                          or back(before, after, fault_end))
             interrupted = running.poll() is None
