@@ -39,9 +39,9 @@ class Measurement(_Payload):
     """A matrix cell's run (selftests/bench/bench_matrix.py): MiB/s each way, and where the
     cell sampled it (guest/net/transport.py) the transport under the queues:
     {"read"|"write": {link: LinkTransport as a dict}} and the seconds the sampling took;
-    the bytes each link's host interface moved, {"read"|"write": {link: bytes}}
-    (topology.LinkBytes: rx during the reads, tx during the writes; a bond's slaves
-    each, where tcp_info sees only the bond's one address)."""
+    the bytes each link's host interface moved over the cell's two jobs, {"read"|"write":
+    {link: bytes}} (topology.LinkBytes: rx, target to host, carries the reads' data; tx
+    the writes'; a bond's slaves each, where tcp_info sees only the bond's one address)."""
 
     NAME = MATRIX
     read_mib: float

@@ -6,6 +6,9 @@ from mptcp_nvme.channel import results_dir
 
 
 def register(config):
+    if config.getoption("vm") and not hasattr(config, "workerinput"):
+        from mptcp_nvme.host.vm.pytest_run import VmReaper
+        config.pluginmanager.register(VmReaper(), "mptcp_nvme_vm_reaper")
     if config.getoption("vm") and not is_xdist_controller(config):
         from mptcp_nvme.host.vm.pytest_run import VmRunner
         config.pluginmanager.register(VmRunner(config), "mptcp_nvme_vm")

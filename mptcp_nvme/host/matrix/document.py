@@ -65,7 +65,7 @@ class Run:
     duration_s: float
     reason: str | None
     transport: dict | None = None     # Measurement.transport, where the cell sampled it
-    link_bytes: dict | None = None    # Measurement.link_bytes: each link's interface
+    link_bytes: dict | None = None    # Measurement.link_bytes: each link's interface bytes
 
 
 def _names(kind, optional=()):

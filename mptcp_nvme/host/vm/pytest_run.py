@@ -1,11 +1,14 @@
 """Host side: every selftest runs in this process's guest (one VM per xdist worker)."""
 
+import contextlib
 import itertools
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from _pytest.reports import TestReport
 
@@ -77,6 +80,54 @@ def share_installs(results, out, layout):
     return shared
 
 
+RUN_ID = "MPTCP_NVME_RUN_ID"     # the run's controller pid, inherited by its xdist workers
+
+
+def run_id():
+    """The id of this run (VmReaper sets it in the controller before any worker starts):
+    every VM of the run carries it in its name."""
+    return os.environ.get(RUN_ID) or str(os.getpid())
+
+
+def vm_prefix(run):
+    return f"mptcp-nvme-{run}-"
+
+
+def reap_vms(run):
+    """Every qemu of run ``run`` still alive, terminated (killed if it lingers): a
+    worker killed with its VM up (the controller interrupted: SIGTERM, Ctrl-C) leaves
+    its qemu orphaned. How many there were."""
+    prefix = vm_prefix(run)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if any("qemu-system" in a for a in argv[:1]) and any(a.startswith(prefix) for a in argv):
+            found.append(proc)
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return len(found)
+
+
+class VmReaper:
+    """The run's controller (or its only process): names the run for its VMs, and at the
+    end, however the run ended, stops any VM of it still alive."""
+
+    def __init__(self):
+        self.run = str(os.getpid())
+        os.environ[RUN_ID] = self.run          # before xdist spawns the workers
+
+    def pytest_unconfigure(self, config):
+        reaped = reap_vms(self.run)
+        if reaped:
+            print(f"mptcp-nvme: stopped {reaped} VM(s) of this run left running by its "
+                  "workers", file=sys.stderr)
+
+
 BOOT_ATTEMPTS = 2
 GUEST_ARGS_NAME = "guest-args.txt"      # the test files, in the VM's results folder
 
@@ -112,7 +163,7 @@ class VmRunner:
             rwdirs={layout.results: str(out.resolve())},
             rodirs={layout.source: str(SOURCE_DIR)} if image else {},
             console_log=out / f"console-{next(self.boots)}.log",
-            name=f"mptcp-nvme-{os.getpid()}-{self.worker}",
+            name=f"{vm_prefix(run_id())}{self.worker}",
             command=guest_command(self.config.args, [
                 "--guest-config", f"{layout.results}/{guest_config_file(self.config, out).name}"],
                 layout, shared, args_file=(out / GUEST_ARGS_NAME,
