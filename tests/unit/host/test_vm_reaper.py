@@ -20,7 +20,7 @@ def fake_qemu(name):
 
 
 def test_the_reaper_stops_its_runs_vms_and_no_others(monkeypatch):
-    monkeypatch.delenv(pytest_run.RUN_ID, raising=False)
+    monkeypatch.setenv(pytest_run.RUN_ID, "an outer run's")    # restored after the test
     reaper = pytest_run.VmReaper()
     assert os.environ[pytest_run.RUN_ID] == reaper.run == str(os.getpid())
     assert pytest_run.run_id() == reaper.run           # what the workers name VMs with
