@@ -176,11 +176,10 @@ def bonding_section(measured, faults):
                                           key=faults_report.order)]
     stalls = {o["via"]: (o.get("impact") or {}).get("longest_stall_s") for o in bonded}
     worst = max((v for v in stalls.values() if v is not None), default=None)
-    plain = [o for o in outcomes if not o.get("via")
-             and o["fault"] in {b["fault"] for b in bonded}]
+    plain = [o for o in outcomes if not o.get("via") and o["fault"] in hit]
     lines.append(f"Under the same faults the bond stalled up to {_s(worst)} "
                  f"({', '.join(f'{via} {_s(s)}' for via, s in sorted(stalls.items()))})"
-                 + (f"; without a bond: "
+                 + ("; without a bond: "
                     + ", ".join(f"{o['trtype']} {o['fault']} {_s((o.get('impact') or {}).get('longest_stall_s'))}"
                                 for o in plain) if plain else "") + ".")
     return lines + ["", *_table(["fault", "transport", "longest stall", "during fault",
@@ -219,20 +218,9 @@ def link_counters(cell, direction):
     cell's passed runs that sampled tcp_info, for ``direction`` (read or write)."""
     found = [run["transport"][direction] for run in cell.get("runs", ())
              if run.get("status") == "passed" and (run.get("transport") or {}).get(direction)]
-    names = sorted({name for per in found for name in per})
-    result = {}
-    for name in names:
-        shares, retrans = [], []
-        for per in found:
-            total = sum(link["bytes_acked"] for link in per.values())
-            link = per.get(name)
-            if link and total:
-                shares.append(link["bytes_acked"] / total)
-            if link and link["bytes_acked"]:
-                retrans.append(link["retransmits"] / (link["bytes_acked"] / 2**20))
-        result[name] = (statistics.median(shares) if shares else None,
-                        statistics.median(retrans) if retrans else None)
-    return result
+    return {name: (report.link_median(found, name, report.link_share),
+                   report.link_median(found, name, report.link_retransmits))
+            for name in sorted({name for per in found for name in per})}
 
 
 def _counters(per):

@@ -271,12 +271,11 @@ def markdown(doc, rows):
 def sampling_costs(rows):
     """[(sampled row, its unsampled twin, READ cost, WRITE cost)] of the cells measured
     both ways (--sampling-cost): cost = 1 − sampled ÷ unsampled (medians)."""
-    twins = {(r.kernel, r.kind, r.trtype, r.paths, r.multipath, r.iopolicy, r.loss, r.tls): r
-             for r in rows if not r.sampled}
+    unsampled = lambda row: tuple(getattr(row, f) for f in IDENTITY if f != "sampled")
+    twins = {unsampled(r): r for r in rows if not r.sampled}
     found = []
     for row in (r for r in rows if r.sampled):
-        twin = twins.get((row.kernel, row.kind, row.trtype, row.paths, row.multipath,
-                          row.iopolicy, row.loss, row.tls))
+        twin = twins.get(unsampled(row))
         if twin:
             cost = lambda a, b: 1 - a / b if a is not None and b else None
             found.append((row, twin, cost(row.read, twin.read), cost(row.write, twin.write)))
@@ -305,6 +304,26 @@ def sampling_section(rows):
     return lines
 
 
+def link_share(link, found):
+    """A link's share of the bytes acknowledged over every link of one run's direction."""
+    total = sum(other["bytes_acked"] for other in found.values())
+    return link["bytes_acked"] / total if total else None
+
+
+def link_retransmits(link, found):
+    """A link's retransmissions per MiB acknowledged in one run's direction."""
+    mib = link["bytes_acked"] / 2**20
+    return link["retransmits"] / mib if mib else None
+
+
+def link_median(per_run, name, value):
+    """The median over the runs ({link: LinkTransport dict} each) of value(link, run) for
+    link ``name``, where the run has it and the value exists; None without one."""
+    values = [v for found in per_run if name in found
+              if (v := value(found[name], found)) is not None]
+    return statistics.median(values) if values else None
+
+
 def transport_section(doc):
     """matrix.md's per-link transport table: for each cell whose runs sampled tcp_info
     (guest/net/transport.py), each direction and link, the link's share of the bytes its
@@ -320,20 +339,10 @@ def transport_section(doc):
                 continue
             links = sorted({name for found in per_run for name in found})
 
-            def median_of(name, value):
-                values = [v for found in per_run if name in found
-                          if (v := value(found[name], found)) is not None]
-                return statistics.median(values) if values else None
-
-            def share(link, found):
-                total = sum(other["bytes_acked"] for other in found.values())
-                return link["bytes_acked"] / total if total else None
-
-            def retrans(link, found):
-                mib = link["bytes_acked"] / 2**20
-                return link["retransmits"] / mib if mib else None
-            cols = [f"{name} {_pct(median_of(name, share))}, {_num(median_of(name, retrans))}"
-                    f"/MiB, cwnd {_num(median_of(name, lambda link, _: link['cwnd_median']))}, "
+            median_of = lambda name, value: link_median(per_run, name, value)
+            cols = [f"{name} {_pct(median_of(name, link_share))}, "
+                    f"{_num(median_of(name, link_retransmits))}/MiB, cwnd "
+                    f"{_num(median_of(name, lambda link, _: link['cwnd_median']))}, "
                     f"srtt {_num(median_of(name, lambda link, _: link['srtt_median_ms']))} ms"
                     for name in links]
             rows.append(f"| {cell.get('label') or key(cell)} | {direction} | {len(per_run)} | "
